@@ -1,0 +1,1 @@
+"""The synthetic ssTEM-like sample shipped with the package (see README.md in this folder)."""

@@ -1,0 +1,316 @@
+"""``em-unet``: the same engine as the napari plugin, from a terminal, a script or a cluster.
+
+Every failure the user can cause (missing or damaged file, wrong shapes, bad model) ends in
+one ``error: ...`` line on stderr and a non-zero exit, with no traceback and no partial
+output file (outputs are written to a temporary name and renamed when complete).
+Set ``EM_UNET_DEBUG=1`` to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import EmUnetError, InputError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _slices(text: str | None) -> list[int] | None:
+    """Parse '0,5,9' or '0-3,7' into a list of slice indices."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                out.extend(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"slices must look like 0,5,9 or 0-3,7; got {text!r}")
+    return out
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _progress(total: int, desc: str, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
+                disable=None if not os.environ.get("EM_UNET_PROGRESS") else False)
+
+
+# ----------------------------------------------------------------------------- segment
+def cmd_segment(args) -> int:
+    from .model_files import load_model
+    from .segmentation import Output, segment_stack
+    from .tiff_io import read_tiff, write_tiff
+
+    image = read_tiff(args.input)
+    output = Output(args.output_kind)
+    from .preprocessing import as_stack
+
+    stack, was_2d = as_stack(image.data)
+    if min(stack.shape[1:]) < 1:
+        raise InputError(f"{args.input} has an empty image (shape {image.data.shape})")
+    pixel_size = args.pixel_size or image.pixel_size_nm
+    model = load_model(args.model)
+    result = np.zeros(stack.shape, dtype=output.dtype)
+    with _progress(stack.shape[0], "segment", "slice") as bar:
+        for item in segment_stack(model, stack, output=output, pixel_size_nm=pixel_size,
+                                  tile_size=args.tile_size, batch_size=args.batch_size):
+            result[item.index] = item.result
+            bar.update(1)
+    write_tiff(args.output, result[0] if was_2d else result, pixel_size)
+    print(f"wrote {args.output} ({output.value}, shape {result.shape[1:] if was_2d else result.shape})",
+          file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- training
+def _train_common(args, base) -> int:
+    from .model_files import save_model
+    from .tiff_io import read_tiff
+    from .training import EpochProgress, StepProgress, TrainConfig, train
+
+    image = read_tiff(args.image)
+    labels = read_tiff(args.labels)
+    if np.asarray(image.data).shape[:3] != np.asarray(labels.data).shape[:3] and \
+            np.squeeze(image.data).shape != np.squeeze(labels.data).shape:
+        raise InputError(
+            f"image {image.data.shape} and labels {labels.data.shape} differ in shape"
+        )
+    output = Path(args.output)
+    if output.suffix != ".keras":
+        raise InputError(f"the model file name must end in .keras: {output}")
+    defaults = TrainConfig()
+    config = TrainConfig(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.learning_rate,
+        augment=not args.no_augment,
+        elastic=args.elastic,
+        seed=args.seed,
+        architecture=getattr(args, "architecture", defaults.architecture),
+    )
+    stop = threading.Event()
+    previous = _install_stop_handler(stop)
+    gen = train(
+        np.asarray(image.data), np.asarray(labels.data),
+        base=base, slices=args.slices, validation_slices=args.validation_slices,
+        pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
+        config=config, name=output.stem, source=str(Path(args.image).name), stop=stop,
+    )
+    bar = None
+    try:
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as done:
+                result = done.value
+                break
+            if isinstance(record, StepProgress):
+                if bar is None:
+                    bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}", "step")
+                bar.update(1)
+                bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
+            elif isinstance(record, EpochProgress):
+                if bar is not None:
+                    bar.close()
+                    bar = None
+                score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
+                loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
+                vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
+                print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
+                      f"val V_rand {score}  best epoch {record.best_epoch}  "
+                      f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+        signal.signal(signal.SIGINT, previous)
+    save_model(result.model.keras_model, result.model.info, output)
+    how = "stopped early; " if result.stopped else ""
+    score = "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
+    print(f"{how}saved the best weights (epoch {result.best_epoch}{score}) to {output}",
+          file=sys.stderr)
+    return 0
+
+
+def _install_stop_handler(stop: threading.Event):
+    """First Ctrl-C: finish the step and save the best weights. Second: abort, write nothing."""
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step and keeping the best weights so far "
+              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def cmd_train(args) -> int:
+    from .model import UNetConfig
+
+    args.architecture = UNetConfig(base_filters=args.base_filters, depth=args.depth)
+    return _train_common(args, base=None)
+
+
+def cmd_finetune(args) -> int:
+    from .model_files import load_model
+
+    return _train_common(args, base=load_model(args.model))
+
+
+# ----------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args) -> int:
+    from .metrics import score_stack
+    from .tiff_io import read_tiff
+
+    prediction = np.asarray(read_tiff(args.prediction).data)
+    truth = np.asarray(read_tiff(args.ground_truth).data)
+    scores = score_stack(prediction, truth)
+    if args.json:
+        print(json.dumps(scores.to_dict()))
+        return 0
+    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}")
+    for i, s in enumerate(scores.per_slice):
+        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}")
+    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) -> None:
+    p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
+    p.add_argument("--labels", required=True,
+                   help="TIFF labels of the same shape: 0 = membrane, other values = cells "
+                        "(ISBI 0/255 masks or napari instance labels)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.keras)")
+    p.add_argument("--slices", type=_slices, default=None,
+                   help="training slices, e.g. 0,5,9 or 0-15 (default: every slice whose "
+                        "labels are not all 0)")
+    p.add_argument("--validation-slices", type=_slices, default=None,
+                   help="slices held out to pick the best epoch and tune the watershed "
+                        "(default: the bottom 20%% of each training slice)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None,
+                   help="pixel size in nm (default: read from the TIFF, if recorded)")
+    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default {epochs}")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=steps,
+                   help=f"default {steps}")
+    p.add_argument("--batch-size", type=_positive_int, default=batch, help=f"default {batch}")
+    p.add_argument("--patch-size", type=_positive_int, default=256, help="default 256")
+    p.add_argument("--learning-rate", type=_positive_float, default=lr, help=f"default {lr}")
+    p.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity jitter")
+    p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="em-unet",
+        description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
+                    "corrected slices.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("segment", help="segment a TIFF image or stack",
+                       description="Segment a 2D image or ZYX stack slice by slice.")
+    p.add_argument("input", help="input TIFF (2D image or ZYX stack; grey or RGB)")
+    p.add_argument("-o", "--output", required=True, help="output TIFF")
+    p.add_argument("--model", default=None, help="model file (default: the bundled ISBI 2012 model)")
+    p.add_argument("--output-kind", "--output-type", dest="output_kind",
+                   choices=["instances", "membranes", "probabilities"], default="instances",
+                   help="instances: uint32 cells, 0 = membrane (default); membranes: uint8 "
+                        "0 = membrane, 255 = interior; probabilities: float32 membrane "
+                        "probability")
+    p.add_argument("--pixel-size", type=_positive_float, default=None,
+                   help="pixel size in nm (default: read from the TIFF, if recorded)")
+    p.add_argument("--tile-size", type=_positive_int, default=1024,
+                   help="largest tile fed to the network, in pixels (default 1024)")
+    p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
+                       description="Fine-tune a model (default: the bundled one) on the "
+                                   "labelled slices of a stack; saves a new model file.")
+    p.add_argument("--model", default=None, help="base model (default: the bundled model)")
+    _add_training_args(p, epochs=10, steps=40, batch=4, lr=3e-4)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("train", help="train a new model from scratch",
+                       description="Train a new U-Net from scratch.")
+    _add_training_args(p, epochs=30, steps=100, batch=8, lr=1e-3)
+    p.add_argument("--base-filters", type=_positive_int, default=12, help="default 12")
+    p.add_argument("--depth", type=_positive_int, default=4, help="default 4")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
+                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
+    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
+                                      "float probabilities")
+    p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EmUnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("error: out of memory; try a smaller --tile-size or --batch-size", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # the promise is one line, never a traceback
+        if os.environ.get("EM_UNET_DEBUG"):
+            raise
+        text = str(exc).strip().splitlines()
+        print(f"error: {type(exc).__name__}: {text[0] if text else ''}"[:300], file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

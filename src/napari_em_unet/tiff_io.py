@@ -1,0 +1,144 @@
+"""Reading and writing TIFF stacks, with the pixel size when the file carries it.
+
+No TensorFlow, no napari: used by the CLI, the napari reader and writer, and benchmarks.
+Pixel sizes are returned in nanometres, taken from ImageJ metadata (XResolution in pixels
+per ``unit``), OME-XML (PhysicalSizeX) or a centimetre ResolutionUnit. Inch-based
+resolutions are ignored: they are DPI values from office software, not physical sizes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+_UNIT_TO_NM = {
+    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
+    "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
+    "micrometre": 1e3, "\\u00B5m": 1e3,
+    "mm": 1e6, "millimeter": 1e6, "cm": 1e7, "m": 1e9,
+}
+
+
+@dataclass
+class TiffImage:
+    data: np.ndarray
+    """The pixels; a memory map when the file allows it (uncompressed, contiguous)."""
+    pixel_size_nm: float | None
+    path: Path
+
+
+def _open(path: str | os.PathLike):
+    import tifffile
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a TIFF file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes)")
+    try:
+        return tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
+        raise InputError(f"{path.name} is not a readable TIFF file ({_first_line(exc)})") from None
+
+
+def read_tiff(path: str | os.PathLike, *, memmap: bool = True) -> TiffImage:
+    """Read a 2D image or ZYX stack (grey or RGB) and its pixel size."""
+    path = Path(path)
+    with _open(path) as tif:
+        pixel_size = pixel_size_nm(tif)
+        try:
+            data = None
+            if memmap:
+                try:
+                    data = tif.asarray(out="memmap")
+                except (ValueError, TypeError):
+                    data = None
+            if data is None:
+                data = tif.asarray()
+        except Exception as exc:
+            raise InputError(f"{path.name} could not be decoded ({_first_line(exc)})") from None
+    data = np.squeeze(data) if data.ndim > 3 and 1 in data.shape[:-2] else data
+    return TiffImage(data, pixel_size, path)
+
+
+def pixel_size_nm(tif) -> float | None:
+    """The XY pixel size of an open ``tifffile.TiffFile``, in nm, or None if not recorded."""
+    try:
+        if tif.is_ome and tif.ome_metadata:
+            size = _ome_pixel_size(tif.ome_metadata)
+            if size:
+                return size
+        page = tif.pages.first
+        tag = page.tags.get("XResolution")
+        if tag is None:
+            return None
+        num, den = tag.value
+        if not num or not den:
+            return None
+        per_unit = num / den  # pixels per unit
+        unit = None
+        if tif.is_imagej and tif.imagej_metadata:
+            unit = str(tif.imagej_metadata.get("unit", "")).strip().lower() or None
+        if unit is None:
+            resunit = page.tags.get("ResolutionUnit")
+            if resunit is not None and int(resunit.value) == 3:
+                unit = "cm"
+        if unit not in _UNIT_TO_NM:
+            return None
+        size = _UNIT_TO_NM[unit] / per_unit
+        return float(size) if 0.01 < size < 1e6 else None
+    except Exception:  # metadata is a bonus: never fail a read because of it
+        return None
+
+
+def _ome_pixel_size(xml: str) -> float | None:
+    import re
+
+    match = re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', xml)
+    if not match:
+        return None
+    unit_match = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
+    unit = unit_match.group(1).lower() if unit_match else "µm"
+    return float(match.group(1)) * _UNIT_TO_NM.get(unit, 1e3)
+
+
+def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, then rename), with its pixel size."""
+    import tifffile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(data)
+    kwargs: dict = {}
+    imagej = data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim in (2, 3)
+    if pixel_size_nm:
+        kwargs["resolution"] = (1e3 / pixel_size_nm, 1e3 / pixel_size_nm)
+        if imagej:
+            kwargs["metadata"] = {"unit": "um", "axes": "ZYX" if data.ndim == 3 else "YX"}
+        else:
+            kwargs["resolutionunit"] = "CENTIMETER"
+            kwargs["resolution"] = (1e7 / pixel_size_nm, 1e7 / pixel_size_nm)
+    elif imagej:
+        kwargs["metadata"] = {"axes": "ZYX" if data.ndim == 3 else "YX"}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp, data, imagej=imagej, bigtiff=data.nbytes > 2**32 - 2**25,
+                         **kwargs)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:200]
