@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny real Keras models, small synthetic stacks, and the shared EM data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(
+    os.environ.get("EM_UNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is not beside the checkout."""
+    if not (SHARED_DATA / "isbi2012" / "train-volume.tif").exists():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def small_stack() -> tuple[np.ndarray, np.ndarray]:
+    """A 3 x 96 x 96 synthetic ssTEM stack (uint8) and its instance labels (uint16)."""
+    from napari_em_unet.synthetic import make_synthetic_stack
+
+    return make_synthetic_stack((3, 96, 96), seed=1, cell_size=24)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """A real but tiny U-Net (4 base filters, depth 2) saved as a model file."""
+    from napari_em_unet.model import UNetConfig, build_unet
+    from napari_em_unet.model_files import ModelInfo, save_model
+
+    config = UNetConfig(base_filters=4, depth=2)
+    model = build_unet(config, seed=0)
+    info = ModelInfo(name="tiny", architecture=config.to_dict(), pixel_size_nm=4.0,
+                     postprocessing={"threshold": 0.5, "seed_threshold": 0.45})
+    return save_model(model, info, tmp_path_factory.mktemp("models") / "tiny.keras")
+
+
+@pytest.fixture()
+def tiny_model(tiny_model_path):
+    from napari_em_unet.model_files import load_model
+
+    return load_model(tiny_model_path)
