@@ -6,25 +6,51 @@ reading a TIFF or opening napari never pays TensorFlow's multi-second import.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence C++ log lines (oneDNN, CUDA-probe banners) that TensorFlow prints at import.
+
+    TF 2.21 logs them through absl before any log level applies, so only redirecting the
+    file descriptor helps. Python exceptions are unaffected: they surface after restoring.
+    """
+    if os.environ.get("EM_UNET_DEBUG"):
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (pythonw, some IDEs)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 @functools.cache
 def keras_module():
     """Import Keras 3 on the TensorFlow backend, quietly, once."""
-    # TensorFlow logs oneDNN/CUDA banners to stderr at import; users only need errors.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-    import tensorflow as tf
+    with _quiet_native_stderr():
+        import keras
+        import tensorflow as tf
 
-    # Respect a CPU-only box without noise; on a GPU, grow memory instead of grabbing it all.
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised: nothing to change
-            pass
+        # On a GPU, grow memory as needed instead of grabbing all of it at start.
+        for gpu in tf.config.list_physical_devices("GPU"):
+            with contextlib.suppress(RuntimeError):  # already initialised
+                tf.config.experimental.set_memory_growth(gpu, True)
     return keras
 
 

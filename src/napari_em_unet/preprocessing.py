@@ -56,7 +56,8 @@ def normalize(
     low, high = np.percentile(values, percentiles)
     if not high > low:
         return np.full(image.shape, 0.5, dtype=np.float32)
-    out = (image - low) / (high - low)
+    # float32 scalars: numpy 2 would otherwise promote the whole slice to float64.
+    out = (image - np.float32(low)) * np.float32(1.0 / (high - low))
     out[~finite] = 0.5
     return out
 

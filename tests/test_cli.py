@@ -1,0 +1,123 @@
+"""``em-unet`` end to end on the packaged sample, and its error path."""
+
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_em_unet.cli import main
+
+SAMPLE = Path(str(resources.files("napari_em_unet.sample_data")))
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a fresh interpreter, as a user would."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "napari_em_unet.cli", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture()
+def sample_slices(tmp_path):
+    """Two 128 x 128 crops of the packaged sample (image, labels), with its pixel size."""
+    image = tifffile.imread(SAMPLE / "synthetic-sstem.tif")[:2, :128, :128]
+    labels = tifffile.imread(SAMPLE / "synthetic-sstem-labels.tif")[:2, :128, :128]
+    meta = dict(imagej=True, resolution=(250, 250), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "img.tif", image, **meta)
+    tifffile.imwrite(tmp_path / "lab.tif", labels, **meta)
+    return tmp_path / "img.tif", tmp_path / "lab.tif"
+
+
+def test_segment_then_evaluate(sample_slices, tiny_model_path, tmp_path, capsys):
+    image, labels = sample_slices
+    out = tmp_path / "seg.tif"
+    assert main(["segment", str(image), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+    seg = tifffile.imread(out)
+    assert seg.shape == (2, 128, 128) and seg.dtype == np.uint32
+    assert main(["evaluate", str(out), str(labels), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 <= scores["v_rand"] <= 1 and len(scores["per_slice"]["v_rand"]) == 2
+
+
+@pytest.mark.parametrize(("kind", "dtype"), [("membranes", np.uint8), ("probabilities", np.float32)])
+def test_segment_output_kinds_and_2d(sample_slices, tiny_model_path, tmp_path, kind, dtype):
+    image2d = tmp_path / "one.tif"
+    tifffile.imwrite(image2d, tifffile.imread(sample_slices[0])[0])
+    out = tmp_path / "out.tif"
+    assert main(["segment", str(image2d), "-o", str(out), "--model", str(tiny_model_path),
+                 "--output-kind", kind]) == 0
+    result = tifffile.imread(out)
+    assert result.shape == (128, 128) and result.dtype == dtype
+
+
+def test_rgb_image_gives_a_grey_yx_result(tiny_model_path, tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    out = tmp_path / "out.tif"
+    assert main(["segment", str(tmp_path / "rgb.tif"), "-o", str(out),
+                 "--model", str(tiny_model_path)]) == 0
+    assert tifffile.imread(out).shape == (40, 50)
+
+
+def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, tmp_path):
+    image, labels = sample_slices
+    out = tmp_path / "ft.keras"
+    code = main(["finetune", "--image", str(image), "--labels", str(labels), "-o", str(out),
+                 "--model", str(tiny_model_path), "--epochs", "1", "--steps-per-epoch", "2",
+                 "--batch-size", "2", "--patch-size", "64"])
+    assert code == 0
+    from napari_em_unet.model_files import read_info
+
+    info = read_info(out)
+    assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]
+    assert info.pixel_size_nm == 4.0
+
+
+def test_bad_file_gives_one_error_line_and_no_output(tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_text("this is not a TIFF")
+    out = tmp_path / "out.tif"
+    proc = run_cli("segment", bad, "-o", out)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "bad.tif" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["segment", "missing.tif", "-o", "out.tif"],
+        ["evaluate", "missing.tif", "other.tif"],
+        ["finetune", "--image", "missing.tif", "--labels", "x.tif", "-o", "m.keras"],
+    ],
+)
+def test_missing_inputs(tmp_path, args, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not found" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_model_file(sample_slices, tmp_path, capsys):
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"garbage")
+    assert main(["segment", str(sample_slices[0]), "-o", str(tmp_path / "o.tif"),
+                 "--model", str(bad)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "broken.keras" in err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_help_for_every_command():
+    for command in ["segment", "finetune", "train", "evaluate"]:
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0 and "usage: em-unet " + command in proc.stdout

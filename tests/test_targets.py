@@ -1,0 +1,47 @@
+"""The labels -> training-target rule: 0 is membrane, non-zero is interior, touching labels are membrane."""
+
+import numpy as np
+
+from napari_em_unet.targets import derived_borders, labelled_slices, membrane_width, training_target
+
+
+def test_isbi_mask_maps_zero_to_membrane_and_255_to_interior():
+    labels = np.full((20, 20), 255, dtype=np.uint8)
+    labels[:, 9:12] = 0
+    target = training_target(labels, membrane_width_px=3)
+    assert target.membrane[:, 9:12].all()
+    assert not target.membrane[:, :9].any() and not target.membrane[:, 12:].any()
+    assert target.weight.mean() == np.float32(1.0) or abs(target.weight.mean() - 1) < 1e-5
+
+
+def test_touching_instance_labels_get_a_membrane_between_them():
+    labels = np.ones((20, 20), dtype=np.uint32)
+    labels[:, 10:] = 2  # napari brush style: cells touch, no 0 between them
+    assert derived_borders(labels)[:, 9].all() and derived_borders(labels).sum() == 20
+    thin = training_target(labels, membrane_width_px=1)
+    assert thin.membrane.sum() == 20
+    wide = training_target(labels, membrane_width_px=5)
+    # widened to 5 pixels around the derived border (columns 7..11)
+    assert wide.membrane[:, 7:12].all() and wide.membrane.sum() == 100
+    # the loss weights peak on the border between touching cells
+    assert wide.weight[:, 9].mean() > 2 * wide.weight[:, 0].mean()
+
+
+def test_same_label_everywhere_has_no_membrane_and_zero_stays_membrane():
+    labels = np.full((8, 8), 7, dtype=np.uint16)
+    assert training_target(labels).membrane.sum() == 0
+    labels[3, 3] = 0
+    assert training_target(labels).membrane.sum() == 1
+
+
+def test_membrane_width_estimate():
+    labels = np.full((3, 64, 64), 255, dtype=np.uint8)
+    labels[:, :, 30:35] = 0  # 5 pixels wide
+    assert abs(membrane_width(labels) - 5) <= 1
+
+
+def test_labelled_slices_skip_all_zero_slices():
+    labels = np.zeros((4, 5, 5), dtype=np.uint8)
+    labels[1, 2, 2] = 3
+    labels[3] = 255
+    assert labelled_slices(labels) == [1, 3]

@@ -1,0 +1,93 @@
+"""Training and fine-tuning with a tiny real U-Net on a small synthetic stack."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from napari_em_unet.errors import InputError
+from napari_em_unet.model import UNetConfig
+from napari_em_unet.training import (
+    EpochProgress,
+    StepProgress,
+    TrainConfig,
+    run_to_completion,
+    train,
+)
+
+TINY = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=2, patch_size=64, learning_rate=3e-3,
+                   architecture=UNetConfig(base_filters=4, depth=2), tune_postprocessing=False)
+
+
+def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_stack):
+    image, labels = small_stack
+    before = [w.copy() for w in tiny_model.keras_model.get_weights()]
+    records = []
+    gen = train(image, labels, base=tiny_model, config=TINY, name="ft", validation_slices=[2],
+                pixel_size_nm=4.0)
+    while True:
+        try:
+            records.append(next(gen))
+        except StopIteration as done:
+            result = done.value
+            break
+    steps = [r for r in records if isinstance(r, StepProgress)]
+    epochs = [r for r in records if isinstance(r, EpochProgress)]
+    assert len(steps) == TINY.epochs * TINY.steps_per_epoch
+    assert [e.epoch for e in epochs] == [0, 1, 2, 3]  # epoch 0 = the base model
+    first, last = np.mean([s.loss for s in steps[:4]]), np.mean([s.loss for s in steps[-4:]])
+    assert last < first
+    after = result.model.keras_model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    # the base model object is never modified
+    for a, b in zip(before, tiny_model.keras_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    info = result.model.info
+    assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]
+    assert info.postprocessing and "v_rand" in info.validation
+
+
+def test_stop_returns_the_best_weights_so_far(tiny_model, small_stack):
+    image, labels = small_stack
+    stop = threading.Event()
+    gen = train(image, labels, base=tiny_model, config=TINY, validation_slices=[2], stop=stop)
+    seen = []
+    while True:
+        try:
+            record = next(gen)
+        except StopIteration as done:
+            result = done.value
+            break
+        seen.append(record)
+        if isinstance(record, StepProgress) and record.epoch == 2 and record.step == 2:
+            stop.set()
+    assert result.stopped
+    epochs = [r for r in seen if isinstance(r, EpochProgress)]
+    assert epochs[-1].epoch == 2  # the interrupted epoch is still validated
+    best = max(epochs, key=lambda e: (e.val_v_rand, -e.epoch))
+    assert result.best_epoch == best.epoch
+    assert result.best_v_rand == pytest.approx(best.val_v_rand)
+
+
+def test_training_from_scratch_is_seedable(small_stack):
+    image, labels = small_stack
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "steps_per_epoch": 2})
+    a = run_to_completion(train(image, labels, config=config))
+    b = run_to_completion(train(image, labels, config=config))
+    for wa, wb in zip(a.model.keras_model.get_weights(), b.model.keras_model.get_weights()):
+        np.testing.assert_allclose(wa, wb, atol=1e-5)
+
+
+def test_bad_training_input_is_refused(tiny_model, small_stack):
+    image, labels = small_stack
+    with pytest.raises(InputError, match="differ in shape"):
+        next(train(image, labels[:, :50], base=tiny_model, config=TINY))
+    with pytest.raises(InputError, match="no labelled slice"):
+        next(train(image, np.zeros_like(labels), base=tiny_model, config=TINY))
+    with pytest.raises(InputError, match="all membrane"):
+        next(train(image, labels * np.array([0, 1, 1])[:, None, None], slices=[0],
+                   base=tiny_model, config=TINY))
+    with pytest.raises(InputError, match="outside the stack"):
+        next(train(image, labels, slices=[7], base=tiny_model, config=TINY))
+    with pytest.raises(InputError, match="whole numbers"):
+        next(train(image, labels + 0.5, base=tiny_model, config=TINY))
