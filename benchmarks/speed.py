@@ -1,0 +1,104 @@
+"""Inference speed: ``em-unet segment`` end to end versus the classic U-Net's bare inference.
+
+The classic U-Net is the one the Keras tutorials build (64-128-256-512-1024 filters, depth 4,
+'same' padding, 31 M parameters). It is timed in this process on 512 x 512 slices inside a
+``tf.function`` (network only: no I/O, no post-processing). Ours is timed as a user runs it:
+the ``em-unet segment`` command on the 30-slice ISBI test volume, reading the TIFF, tiled
+inference, watershed and writing the labels. The two alternate for ``--repeats`` rounds so
+that the shared machine's load hits both alike; medians are reported.
+
+    python benchmarks/speed.py [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+from _common import ISBI, machine, require_data, table
+
+
+def classic_unet():
+    from napari_em_unet._keras import keras_module
+
+    keras = keras_module()
+    layers = keras.layers
+    inputs = keras.Input((None, None, 1))
+    x, skips = inputs, []
+    for f in (64, 128, 256, 512):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Conv2D(1024, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(1024, 3, padding="same", activation="relu")(x)
+    for f, skip in zip((512, 256, 128, 64), reversed(skips), strict=True):
+        x = layers.Conv2DTranspose(f, 2, strides=2)(x)
+        x = layers.Concatenate()([x, skip])
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(f, 3, padding="same", activation="relu")(x)
+    return keras.Model(inputs, layers.Conv2D(1, 1, activation="sigmoid")(x))
+
+
+def time_classic(fn, slices) -> float:
+    start = time.perf_counter()
+    for s in slices:
+        fn(s).numpy()
+    return (time.perf_counter() - start) / len(slices)
+
+
+def time_cli(path: Path, out: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "napari_em_unet.cli", "segment", str(path), "-o", str(out)],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--classic-slices", type=int, default=4)
+    args = parser.parse_args()
+    require_data()
+    from napari_em_unet._keras import tensorflow_module
+
+    tf = tensorflow_module()
+    volume = tifffile.imread(ISBI / "test-volume.tif")
+    model = classic_unet()
+    fn = tf.function(lambda x: model(x, training=False))
+    batch = [tf.constant((volume[i] / 255.0).astype(np.float32)[None, ..., None])
+             for i in range(args.classic_slices)]
+    fn(batch[0])  # trace once, outside the timing
+
+    tmp = Path(tempfile.mkdtemp())
+    one = tmp / "one.tif"
+    tifffile.imwrite(one, volume[:1], imagej=True, resolution=(250, 250), metadata={"unit": "um"})
+    classic, full, single = [], [], []
+    for _ in range(args.repeats):
+        classic.append(time_classic(fn, batch))
+        full.append(time_cli(ISBI / "test-volume.tif", tmp / "out.tif"))
+        single.append(time_cli(one, tmp / "out1.tif"))
+    n = volume.shape[0]
+    c, f, s = statistics.median(classic), statistics.median(full), statistics.median(single)
+    steady = (f - s) / (n - 1)
+    print(f"speed benchmark ({machine()}), medians of {args.repeats} alternating rounds")
+    print(table([
+        ("classic U-Net (31 M params), network only", f"{c:.3f}", "1.0x"),
+        (f"em-unet segment, {n} slices incl. start-up", f"{f / n:.3f}", f"{c / (f / n):.1f}x"),
+        ("em-unet segment, per extra slice (steady state)", f"{steady:.3f}", f"{c / steady:.1f}x"),
+    ], ("what", "s / 512x512 slice", "speed-up")))
+    print(f"em-unet start-up (TF import, model load, 1 slice): {s:.2f} s; "
+          f"whole {n}-slice command: {f:.1f} s")
+    os.environ.get("CI")  # nothing else to clean: tmp is left for inspection
+
+
+if __name__ == "__main__":
+    main()
