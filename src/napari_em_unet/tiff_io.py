@@ -117,26 +117,40 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(data)
-    kwargs: dict = {}
-    imagej = data.dtype in (np.uint8, np.uint16, np.float32) and data.ndim in (2, 3)
-    if pixel_size_nm:
-        kwargs["resolution"] = (1e3 / pixel_size_nm, 1e3 / pixel_size_nm)
-        if imagej:
-            kwargs["metadata"] = {"unit": "um", "axes": "ZYX" if data.ndim == 3 else "YX"}
-        else:
-            kwargs["resolutionunit"] = "CENTIMETER"
-            kwargs["resolution"] = (1e7 / pixel_size_nm, 1e7 / pixel_size_nm)
-    elif imagej:
-        kwargs["metadata"] = {"axes": "ZYX" if data.ndim == 3 else "YX"}
+    kwargs = tiff_write_options(data.dtype, data.ndim, pixel_size_nm, data.nbytes)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        tifffile.imwrite(tmp, data, imagej=imagej, bigtiff=data.nbytes > 2**32 - 2**25,
-                         **kwargs)
+        tifffile.imwrite(tmp, data, **kwargs)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def tiff_write_options(dtype, ndim: int, pixel_size_nm: float | None = None,
+                       nbytes: int = 0) -> dict:
+    """Keyword arguments for ``tifffile.imwrite`` (or ``TiffWriter`` + ``write``).
+
+    ImageJ-style when ImageJ can read the type (so Fiji shows the pixel size), a centimetre
+    resolution otherwise, and BigTIFF once the pixels approach the 4 GB limit of classic
+    TIFF. Shared by :func:`write_tiff` and the streaming writer, so both files look alike.
+    """
+    dtype = np.dtype(dtype)
+    kwargs: dict = {}
+    imagej = dtype in (np.uint8, np.uint16, np.float32) and ndim in (2, 3)
+    if pixel_size_nm:
+        kwargs["resolution"] = (1e3 / pixel_size_nm, 1e3 / pixel_size_nm)
+        if imagej:
+            kwargs["metadata"] = {"unit": "um", "axes": "ZYX" if ndim == 3 else "YX"}
+        else:
+            kwargs["resolutionunit"] = "CENTIMETER"
+            kwargs["resolution"] = (1e7 / pixel_size_nm, 1e7 / pixel_size_nm)
+    elif imagej:
+        kwargs["metadata"] = {"axes": "ZYX" if ndim == 3 else "YX"}
+    kwargs["imagej"] = imagej
+    kwargs["bigtiff"] = nbytes > 2**32 - 2**25
+    return kwargs
 
 
 def _first_line(exc: BaseException) -> str:
