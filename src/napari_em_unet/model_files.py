@@ -86,6 +86,10 @@ def bundled_model_path() -> Path:
 def read_info(path: str | os.PathLike) -> ModelInfo:
     """Read only the metadata of a model file (fast: no TensorFlow)."""
     path = _existing_model_path(path)
+    if path.suffix.lower() == ".zip":  # a bioimage.io package, see export.py
+        from .export import read_package_info
+
+        return read_package_info(path)
     try:
         with zipfile.ZipFile(path) as archive:
             if METADATA_ENTRY not in archive.namelist():
@@ -99,8 +103,16 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
 
 
 def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
-    """Load a model file (default: the bundled one) in Keras safe mode, with its metadata."""
+    """Load a model file (default: the bundled one) in Keras safe mode, with its metadata.
+
+    A bioimage.io package (``.zip``) made by ``em-unet export`` loads through its Keras 3
+    weights, so it can be used wherever a ``.keras`` file can.
+    """
     path = bundled_model_path() if path is None else path
+    if _existing_model_path(path).suffix.lower() == ".zip":  # a bioimage.io package
+        from .export import load_package
+
+        return load_package(path)
     info = read_info(path)
     path = Path(path)
     if info.format_version > FORMAT_VERSION:
