@@ -214,6 +214,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- export
+def cmd_export(args) -> int:
+    from .export import export_bioimageio, export_onnx
+    from .model_files import load_model
+
+    suffix = {"bioimageio": ".zip", "onnx": ".onnx"}[args.format]
+    if Path(args.output).suffix.lower() != suffix:
+        raise InputError(f"--format {args.format} writes a {suffix} file; got {args.output}")
+    model = load_model(args.model)
+    if args.format == "onnx":
+        result = export_onnx(model, args.output)
+        print(f"wrote {result.path} (ONNX; max |ONNX - Keras| = {result.onnx_max_abs_diff:.1e} "
+              "on the test tensor)", file=sys.stderr)
+        return 0
+    result = export_bioimageio(model, args.output, authors=tuple(args.author or ()) or
+                               ("napari-em-unet user",), license=args.license)
+    diff = "" if result.onnx_max_abs_diff is None else \
+        f"; max |ONNX - Keras| = {result.onnx_max_abs_diff:.1e}"
+    print(f"wrote {result.path} (bioimage.io model {result.format_version}, validated; weights: "
+          f"{', '.join(result.formats)}{diff})", file=sys.stderr)
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) -> None:
     p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
@@ -287,6 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
+                       description="Write a model as a bioimage.io model package (.zip: Keras, "
+                                   "HDF5, TensorFlow SavedModel and ONNX weights, test tensors, "
+                                   "preprocessing; validated) for deepImageJ, ilastik and the "
+                                   "bioimage.io model zoo, or as a single ONNX file. Needs the "
+                                   "[export] extra.")
+    p.add_argument("--model", default=None, help="model to export (.keras or a package; "
+                                                 "default: the bundled model)")
+    p.add_argument("--format", required=True, choices=["bioimageio", "onnx"],
+                   help="bioimageio: model package (.zip); onnx: network only (.onnx)")
+    p.add_argument("-o", "--output", required=True, help="file to write (.zip or .onnx)")
+    p.add_argument("--author", action="append", default=None, metavar="NAME",
+                   help="author named in the package (repeat for several)")
+    p.add_argument("--license", default="CC-BY-4.0",
+                   help="SPDX license of the weights in the package (default CC-BY-4.0)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 
