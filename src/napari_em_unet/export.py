@@ -127,7 +127,7 @@ def _atomic_target(output: Path):
 
 @contextlib.contextmanager
 def _quiet_converters():
-    """tf2onnx and bioimageio log every step at INFO; the CLI promises one line per outcome."""
+    """Converters log every step; the CLI promises one line per outcome."""
     names = ("tf2onnx", "tensorflow", "absl")
     saved = {n: logging.getLogger(n).level for n in names}
     for n in names:
@@ -138,8 +138,11 @@ def _quiet_converters():
         loguru_logger = None
     if loguru_logger is not None:
         loguru_logger.disable("bioimageio")
+    from ._keras import _quiet_native_stderr
+
     try:
-        with warnings.catch_warnings():
+        # TensorFlow's graph optimiser (run by tf2onnx) logs through absl in C++.
+        with warnings.catch_warnings(), _quiet_native_stderr():
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
