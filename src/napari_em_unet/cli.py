@@ -74,28 +74,39 @@ def _progress(total: int, desc: str, unit: str):
 
 # ----------------------------------------------------------------------------- segment
 def cmd_segment(args) -> int:
-    from .model_files import load_model
-    from .segmentation import Output, segment_stack
-    from .tiff_io import read_tiff, write_tiff
+    import time
 
-    image = read_tiff(args.input)
+    from .segmentation import Output
+    from .streaming import output_shape, segment_to
+    from .volumes import open_volume
+
+    # Lazy input and streaming output: memory depends on one slice, not on the stack.
+    volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
-    from .preprocessing import as_stack
+    predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
+    started = time.perf_counter()
+    if args.scheduler or args.workers:
+        from .distributed import segment_distributed
 
-    stack, was_2d = as_stack(image.data)
-    if min(stack.shape[1:]) < 1:
-        raise InputError(f"{args.input} has an empty image (shape {image.data.shape})")
-    pixel_size = args.pixel_size or image.pixel_size_nm
-    model = load_model(args.model)
-    result = np.zeros(stack.shape, dtype=output.dtype)
-    with _progress(stack.shape[0], "segment", "slice") as bar:
-        for item in segment_stack(model, stack, output=output, pixel_size_nm=pixel_size,
-                                  tile_size=args.tile_size, batch_size=args.batch_size):
-            result[item.index] = item.result
+        progress = segment_distributed(args.model, volume, args.output, output=output,
+                                       scheduler=args.scheduler, n_workers=args.workers,
+                                       slices_per_task=args.slices_per_task, **predict)
+    else:
+        from .model_files import load_model
+
+        progress = segment_to(load_model(args.model), volume, args.output, output=output,
+                              **predict)
+    where = f"on {args.scheduler}" if args.scheduler else (
+        f"on {args.workers} local workers" if args.workers else "locally")
+    last = None
+    with _progress(volume.shape[0], "segment", "slice") as bar:
+        for record in progress:
             bar.update(1)
-    write_tiff(args.output, result[0] if was_2d else result, pixel_size)
-    print(f"wrote {args.output} ({output.value}, shape {result.shape[1:] if was_2d else result.shape})",
-          file=sys.stderr)
+            last = record
+    rate = "" if last is None else (
+        f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
+    print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where}{rate}; "
+          f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
 
 
@@ -272,11 +283,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("segment", help="segment a TIFF image or stack",
-                       description="Segment a 2D image or ZYX stack slice by slice.")
-    p.add_argument("input", help="input TIFF (2D image or ZYX stack; grey or RGB)")
-    p.add_argument("-o", "--output", required=True, help="output TIFF")
-    p.add_argument("--model", default=None, help="model file (default: the bundled ISBI 2012 model)")
+    p = sub.add_parser("segment", help="segment a TIFF or zarr image or stack",
+                       description="Segment a 2D image or ZYX stack slice by slice, reading "
+                                   "one slice at a time and writing each result as it is "
+                                   "done, so stacks larger than memory work. With "
+                                   "--scheduler or --workers the slices are spread over a "
+                                   "dask cluster; the result is identical.")
+    p.add_argument("input", help="input TIFF, zarr array, or OME-Zarr image (2D image or ZYX "
+                                 "stack; grey or RGB)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: a TIFF (BigTIFF past 4 GB), or an OME-Zarr folder when the "
+                        "name ends in .zarr")
+    p.add_argument("--model", default=None,
+                   help="model file (default: the bundled ISBI 2012 model)")
     p.add_argument("--output-kind", "--output-type", dest="output_kind",
                    choices=["instances", "membranes", "probabilities"], default="instances",
                    help="instances: uint32 cells, 0 = membrane (default); membranes: uint8 "
@@ -287,6 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=_positive_int, default=1024,
                    help="largest tile fed to the network, in pixels (default 1024)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="run on an existing dask.distributed cluster, e.g. "
+                            "tcp://10.0.0.5:8786 (input and .zarr output on a file system "
+                            "the workers share)")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="run on N dask worker processes on this machine")
+    p.add_argument("--slices-per-task", type=_positive_int, default=1, metavar="K",
+                   help="with --scheduler/--workers: slices per task (default 1)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",

@@ -1,0 +1,312 @@
+"""Streaming segmentation: same result as in memory, one slice in flight, nothing partial left."""
+
+from __future__ import annotations
+
+import gc
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_em_unet.cli import main
+from napari_em_unet.errors import InputError
+from napari_em_unet.postprocessing import WatershedParams
+from napari_em_unet.segmentation import Output, segment_stack
+from napari_em_unet.streaming import (
+    TiffSliceWriter,
+    ZarrSliceWriter,
+    create_zarr_output,
+    run,
+    segment_into,
+    segment_to,
+)
+from napari_em_unet.tiff_io import read_tiff
+from napari_em_unet.volumes import open_volume
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path):
+    from napari_em_unet.model_files import load_model
+
+    return load_model(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def params(model, small_stack):
+    """Thresholds around the untrained tiny model's output, so that instances are non-trivial."""
+    prob = next(segment_stack(model, small_stack[0], output="probabilities")).result
+    low, high = np.percentile(prob, [30, 60])
+    return WatershedParams(threshold=float(high), seed_threshold=float(low), min_seed_size=4,
+                           min_size=4)
+
+
+@pytest.fixture()
+def stack_tif(tmp_path, small_stack):
+    path = tmp_path / "in.tif"
+    tifffile.imwrite(path, small_stack[0], imagej=True, resolution=(250.0, 250.0),
+                     metadata={"unit": "um", "axes": "ZYX"})
+    return path
+
+
+def in_memory(model, image, output, params=None):
+    return np.stack([s.result for s in segment_stack(model, image, output=output,
+                                                     params=params)])
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if "part" in p.name or ".old-" in p.name)
+
+
+# ----------------------------------------------------------------------------- writers
+def test_tiff_writer_any_order_unwritten_slices_zero_and_metadata(tmp_path):
+    out = tmp_path / "out.tif"
+    data = np.arange(4 * 20 * 30, dtype=np.uint32).reshape(4, 20, 30)
+    with TiffSliceWriter(out, data.shape, np.uint32, pixel_size_nm=4.0) as writer:
+        for z in (3, 0, 2):  # slice 1 never written
+            writer.write(z, data[z])
+        assert not out.exists() and len(leftovers(tmp_path)) == 1
+    assert leftovers(tmp_path) == []
+    image = read_tiff(out)
+    expected = data.copy()
+    expected[1] = 0
+    np.testing.assert_array_equal(image.data, expected)
+    assert image.pixel_size_nm == pytest.approx(4.0)
+
+    with TiffSliceWriter(tmp_path / "m.tif", (20, 30), np.uint8, pixel_size_nm=5.0) as writer:
+        writer.write(0, np.full((20, 30), 255, np.uint8))
+    with tifffile.TiffFile(tmp_path / "m.tif") as tif:  # ImageJ-style, as write_tiff makes
+        assert tif.is_imagej and tif.series[0].shape == (20, 30)
+    assert read_tiff(tmp_path / "m.tif").pixel_size_nm == pytest.approx(5.0)
+
+
+def test_tiff_writer_switches_to_bigtiff_past_4_gb(tmp_path):
+    """A 4.6 GB stack: only the slices written take disk space (the file is sparse)."""
+    shape = (1100, 2048, 2048)
+    out = tmp_path / "big.tif"
+    last = np.random.default_rng(0).integers(0, 255, shape[1:], dtype=np.uint8)
+    with TiffSliceWriter(out, shape, np.uint8) as writer:
+        assert writer.bigtiff
+        writer.write(1099, last)  # its offset lies beyond 4 GiB
+    with tifffile.TiffFile(out) as tif:
+        assert tif.is_bigtiff and tif.series[0].shape == shape
+    volume = open_volume(out)
+    np.testing.assert_array_equal(volume[1099], last)
+    assert not volume[3].any()
+    out.unlink()
+
+
+def test_writers_reject_wrong_slices(tmp_path):
+    writer = TiffSliceWriter(tmp_path / "o.tif", (2, 8, 8), np.uint8)
+    with pytest.raises(IndexError):
+        writer.write(2, np.zeros((8, 8)))
+    with pytest.raises(ValueError):
+        writer.write(0, np.zeros((8, 9)))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zarr_writer_replaces_only_zarr_and_cleans_up(tmp_path):
+    out = tmp_path / "out.zarr"
+    data = np.random.default_rng(0).integers(0, 9, (3, 20, 30)).astype(np.uint32)
+    for attempt in range(2):  # the second run replaces the first store
+        with ZarrSliceWriter(out, data.shape, np.uint32, pixel_size_nm=4.0) as writer:
+            for z in range(3):
+                writer.write(z, data[z] + attempt)
+            assert (tmp_path / "out.zarr.partial").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
+    volume = open_volume(out)
+    assert volume.kind == "ome-zarr" and volume.pixel_size_nm == pytest.approx(4.0)
+    np.testing.assert_array_equal(np.asarray(volume), data + 1)
+
+    with pytest.raises(RuntimeError), ZarrSliceWriter(out, data.shape, np.uint32) as writer:
+        writer.write(0, data[0])
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # old result kept
+    np.testing.assert_array_equal(open_volume(out)[0], data[0] + 1)
+
+    (tmp_path / "precious.zarr").mkdir()
+    (tmp_path / "precious.zarr" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not a zarr"):
+        ZarrSliceWriter(tmp_path / "precious.zarr", data.shape, np.uint32)
+    assert (tmp_path / "precious.zarr" / "notes.txt").exists()
+
+
+def test_zarr_output_is_chunked_one_slice_deep(tmp_path):
+    import zarr
+
+    array = create_zarr_output(tmp_path / "l.zarr", (5, 3000, 40), np.uint32)
+    assert array.chunks == (1, 1024, 40) and array.fill_value == 0
+    group = zarr.open_group(str(tmp_path / "l.zarr"), mode="r")
+    assert group.metadata.zarr_format == 2
+    assert group.attrs["multiscales"][0]["datasets"][0]["path"] == "0"
+    with pytest.raises(InputError, match="already exists"):
+        create_zarr_output(tmp_path / "l.zarr", (5, 3000, 40), np.uint32)
+
+
+# ----------------------------------------------------------------------------- segmenting
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+@pytest.mark.parametrize("kind", ["instances", "membranes", "probabilities"])
+def test_streaming_output_equals_in_memory_output(model, params, stack_tif, small_stack,
+                                                  tmp_path, suffix, kind):
+    expected = in_memory(model, small_stack[0], kind, params)
+    out = run(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
+                         output=kind, params=params))
+    result = open_volume(out)
+    assert result.shape == expected.shape and result.dtype == Output(kind).dtype
+    assert result.pixel_size_nm == pytest.approx(4.0)
+    np.testing.assert_array_equal(np.asarray(result), expected)
+    if kind == "instances":
+        assert expected.max() > 3  # the comparison is not between two blank stacks
+
+
+def test_progress_records_and_eta(model, small_stack, tmp_path):
+    records = list(segment_to(model, small_stack[0], tmp_path / "o.tif"))
+    assert [r.index for r in records] == [0, 1, 2]
+    assert [r.done for r in records] == [1, 2, 3] and {r.total for r in records} == {3}
+    assert records[0].eta_s > 0 and records[-1].eta_s == 0
+    assert all(b.elapsed_s >= a.elapsed_s for a, b in zip(records, records[1:], strict=False))
+
+
+def test_2d_image_gives_a_2d_output(model, small_stack, tmp_path):
+    out = run(segment_to(model, small_stack[0][1], tmp_path / "one.zarr", output="membranes"))
+    import zarr
+
+    array = zarr.open_array(str(out / "0"), mode="r")
+    assert array.shape == (96, 96) and array.dtype == np.uint8
+    np.testing.assert_array_equal(array[:], in_memory(model, small_stack[0][1], "membranes")[0])
+
+
+class Probe:
+    """An array-like input that logs reads and refuses to be loaded whole."""
+
+    def __init__(self, data, log):
+        self.data, self.shape, self.dtype, self.ndim, self.log = (
+            data, data.shape, data.dtype, data.ndim, log)
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        assert isinstance(index, (int, np.integer)), f"read more than one slice: {key}"
+        self.log.append(("read", int(index)))
+        return self.data[key]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole input was loaded")
+
+
+class ProbeTarget:
+    """An output that logs writes and keeps only the running sum of what it got."""
+
+    def __init__(self, shape, log):
+        self.shape, self.log, self.checksum = shape, log, 0
+
+    def __setitem__(self, index, value):
+        self.log.append(("write", int(index)))
+        self.checksum += int(np.asarray(value, dtype=np.int64).sum())
+
+
+def test_one_slice_in_flight(model, small_stack):
+    """Slice z+1 is read only after slice z is written: the loop never holds two slices."""
+    log: list = []
+    target = ProbeTarget(small_stack[0].shape, log)
+    run(segment_into(model, Probe(small_stack[0], log), target, output="membranes"))
+    assert log == [("read", 0), ("write", 0), ("read", 1), ("write", 1), ("read", 2),
+                   ("write", 2)]
+    assert target.checksum == int(in_memory(model, small_stack[0], "membranes")
+                                  .astype(np.int64).sum())
+
+
+def _peak_python_memory(model, stack, target_factory) -> int:
+    gc.collect()
+    tracemalloc.start()
+    try:
+        run(segment_into(model, stack, target_factory(stack.shape), output="instances"))
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("where", ["tiff", "zarr"])
+def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, where):
+    """numpy allocations are traced: 12 slices peak like 3 (within half a slice's result)."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (12, 128, 128), dtype=np.uint8)
+    made = []
+
+    def factory(shape):
+        path = tmp_path / f"o{len(made)}.{'tif' if where == 'tiff' else 'zarr'}"
+        cls = TiffSliceWriter if where == "tiff" else ZarrSliceWriter
+        made.append(cls(path, shape, np.uint32))
+        return made[-1]
+
+    run(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
+    small = _peak_python_memory(model, base[:3], factory)
+    large = _peak_python_memory(model, base, factory)
+    slice_result = 128 * 128 * 4
+    assert large - small < slice_result / 2, (small, large)
+    for writer in made:
+        writer.abort()
+
+
+# ----------------------------------------------------------------------------- failures
+class Failing(Probe):
+    def __getitem__(self, key):
+        if (key[0] if isinstance(key, tuple) else key) == 2:
+            raise OSError("disk unplugged")
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".zarr"])
+def test_failure_or_early_stop_leaves_no_output(model, small_stack, tmp_path, suffix):
+    out = tmp_path / f"o{suffix}"
+    with pytest.raises(OSError, match="disk unplugged"):
+        run(segment_to(model, Failing(small_stack[0], []), out))
+    assert list(tmp_path.iterdir()) == []
+
+    progress = segment_to(model, small_stack[0], out)
+    next(progress)
+    progress.close()  # the caller (e.g. a Cancel button) stops iterating
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_zarr_target_for_a_viewer(model, params, small_stack, tmp_path):
+    """What a napari labels layer would hold: a zarr array filled as slices finish."""
+    expected = in_memory(model, small_stack[0], "instances", params)
+    labels = create_zarr_output(tmp_path / "labels.zarr", small_stack[0].shape, np.uint32)
+    seen = []
+    for record in segment_into(model, small_stack[0], labels, slices=[2, 0], params=params):
+        seen.append(record.index)
+        np.testing.assert_array_equal(labels[record.index], expected[record.index])
+    assert seen == [2, 0]
+    assert not labels[1].any()  # not asked for: left as it was
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_segments_zarr_to_zarr_and_tiff_to_zarr(model, tiny_model_path, stack_tif,
+                                                    small_stack, tmp_path, capsys):
+    import zarr
+
+    expected = in_memory(model, small_stack[0], "membranes")
+    source = tmp_path / "in.zarr"
+    zarr.save_array(str(source), small_stack[0], zarr_format=2)
+    for inp in (source, stack_tif):
+        out = tmp_path / f"{inp.stem}-{inp.suffix[1:]}.zarr"
+        assert main(["segment", str(inp), "-o", str(out), "--model", str(tiny_model_path),
+                     "--output-kind", "membranes"]) == 0
+        np.testing.assert_array_equal(np.asarray(open_volume(out)), expected)
+    err = capsys.readouterr().err
+    assert "slices/s" in err and "locally" in err
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_refuses_to_overwrite_a_folder_that_is_not_zarr(tiny_model_path, stack_tif,
+                                                            tmp_path, capsys):
+    target = tmp_path / "results.zarr"
+    target.mkdir()
+    (target / "keep.txt").write_text("x")
+    assert main(["segment", str(stack_tif), "-o", str(target),
+                 "--model", str(tiny_model_path)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "not a zarr" in err[0]
+    assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []
