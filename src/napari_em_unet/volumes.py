@@ -105,7 +105,13 @@ class _TiffPageSource:
         with self._lock:
             if self._tif is None:
                 self._tif = tifffile.TiffFile(self.path)
-            plane = self._tif.asarray(key=index or 0, series=0)
+            try:
+                plane = self._tif.asarray(key=index or 0, series=0)
+            except Exception as exc:  # damaged compressed data surfaces only when decoded
+                from .tiff_io import _first_line
+
+                raise InputError(f"{self.path.name} slice {index or 0} could not be decoded "
+                                 f"({_first_line(exc)})") from None
         return plane.reshape(self.plane_shape)
 
     def close(self) -> None:
@@ -137,7 +143,13 @@ class _TiffWholeSource:
         import tifffile
 
         if self._data is None:
-            self._data = tifffile.imread(self.path, series=0).reshape(self.shape)
+            try:
+                self._data = tifffile.imread(self.path, series=0).reshape(self.shape)
+            except Exception as exc:  # damaged compressed data surfaces only when decoded
+                from .tiff_io import _first_line
+
+                raise InputError(f"{self.path.name} could not be decoded "
+                                 f"({_first_line(exc)})") from None
         return self._data[index or 0]
 
 
@@ -343,14 +355,16 @@ def _open_tiff(path: Path) -> Volume:
     was_2d = spatial == 2
     depth = 1 if was_2d else shape[0]
     plane_shape = tuple(shape[1:] if not was_2d else shape)
+    # Absolute, because the volume may be read by dask workers in another directory.
+    where = path.absolute()
     if offset is not None and dtype.kind in "uif":
-        source = _TiffContiguousSource(path, offset, plane_shape,
+        source = _TiffContiguousSource(where, offset, plane_shape,
                                        dtype.newbyteorder(byteorder))
     elif was_2d or n_pages == depth:
-        source = _TiffPageSource(path, plane_shape)
+        source = _TiffPageSource(where, plane_shape)
     else:
         # Several slices inside one compressed page: it has to be decoded whole anyway.
-        source = _TiffWholeSource(path, (depth, *plane_shape))
+        source = _TiffWholeSource(where, (depth, *plane_shape))
     zyx = (depth, *plane_shape[:2])
     return Volume(source, zyx, dtype, rgb=rgb, pixel_size_nm=pixel_size, path=path,
                   was_2d=was_2d, kind="tiff")
@@ -372,7 +386,7 @@ def _open_zarr(path: Path) -> Volume:
         raise InputError(f"{path} is not a zarr array or group (no .zarray, .zgroup or "
                          "zarr.json inside)")
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(str(path.absolute()), mode="r")  # absolute: workers elsewhere
     except Exception as exc:
         raise InputError(f"{path.name} is not a readable zarr store ({_short(exc)})") from None
     if isinstance(node, zarr.Array):
