@@ -358,6 +358,11 @@ def _open_tiff(path: Path) -> Volume:
     # Absolute, because the volume may be read by dask workers in another directory.
     where = path.absolute()
     if offset is not None and dtype.kind in "uif":
+        # A damaged header can claim exabytes; checking against the file size refuses it
+        # before anything is allocated or written.
+        if offset + depth * math.prod(plane_shape) * dtype.itemsize > where.stat().st_size:
+            raise InputError(f"{path.name} is truncated: it holds less data than its header "
+                             f"describes (shape {raw_shape})")
         source = _TiffContiguousSource(where, offset, plane_shape,
                                        dtype.newbyteorder(byteorder))
     elif was_2d or n_pages == depth:
