@@ -81,18 +81,31 @@ def _entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def score_slice(prediction: np.ndarray, ground_truth: np.ndarray) -> SliceScore:
+@dataclass(frozen=True)
+class Truth:
+    """A ground-truth slice with its objects computed once (for scoring many predictions)."""
+
+    membrane: np.ndarray
+    objects: np.ndarray
+
+
+def prepare_truth(ground_truth: np.ndarray) -> Truth:
+    ground_truth = np.asarray(ground_truth)
+    return Truth(ground_truth == 0, objects(ground_truth))
+
+
+def score_slice(prediction: np.ndarray, ground_truth: np.ndarray | Truth) -> SliceScore:
     """Scores of one 2D predicted labelling against its ground truth."""
     from scipy import sparse
 
     prediction = membrane_mask_of(prediction)
-    ground_truth = np.asarray(ground_truth)
-    if prediction.shape != ground_truth.shape:
+    truth = ground_truth if isinstance(ground_truth, Truth) else prepare_truth(ground_truth)
+    if prediction.shape != truth.objects.shape:
         raise InputError(
-            f"prediction {prediction.shape} and ground truth {ground_truth.shape} differ in shape"
+            f"prediction {prediction.shape} and ground truth {truth.objects.shape} differ in shape"
         )
-    pixel_error = float(np.mean((prediction == 0) != (ground_truth == 0)))
-    true = objects(ground_truth)
+    pixel_error = float(np.mean((prediction == 0) != truth.membrane))
+    true = truth.objects
     pred = grow_into_membrane(objects(prediction))
     fg = true > 0
     if not fg.any():  # nothing to score: an all-membrane truth

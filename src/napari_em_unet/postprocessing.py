@@ -9,7 +9,6 @@ every trained model stores the values tuned on its validation slices.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -89,22 +88,42 @@ def tune_watershed(
 ) -> tuple[WatershedParams, float]:
     """Pick the watershed parameters with the best mean V_rand on labelled slices.
 
-    A coarse grid (a few dozen watersheds per slice) keeps this to seconds; it matters
-    because a model fine-tuned on new data produces probabilities of a new shape.
+    It matters because a model fine-tuned on new data produces probabilities of a new
+    shape. Coordinate ascent from ``base`` (one parameter at a time over a few values, until
+    nothing improves) needs about a dozen watersheds per slice instead of a full grid's 40.
     """
-    from .metrics import score_slice
+    from .metrics import prepare_truth, score_slice
 
-    best, best_score = base, -1.0
-    grid = itertools.product((0.3, 0.5, 0.7), (0.05, 0.1, 0.2, 0.35), (0.0, 1.0, 2.0))
-    for threshold, seed_threshold, sigma in grid:
-        if seed_threshold >= threshold:
-            continue
-        params = replace(base, threshold=threshold, seed_threshold=seed_threshold, sigma=sigma)
-        scores = [
-            score_slice(instances_from_probability(p, params), gt).v_rand
-            for p, gt in zip(probabilities, ground_truths, strict=True)
-        ]
-        score = float(np.mean(scores))
-        if score > best_score:
-            best, best_score = params, score
+    truths = [prepare_truth(gt) for gt in ground_truths]
+    cache: dict[WatershedParams, float] = {}
+
+    def evaluate(params: WatershedParams) -> float:
+        if params not in cache:
+            cache[params] = float(np.mean([
+                score_slice(instances_from_probability(p, params), truth).v_rand
+                for p, truth in zip(probabilities, truths, strict=True)
+            ]))
+        return cache[params]
+
+    best = base
+    best_score = evaluate(best)
+    for _ in range(3):
+        improved = False
+        for name, values in _TUNING_VALUES.items():
+            for value in values:
+                candidate = replace(best, **{name: value})
+                if candidate.seed_threshold >= candidate.threshold:
+                    continue
+                score = evaluate(candidate)
+                if score > best_score + 1e-6:
+                    best, best_score, improved = candidate, score, True
+        if not improved:
+            break
     return best, best_score
+
+
+_TUNING_VALUES = {
+    "seed_threshold": (0.05, 0.1, 0.2, 0.3, 0.4),
+    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "sigma": (0.0, 1.0, 2.0),
+}

@@ -235,24 +235,25 @@ def train(
     sample_weights = np.array([s.image.size for s in train_samples], dtype=float)
     sample_weights /= sample_weights.sum()
 
-    def evaluate() -> tuple[float | None, float | None, WatershedParams]:
+    def evaluate(start: WatershedParams) -> tuple[float | None, float | None, WatershedParams]:
+        """Validation loss, V_rand and the watershed parameters tuned from ``start``."""
         if not val_samples:
-            return None, None, params
+            return None, None, start
         probs = [predict_slice(model, s.image) for s in val_samples]
         losses = [_weighted_bce(p, s.target, s.weight) for p, s in zip(probs, val_samples)]
         gts = [s.labels for s in val_samples]
-        tuned = params
+        tuned = start
         if config.tune_postprocessing:
-            tuned, score = tune_watershed(probs, gts, params)
+            tuned, score = tune_watershed(probs, gts, start)
         else:
-            score = float(np.mean([score_slice(instances_from_probability(p, params), g).v_rand
+            score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
                                    for p, g in zip(probs, gts)]))
         return float(np.mean(losses)), score, tuned
 
     history: list[dict] = []
     best_epoch, best_weights, best_score, best_params = 0, None, None, params
     if base is not None and val_samples:
-        val_loss, best_score, best_params = evaluate()
+        val_loss, best_score, best_params = evaluate(params)
         best_weights = model.get_weights()
         history.append({"epoch": 0, "loss": None, "val_loss": val_loss, "val_v_rand": best_score})
         yield EpochProgress(0, config.epochs, float("nan"), val_loss, best_score, 0, 0.0)
@@ -274,7 +275,7 @@ def train(
         if stopped and not losses:
             epoch -= 1
             break
-        val_loss, score, tuned = evaluate()
+        val_loss, score, tuned = evaluate(best_params)
         mean_loss = float(np.mean(losses))
         improved = score is None or best_score is None or score > best_score
         if improved:
