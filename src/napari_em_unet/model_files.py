@@ -13,7 +13,9 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
@@ -172,9 +174,14 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         package_version=__version__,
     )
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Keras only writes files named *.keras, so the partial file lives in a hidden folder:
+    # after a kill -9 mid-save no half-written *.keras sits beside the real models. Such
+    # folders left by a killed save of the same file are removed once they are old.
+    for stale in path.parent.glob(f".{path.name}.*.part"):
+        if time.time() - stale.stat().st_mtime > 3600:
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    tmp = tmp_dir / path.name
     try:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
@@ -183,7 +190,7 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 
