@@ -1,0 +1,192 @@
+"""The Evaluate widget: ISBI scores of a segmentation against ground truth, per slice.
+
+V_rand and V_info (higher is better, 1 = perfect) and pixel error (lower is better) as
+defined in :mod:`napari_em_unet.metrics`, the same numbers ``em-unet evaluate`` prints.
+Only slices where the ground truth labels something are scored (an all-0 slice has nothing
+to compare). Every evaluation's mean is kept in a one-line history under the table, so
+the effect of fine-tuning shows at a glance.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
+
+from .jobs import SliceScored
+from .layers import format_slices
+from .ordering import CallbackQueue
+from .session import is_plugin_layer, session_for, unwrap
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = ("V_rand", "V_info", "pixel error")
+
+
+class EvaluateWidget(Container):
+    """Score a labels layer against a ground-truth labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self._viewer = unwrap(viewer)
+        session_for(self._viewer)  # start tracking corrections even if opened first
+        self.worker = None
+        self.scores: dict[int, object] = {}
+        self.history: list[tuple[str, float]] = []
+        self._prediction = ComboBox(label="segmentation", choices=self._labels_choices)
+        self._truth = ComboBox(label="ground truth", choices=self._labels_choices)
+        self._run = PushButton(text="Evaluate")
+        self._message = Label(value="")
+        self.table = Table(value={"data": [], "columns": list(COLUMNS)})
+        self._history = Label(value="")
+        super().__init__(widgets=[self._prediction, self._truth, self._run, self._message,
+                                  self.table, self._history])
+        self.table.read_only = True
+        self.table.min_height = 160
+        self._message.native.setWordWrap(True)
+        self._history.native.setWordWrap(True)
+        self._prediction.changed.connect(self._update_state)
+        self._truth.changed.connect(self._update_state)
+        self._run.changed.connect(self._on_run)
+        for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
+            event.connect(self.reset_choices)
+        self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.reset_choices()
+        self._guess_truth()
+
+    def _labels_choices(self, _widget=None):
+        from napari.layers import Labels
+
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Labels)]
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        self._update_state()
+
+    def _on_layer_inserted(self, event) -> None:
+        self.reset_choices()
+        if is_plugin_layer(event.value):
+            # A fresh segmentation is what the user will want to score next.
+            self._prediction.value = event.value
+
+    def _guess_truth(self) -> None:
+        """Preselect a layer that looks like ground truth, and another as the segmentation."""
+        layers = [layer for _, layer in self._labels_choices()]
+        truth = next((layer for layer in layers if any(
+            word in layer.name.lower() for word in ("truth", "gt", "label"))), None)
+        if truth is not None:
+            self._truth.value = truth
+            other = next((layer for layer in layers if layer is not truth), None)
+            if other is not None:
+                self._prediction.value = other
+
+    def problem(self) -> str | None:
+        """Why Evaluate cannot start now, as a sentence for the user; None when it can."""
+        pred, truth = self._prediction.value, self._truth.value
+        if pred is None or truth is None:
+            return "Pick a segmentation and a ground-truth labels layer."
+        if pred is truth:
+            return "The segmentation and the ground truth are the same layer."
+        if tuple(pred.data.shape) != tuple(truth.data.shape):
+            return (f"'{pred.name}' is {' x '.join(map(str, pred.data.shape))} but "
+                    f"'{truth.name}' is {' x '.join(map(str, truth.data.shape))}; "
+                    "they must match.")
+        if pred.ndim not in (2, 3):
+            return "Only 2D images and Z x Y x X stacks can be scored."
+        return None
+
+    def _update_state(self, *_) -> None:
+        if not hasattr(self, "_history") or self.worker is not None:
+            return
+        reason = self.problem()
+        self._run.enabled = reason is None
+        self._message.value = reason or ""
+
+    def _on_run(self, *_) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            return
+        if self.problem() is None:
+            self.run()
+
+    def run(self) -> None:
+        """Score every slice the ground truth labels, in a worker thread."""
+        from napari.qt.threading import create_worker
+
+        pred, truth = self._prediction.value, self._truth.value
+        prediction = np.array(pred.data, copy=True)
+        gt = np.array(truth.data, copy=True)
+        if prediction.ndim == 2:
+            prediction, gt = prediction[None], gt[None]
+        slices = tuple(s for s in range(gt.shape[0]) if np.any(gt[s]))
+        skipped = gt.shape[0] - len(slices)
+        if not slices:
+            self._message.value = f"'{truth.name}' labels nothing (all 0); nothing to score."
+            return
+        self.scores = {}
+        self._scored_name = pred.name
+        self._show()
+        self._message.value = f"scoring {len(slices)} slice(s)..." + (
+            f" ({skipped} unlabelled slice(s) of the ground truth skipped)" if skipped else "")
+        worker = create_worker(evaluate_job_entry, prediction, gt, slices, _start_thread=False,
+                               _progress={"total": len(slices), "desc": "Evaluate"})
+        in_order = CallbackQueue()
+        worker.yielded.connect(in_order.wrap(self._on_yielded))
+        worker.finished.connect(in_order.wrap(self._on_finished))
+        self.worker = worker
+        self._run.text = "Stop"
+        worker.start()
+
+    def _on_yielded(self, record: SliceScored) -> None:
+        self.scores[record.index] = record.score
+        self._show()
+
+    def _show(self) -> None:
+        rows, index = [], []
+        for s in sorted(self.scores):
+            score = self.scores[s]
+            rows.append([round(score.v_rand, 4), round(score.v_info, 4),
+                         round(score.pixel_error, 4)])
+            index.append(str(s))
+        if rows:
+            means = np.mean(np.array(rows, dtype=float), axis=0)
+            rows.append([round(float(v), 4) for v in means])
+            index.append("mean")
+        self.table.value = {"data": rows, "index": index, "columns": list(COLUMNS)}
+
+    def mean(self) -> dict[str, float] | None:
+        """Mean scores of the last evaluation."""
+        if not self.scores:
+            return None
+        values = list(self.scores.values())
+        return {"v_rand": float(np.mean([v.v_rand for v in values])),
+                "v_info": float(np.mean([v.v_info for v in values])),
+                "pixel_error": float(np.mean([v.pixel_error for v in values]))}
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self._run.text = "Evaluate"
+        self._update_state()
+        mean = self.mean()
+        if mean is not None:
+            self.history.append((self._scored_name, mean["v_rand"]))
+            self._history.value = "V_rand so far: " + ", ".join(
+                f"'{name}' {value:.4f}" for name, value in self.history[-6:])
+            self._message.value = (f"'{self._scored_name}': mean V_rand {mean['v_rand']:.4f}, "
+                                   f"V_info {mean['v_info']:.4f}, pixel error "
+                                   f"{mean['pixel_error']:.4f} over slice(s) "
+                                   f"{format_slices(self.scores)}.")
+
+
+def evaluate_job_entry(prediction, truth, slices):
+    """Module-level wrapper so that napari names the task after the job, not a lambda."""
+    from .jobs import evaluate_job
+
+    yield from evaluate_job(prediction, truth, slices)

@@ -1,0 +1,470 @@
+"""The Fine-tune widget: teach the model the user's corrections, in the background.
+
+Training slices default to the slices the user corrected with napari's label tools
+(:mod:`.corrections`), or to every labelled slice of a labels layer the plugin did not
+make (e.g. ground truth opened from a file); the user can type others. The training data
+is copied when Run is pressed, so painting on during training changes nothing under the
+worker's feet. Stop is the core's cooperative stop: the step in progress finishes, the
+best weights so far are restored and saved like a finished run. The model is saved
+atomically in the user's model folder with its metadata and is immediately selectable in
+the Segment widget; "Re-segment the rest" applies it to the slices that were not
+corrected (never overwriting a corrected one).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+
+from .jobs import FineTuneOutcome, FineTuneRequest, JobFailed, ModelReady, SegmentRequest
+from .layers import depth_of, format_slices, parse_slices, pixel_size_of, spatial_shape
+from .loss_plot import LossPlot
+from .ordering import CallbackQueue
+from .segment_runner import SegmentRunner
+from .session import META_KEY, is_plugin_layer, session_for, unwrap
+
+if TYPE_CHECKING:
+    import napari
+
+
+class FineTuneWidget(Container):
+    """Fine-tune a model on corrected slices of a labels layer.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer):
+        self._viewer = unwrap(viewer)
+        self._session = session_for(self._viewer)
+        self.worker = None
+        self.engine = None
+        self._pbar = None
+        self.last_outcome: FineTuneOutcome | None = None
+        self._last_training: tuple[int, ...] = ()
+        self._tracked_layer = None
+        self._slices_typed = False  # the user typed slices: stop following corrections
+        self._setting_slices = False
+        self.resegment_runner = SegmentRunner(self._viewer, self._session)
+
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self._base = ComboBox(label="base model", choices=self._model_choices)
+        self._slices = LineEdit(label="training slices",
+                                tooltip="e.g. 0, 3, 5-7. Default: the slices you corrected.")
+        self._use_corrected = PushButton(text="Use the corrected slices")
+        self._validation = LineEdit(
+            label="validation slices",
+            tooltip="Slices held out to pick the best epoch and tune the watershed. Blank: "
+                    "the bottom 20% of each training slice is held out.")
+        self._epochs = SpinBox(label="epochs", min=1, max=1000, value=10)
+        self._steps = SpinBox(label="steps per epoch", min=1, max=10000, value=40)
+        self._batch = SpinBox(label="batch size", min=1, max=64, value=4)
+        self._patch = SpinBox(label="patch size", min=32, max=1024, step=16, value=256)
+        self._learning_rate = FloatSpinBox(label="learning rate", min=1e-6, max=1e-1,
+                                           step=1e-5, value=3e-4)
+        self._augment = CheckBox(text="augmentation (flips, rotations, intensity)", value=True)
+        self._model_name = LineEdit(label="model name")
+        self._run = PushButton(text="Run")
+        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._status = Label(value="")
+        self.plot = LossPlot()
+        self._resegment = PushButton(text="Re-segment the rest with the new model")
+        self._message = Label(value="")
+        super().__init__(widgets=[
+            self._image, self._labels_layer, self._base, self._slices, self._use_corrected,
+            self._validation, self._epochs, self._steps, self._batch, self._patch,
+            self._learning_rate, self._augment, self._model_name, self._run, self._progress,
+            self._status, self._resegment, self._message,
+        ])
+        # The plot is a plain QWidget; it sits under the progress line.
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self._status.native) + 1, self.plot)
+        self._message.native.setWordWrap(True)
+        self._status.native.setWordWrap(True)
+
+        self._image.changed.connect(self._on_image_changed)
+        self._labels_layer.changed.connect(self._on_labels_changed)
+        self._slices.changed.connect(self._on_slices_typed)
+        self._use_corrected.changed.connect(self._on_use_corrected)
+        for widget in (self._base, self._validation, self._epochs, self._steps, self._batch,
+                       self._patch, self._learning_rate, self._model_name):
+            widget.changed.connect(self._update_state)
+        self._run.changed.connect(self._on_run)
+        self._resegment.changed.connect(self._on_resegment)
+        self.resegment_runner.finished.connect(self._on_resegment_finished)
+        self._session.models.changed.connect(self._on_models_changed)
+        for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
+            event.connect(self.reset_choices)
+        self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self.reset_choices()
+        plugin_layers = [layer for _, layer in self._labels_choices() if is_plugin_layer(layer)]
+        if plugin_layers:
+            self._labels_layer.value = plugin_layers[-1]
+        self._on_image_changed()
+        self._on_labels_changed()
+
+    # ------------------------------------------------------------------ choices
+    def _image_choices(self, _widget=None):
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Image) and ((layer.metadata or {}).get(META_KEY) or {})
+                .get("role") != "probability"]
+
+    def _labels_choices(self, _widget=None):
+        from napari.layers import Labels
+
+        return [(layer.name, layer) for layer in self._viewer.layers
+                if isinstance(layer, Labels)]
+
+    def _model_choices(self, _widget=None):
+        return [(entry.label, entry.path) for entry in self._session.models.entries]
+
+    def reset_choices(self, *_):
+        super().reset_choices()
+        self._update_state()
+
+    def _on_layer_inserted(self, event) -> None:
+        self.reset_choices()
+        if is_plugin_layer(event.value) and self.worker is None:
+            # A fresh segmentation is what the user will correct and train on next.
+            self._labels_layer.value = event.value
+
+    # ------------------------------------------------------------------ reactions
+    def _on_image_changed(self, *_) -> None:
+        image = self._image.value
+        if image is not None and not self._model_name.value:
+            self._model_name.value = f"{image.name}-finetuned"
+        self._update_state()
+
+    def _on_labels_changed(self, *_) -> None:
+        labels = self._labels_layer.value
+        if self._tracked_layer is not None:
+            self._session.tracker(self._tracked_layer).changed.disconnect(
+                self._on_corrections_changed)
+            self._tracked_layer = None
+        if labels is not None:
+            self._tracked_layer = labels
+            self._session.tracker(labels).changed.connect(self._on_corrections_changed)
+            self._pick_base_model(labels)
+        self._slices_typed = False
+        self._fill_default_slices()
+        self._update_state()
+
+    def _pick_base_model(self, labels) -> None:
+        made_with = ((labels.metadata or {}).get(META_KEY) or {}).get("model")
+        for entry in self._session.models.entries:
+            if made_with and entry.name == made_with:
+                self._base.value = entry.path
+                return
+
+    def _on_corrections_changed(self, corrected) -> None:
+        if not self._slices_typed:
+            self._fill_default_slices()
+        self._update_state()
+
+    def _on_slices_typed(self, *_) -> None:
+        if not self._setting_slices:
+            self._slices_typed = True
+        self._update_state()
+
+    def _on_use_corrected(self, *_) -> None:
+        self._slices_typed = False
+        self._fill_default_slices()
+        self._update_state()
+
+    def _on_models_changed(self) -> None:
+        self._base.reset_choices()
+        self._update_state()
+
+    def default_slices(self) -> list[int]:
+        """Corrected slices; for a layer the plugin did not make, every labelled slice."""
+        labels = self._labels_layer.value
+        if labels is None:
+            return []
+        corrected = self._session.corrected(labels)
+        if corrected or is_plugin_layer(labels):
+            return sorted(corrected)
+        data = labels.data
+        if labels.ndim < 3:
+            return [0] if np.any(np.asarray(data)) else []
+        return [s for s in range(data.shape[0]) if np.any(np.asarray(data[s]))]
+
+    def _fill_default_slices(self) -> None:
+        self._setting_slices = True
+        try:
+            self._slices.value = format_slices(self.default_slices())
+        finally:
+            self._setting_slices = False
+
+    # ------------------------------------------------------------------ validation
+    def problem(self) -> str | None:
+        """Why Run cannot start now, as a sentence for the user; None when it can."""
+        image, labels = self._image.value, self._labels_layer.value
+        if image is None:
+            return "Pick the image to learn from."
+        if labels is None:
+            return ("Pick a labels layer: segment the image first, then correct a slice with "
+                    "the brush or fill tools.")
+        if getattr(image, "multiscale", False):
+            return f"'{image.name}' is multiscale; open its full-resolution level as a layer."
+        shape = spatial_shape(image)
+        if len(shape) not in (2, 3):
+            return f"'{image.name}' has {len(shape)} dimensions; a 2D image or a stack is needed."
+        if tuple(labels.data.shape) != shape:
+            return (f"'{image.name}' is {' x '.join(map(str, shape))} but '{labels.name}' is "
+                    f"{' x '.join(map(str, labels.data.shape))}; they must match.")
+        depth = depth_of(shape)
+        try:
+            slices = parse_slices(self._slices.value, depth)
+            validation = parse_slices(self._validation.value, depth)
+        except ValueError as exc:
+            return str(exc)[0].upper() + str(exc)[1:] + "."
+        if not slices:
+            return (f"No training slice: correct a slice of '{labels.name}' with the brush, "
+                    "fill or polygon tool, or type slice numbers.")
+        both = sorted(set(slices) & set(validation))
+        if both:
+            return f"Slice {both[0]} is both a training and a validation slice."
+        for s in slices + validation:
+            plane = labels.data[s] if labels.ndim >= 3 else labels.data
+            if not np.any(np.asarray(plane)):
+                return (f"Slice {s} of '{labels.name}' has no cell labelled (all 0 = "
+                        "membrane); there is nothing to learn from it.")
+        if self._base.value is None:
+            return ("No base model: the bundled model is missing from this installation; "
+                    "add a model file in the Segment widget.")
+        if not self._model_name.value.strip():
+            return "Give the new model a name."
+        return None
+
+    def _update_state(self, *_) -> None:
+        if not hasattr(self, "_resegment"):
+            return
+        if self.worker is not None:
+            return
+        reason = self.problem()
+        self._run.enabled = reason is None
+        self._message.value = reason or ""
+        self._resegment.enabled = (self.last_outcome is not None and
+                                   self._labels_layer.value is not None and
+                                   self._image.value is not None and
+                                   not self.resegment_runner.running and
+                                   tuple(self._labels_layer.value.data.shape) ==
+                                   spatial_shape(self._image.value))
+
+    # ------------------------------------------------------------------ run / stop
+    def _on_run(self, *_) -> None:
+        if self.worker is not None:
+            self.stop()
+            return
+        reason = self.problem()
+        if reason:
+            from napari.utils.notifications import show_warning
+
+            show_warning(reason)
+            return
+        self.run()
+
+    def training_request(self) -> FineTuneRequest:
+        """A snapshot of the form and copies of the training and validation slices."""
+        from ..training import TrainConfig
+
+        image, labels = self._image.value, self._labels_layer.value
+        depth = depth_of(spatial_shape(image))
+        slices = tuple(parse_slices(self._slices.value, depth))
+        validation = tuple(parse_slices(self._validation.value, depth))
+        numbers = tuple(sorted(set(slices) | set(validation)))
+        if labels.ndim >= 3:
+            planes = np.stack([np.asarray(image.data[i]) for i in numbers])
+            truth = np.stack([np.array(labels.data[i], copy=True) for i in numbers])
+        else:
+            planes, truth = np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
+        config = TrainConfig(
+            epochs=self._epochs.value, steps_per_epoch=self._steps.value,
+            batch_size=self._batch.value, patch_size=self._patch.value,
+            learning_rate=float(self._learning_rate.value), augment=self._augment.value,
+        )
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = self._model_name.value.strip()
+        return FineTuneRequest(
+            image=planes, labels=truth, numbers=numbers, slices=slices,
+            validation_slices=validation,
+            output_path=self._session.models.new_model_path(f"{name}-{stamp}"),
+            base_path=Path(self._base.value), config=config,
+            pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels), name=name,
+            source=image.name,
+        )
+
+    def run(self) -> None:
+        """Start fine-tuning with the current settings (what pressing Run does)."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        from .engine import Engine, finetune_remote
+
+        request = self.training_request()
+        self._last_training = request.slices
+        self.plot.clear()
+        total = request.config.epochs * request.config.steps_per_epoch
+        self._pbar = progress(total=total, desc="Fine-tune: loading model")
+        self._progress.max = request.config.steps_per_epoch
+        self._progress.value = 0
+        self._status.value = "starting TensorFlow and loading the base model..."
+        # A process of its own: training can go on while the Segment widget's process
+        # segments, and its memory is returned when it ends.
+        self.engine = Engine()
+        worker = create_worker(finetune_remote, self.engine, request, _start_thread=False)
+        in_order = CallbackQueue()
+        worker.yielded.connect(in_order.wrap(self._on_yielded))
+        worker.returned.connect(in_order.wrap(self._on_returned))
+        worker.aborted.connect(in_order.wrap(self._on_aborted))
+        worker.finished.connect(in_order.wrap(self._on_finished))
+        self.worker = worker
+        self._run.text = "Stop"
+        self._message.value = (f"Training on slice(s) {format_slices(request.slices)}; "
+                               "you can keep working, the result will be saved to "
+                               f"{request.output_path}.")
+        self._resegment.enabled = False
+        worker.start()
+
+    def stop(self) -> None:
+        """Finish the current step, keep the best weights so far, and save them."""
+        if self.worker is not None:
+            self.engine.stop()
+            self._run.text = "Stopping..."
+            self._run.enabled = False
+            self._status.value = "stopping after this step; the best weights will be saved"
+
+    def _on_yielded(self, record) -> None:
+        from ..training import EpochProgress, StepProgress
+
+        if isinstance(record, ModelReady):
+            self._pbar.set_description(f"Fine-tune {record.name}")
+            self._status.value = f"base model {record.name} ready; preparing the slices..."
+        elif isinstance(record, StepProgress):
+            self._pbar.update(1)
+            self._progress.max = record.steps
+            self._progress.value = record.step
+            if record.step == 1 or record.step == record.steps:
+                self._pbar.set_description(f"Fine-tune epoch {record.epoch}/{record.epochs}")
+            self._status.value = (f"epoch {record.epoch}/{record.epochs}, step "
+                                  f"{record.step}/{record.steps}, loss {record.loss:.4f}")
+        elif isinstance(record, EpochProgress):
+            score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
+            self.plot.add_epoch(record.epoch, record.loss if record.epoch else None,
+                                record.val_v_rand, record.best_epoch)
+            what = "base model" if record.epoch == 0 else f"epoch {record.epoch}"
+            self._status.value = (f"{what}: validation V_rand {score} (best: epoch "
+                                  f"{record.best_epoch})")
+
+    def _on_returned(self, result) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if isinstance(result, JobFailed):
+            show_error(result.message)
+            self._message.value = result.message
+            return
+        if not isinstance(result, FineTuneOutcome):
+            return
+        self.last_outcome = result
+        self._session.models.add_session_model(result.path)
+        score = ""
+        if result.best_v_rand is not None:
+            score = f", validation V_rand {result.best_v_rand:.4f}"
+            if result.v_rand_before is not None:
+                score += f" (base model: {result.v_rand_before:.4f})"
+        how = "Stopped early; kept" if result.stopped else "Saved"
+        text = (f"{how} the best weights (epoch {result.best_epoch}{score}) as "
+                f"{result.path.name}; it is now selected in the Segment widget.")
+        show_info(text)
+        self._message.value = text
+
+    def _on_aborted(self) -> None:
+        from napari.utils.notifications import show_info
+
+        self.engine.kill()
+        text = "Fine-tuning was cancelled; nothing was saved."
+        show_info(text)
+        self._message.value = text
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        if self.engine is not None:
+            self.engine.close()
+        self.worker = None
+        self._run.text = "Run"
+        message = self._message.value
+        self._update_state()
+        if self._run.enabled:
+            self._message.value = message
+
+    # ------------------------------------------------------------------ re-segment
+    def slices_to_resegment(self) -> list[int]:
+        """All slices except the corrected and training ones."""
+        labels = self._labels_layer.value
+        depth = depth_of(tuple(labels.data.shape))
+        keep = set(self._session.corrected(labels)) | set(self._last_training)
+        return [s for s in range(depth) if s not in keep]
+
+    def _on_resegment(self, *_) -> None:
+        if self.resegment_runner.running:
+            self.resegment_runner.stop()
+            return
+        self.resegment()
+
+    def resegment(self) -> None:
+        """Apply the last fine-tuned model to the slices that were not corrected."""
+        from napari.utils.notifications import show_info
+
+        outcome, image, labels = self.last_outcome, self._image.value, self._labels_layer.value
+        if outcome is None or image is None or labels is None:
+            return
+        slices = self.slices_to_resegment()
+        if not slices:
+            show_info("Every slice is corrected or was trained on; nothing to re-segment.")
+            return
+        own = is_plugin_layer(labels)
+        output = ((labels.metadata or {}).get(META_KEY) or {}).get("output", "instances") \
+            if own else "instances"
+        request = SegmentRequest(
+            image=image.data, slices=tuple(slices), output=output,
+            pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels),
+            model_path=outcome.path, rgb=bool(getattr(image, "rgb", False)),
+        )
+        keep = frozenset(set(self._session.corrected(labels)) | set(self._last_training))
+        self.resegment_runner.start(
+            request, image_layer=image, labels_layer=labels if own else None,
+            # The user's own layer is never written: its copy, completed by the model.
+            init_labels=None if own else np.asarray(labels.data),
+            protect=keep, model_name=outcome.info.name,
+            name=None if own else f"{labels.name} + {outcome.info.name}",
+            status=self._set_message,
+        )
+        self._resegment.text = "Stop re-segmenting"
+        self._resegment.enabled = True
+
+    def _set_message(self, text: str) -> None:
+        self._message.value = text
+
+    def _on_resegment_finished(self, summary) -> None:
+        self._resegment.text = "Re-segment the rest with the new model"
+        self._update_state()

@@ -1,0 +1,245 @@
+"""Run a segmentation in the background and fill layers with the results as they arrive.
+
+Used by the Segment widget and by the Fine-tune widget's "re-segment the rest". A napari
+thread worker (:func:`.engine.segment_remote`) reads the requested slices and exchanges
+them with the TensorFlow process; everything that touches a layer happens here, in
+callbacks napari runs on the main thread. A slice the user corrected is never written: the
+check is made when each result arrives, so a slice corrected while the run is going on is
+also kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from psygnal import Signal
+
+from .engine import segment_remote
+from .jobs import JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
+from .layers import format_slices
+from .ordering import CallbackQueue
+from .session import META_KEY, PluginSession, unwrap
+
+
+class SegmentRunner:
+    """One segmentation at a time, its progress bar, and the layers it writes.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    session : PluginSession
+    """
+
+    started = Signal()
+    slice_written = Signal(int)
+    """A result was written into the labels layer (slice index)."""
+    finished = Signal(object)
+    """The run ended: a SegmentSummary, or None when stopped or failed."""
+
+    def __init__(self, viewer, session: PluginSession):
+        self._viewer = unwrap(viewer)
+        self._session = session
+        self.worker = None
+        self.labels_layer = None
+        self.probability_layer = None
+        self.pressed_at: float | None = None
+        self.first_result_at: float | None = None
+        self._pbar = None
+        self._protect: frozenset[int] = frozenset()
+        self._skipped: set[int] = set()
+        self._written: list[int] = []
+        self._summary = None
+        self._status: Callable[[str], None] = lambda text: None
+        self._stop = threading.Event()
+        self._engine = None
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self, request: SegmentRequest, *, image_layer, labels_layer=None,
+              init_labels: np.ndarray | None = None, protect=frozenset(),
+              model_name: str = "", name: str | None = None,
+              status: Callable[[str], None] | None = None) -> None:
+        """Start segmenting.
+
+        Parameters
+        ----------
+        request : SegmentRequest
+        image_layer : napari.layers.Image
+            Where the result is placed (scale, translate, name).
+        labels_layer : napari.layers.Labels, optional
+            A layer made by this plugin to fill in (its corrected slices are kept);
+            by default a new layer is added.
+        init_labels : ndarray, optional
+            Initial content of the new layer (e.g. a copy of the user's labels).
+        protect : set of int
+            Slices never to write, in addition to the layer's corrected ones.
+        model_name : str
+            Recorded in the new layer's metadata.
+        name : str, optional
+            Name of the new layer.
+        status : callable, optional
+            Receives short progress sentences for the widget.
+        """
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self.running:
+            raise RuntimeError("a segmentation is already running")
+        self.pressed_at = time.perf_counter()
+        self.first_result_at = None
+        self._status = status or (lambda text: None)
+        self._protect = frozenset(protect)
+        self._skipped, self._written, self._summary = set(), [], None
+        self.labels_layer = unwrap(labels_layer) if labels_layer is not None else \
+            self._new_labels_layer(request, image_layer, init_labels, model_name, name)
+        if labels_layer is None and init_labels is not None and protect:
+            # Slices copied from the user's layer are theirs: later runs must keep them too.
+            self._session.tracker(self.labels_layer).mark(protect)
+        self._set_meta(self.labels_layer, model=model_name, output=request.output)
+        self.probability_layer = (self._probability_layer(request, image_layer)
+                                  if request.probability else None)
+        total = len(request.slices)
+        self._pbar = progress(total=total + 1, desc="Segment: loading model")
+        self._status("loading the model (TensorFlow starts on first use)...")
+        self._stop = threading.Event()
+        engine = self._session.segment_engine()
+        self._engine = engine
+        worker = create_worker(segment_remote, engine, request, self._stop,
+                               _start_thread=False)
+        in_order = CallbackQueue()
+        worker.yielded.connect(in_order.wrap(self._on_yielded))
+        worker.returned.connect(in_order.wrap(self._on_returned))
+        worker.aborted.connect(in_order.wrap(self._on_aborted))
+        worker.finished.connect(in_order.wrap(self._on_finished))
+        self.worker = worker
+        self.started.emit()
+        worker.start()
+
+    def stop(self) -> None:
+        """Stop after the slice in progress (results so far are kept)."""
+        if self.worker is not None:
+            self._status("stopping after the current slice...")
+            self._stop.set()
+            self._engine.stop()
+
+    # ------------------------------------------------------------------ layers
+    def _new_labels_layer(self, request, image_layer, init, model_name, name):
+        from .layers import spatial_shape
+
+        shape = spatial_shape(image_layer)
+        dtype = np.uint32 if request.output == "instances" else np.uint8
+        data = np.zeros(shape, dtype=dtype) if init is None else np.array(init, dtype=dtype)
+        layer = self._viewer.add_labels(
+            data, name=name or f"{image_layer.name} segmentation",
+            scale=image_layer.scale, translate=image_layer.translate,
+            metadata={"pixel_size_nm": (image_layer.metadata or {}).get("pixel_size_nm"),
+                      META_KEY: {"role": "segmentation", "image": image_layer.name,
+                                 "model": model_name, "output": request.output}},
+        )
+        return layer
+
+    def _probability_layer(self, request, image_layer):
+        from .layers import spatial_shape
+
+        shape = spatial_shape(image_layer)
+        name = f"{self.labels_layer.name} probability"
+        for layer in self._viewer.layers:
+            meta = (layer.metadata or {}).get(META_KEY) or {}
+            if layer.name == name and meta.get("role") == "probability" and \
+                    tuple(layer.data.shape) == shape:
+                return layer
+        return self._viewer.add_image(
+            np.zeros(shape, dtype=np.float32), name=name, colormap="magma",
+            contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
+            scale=image_layer.scale, translate=image_layer.translate,
+            metadata={META_KEY: {"role": "probability", "image": image_layer.name}},
+        )
+
+    @staticmethod
+    def _set_meta(layer, **values) -> None:
+        meta = dict(layer.metadata or {})
+        plugin = dict(meta.get(META_KEY) or {})
+        plugin.update({k: v for k, v in values.items() if v})
+        meta[META_KEY] = plugin
+        layer.metadata = meta
+
+    def _alive(self, layer) -> bool:
+        return layer is not None and layer in self._viewer.layers
+
+    def _write(self, layer, index: int, values: np.ndarray) -> None:
+        if layer.ndim >= 3:
+            layer.data[index] = values
+        else:
+            layer.data[...] = values
+        layer.refresh()
+
+    # ------------------------------------------------------------------ worker callbacks
+    def _on_yielded(self, record) -> None:
+        if isinstance(record, ModelReady):
+            self._pbar.set_description(f"Segment with {record.name}")
+            self._pbar.update(1)
+            self._status(f"model {record.name} ready; segmenting...")
+            return
+        if not isinstance(record, SliceDone):
+            return
+        self._pbar.update(1)
+        labels = self.labels_layer
+        if not self._alive(labels):
+            self._status("the output layer was deleted; stopping")
+            self.stop()
+            return
+        protected = self._protect | self._session.corrected(labels)
+        if record.index in protected:
+            self._skipped.add(record.index)
+        else:
+            self._write(labels, record.index, record.result)
+            self._written.append(record.index)
+            if self.first_result_at is None:
+                self.first_result_at = time.perf_counter()
+            self.slice_written.emit(record.index)
+        if self.probability_layer is not None and record.probability is not None and \
+                self._alive(self.probability_layer):
+            self._write(self.probability_layer, record.index, record.probability)
+        meta = (labels.metadata or {}).get(META_KEY) or {}
+        scores = dict(meta.get("uncertainty") or {})
+        scores[record.index] = record.uncertainty
+        self._set_meta(labels, uncertainty=scores)
+        self._status(f"slice {record.index}: {record.done}/{record.total} done")
+
+    def _on_returned(self, result) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        if isinstance(result, JobFailed):
+            show_error(result.message)
+            self._status(result.message)
+            return
+        if isinstance(result, SegmentSummary):
+            self._summary = result
+            name = self.labels_layer.name
+            if result.stopped:
+                text = (f"Stopped: {len(self._written)} slice(s) segmented; the results so "
+                        f"far are kept in '{name}'")
+            else:
+                text = f"Segmented {len(self._written)} slice(s) into '{name}'"
+            if self._skipped:
+                text += f"; kept your corrections on slice(s) {format_slices(self._skipped)}"
+            show_info(text + ".")
+            self._status(text + ".")
+
+    def _on_aborted(self) -> None:
+        # napari quit the worker (window closing, or cancelled from the activity dock): the
+        # child is in the middle of a job nobody will read, so end it.
+        self._engine.kill()
+        self._status("cancelled")
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self.worker = None
+        self.finished.emit(self._summary)

@@ -1,0 +1,106 @@
+"""State the plugin's widgets share within one napari viewer: models and corrections.
+
+npe2 creates each dock widget separately, handing it only the viewer, yet the Segment
+widget must list a model the Fine-tune widget just saved, and both must know which slices
+the user corrected. One :class:`PluginSession` per viewer holds that, found through
+:func:`session_for`; it is dropped with the viewer (weak mapping), so two viewers, or the
+tests' many viewers, never see each other's state.
+
+Layers made by this plugin carry ``layer.metadata["napari_em_unet"]`` (the model and image
+they came from). Only such layers are ever written to by the plugin, and then only on
+slices the user has not corrected; any other layer is the user's and is never changed.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from .corrections import CorrectionTracker
+from .model_registry import ModelRegistry
+
+META_KEY = "napari_em_unet"
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def unwrap(obj):
+    """The napari object behind a plugin ``PublicOnlyProxy`` (proxies are new per access,
+    so they cannot serve as dictionary keys or be compared by identity)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def session_for(viewer) -> PluginSession:
+    """The session of ``viewer``, created on first use."""
+    viewer = unwrap(viewer)
+    session = _sessions.get(viewer)
+    if session is None:
+        session = PluginSession(viewer)
+        _sessions[viewer] = session
+    return session
+
+
+def is_plugin_layer(layer) -> bool:
+    """Whether the plugin made this layer (and may fill in its uncorrected slices)."""
+    meta = getattr(layer, "metadata", None) or {}
+    return isinstance(meta.get(META_KEY), dict) and meta[META_KEY].get("role") == "segmentation"
+
+
+class PluginSession:
+    """Model registry, correction trackers and TensorFlow process of one viewer."""
+
+    def __init__(self, viewer):
+        self._viewer = weakref.ref(viewer)
+        self.models = ModelRegistry()
+        self._trackers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._engine = None
+        self._owned: list = []
+        # The child process must not outlive the viewer (it would also exit on its own when
+        # this process ends and its socket closes).
+        weakref.finalize(viewer, _close_all, self._owned)
+        # Track edits from the moment the plugin is opened, on every labels layer, so that
+        # corrections made before the Fine-tune widget is shown still count.
+        for layer in list(viewer.layers):
+            self._maybe_track(layer)
+        viewer.layers.events.inserted.connect(self._on_inserted)
+
+    def _on_inserted(self, event) -> None:
+        self._maybe_track(event.value)
+
+    def _maybe_track(self, layer) -> None:
+        if hasattr(getattr(layer, "events", None), "paint"):
+            self.tracker(layer)
+
+    def tracker(self, layer) -> CorrectionTracker:
+        """The correction tracker of a Labels layer."""
+        layer = unwrap(layer)
+        tracker = self._trackers.get(layer)
+        if tracker is None:
+            tracker = CorrectionTracker(layer)
+            self._trackers[layer] = tracker
+        return tracker
+
+    def corrected(self, layer) -> frozenset[int]:
+        """Slices of ``layer`` the user edited with the label tools."""
+        return self.tracker(layer).corrected
+
+    def segment_engine(self):
+        """The TensorFlow process used for segmentation (started by its first job and kept,
+        with its loaded models, for the next ones)."""
+        if self._engine is None:
+            from .engine import Engine
+
+            self._engine = Engine()
+            self._owned.append(self._engine)
+        return self._engine
+
+    def use_engine(self, engine) -> None:
+        """Segment with ``engine``, which the caller owns (tests share one between viewers)."""
+        self._engine = engine
+
+    def close(self) -> None:
+        """End the TensorFlow process this session started."""
+        _close_all(self._owned)
+
+
+def _close_all(engines: list) -> None:
+    for engine in engines:
+        engine.close()

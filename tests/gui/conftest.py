@@ -1,0 +1,82 @@
+"""Fixtures for the widget tests: real napari viewers (run under xvfb-run), small models.
+
+TensorFlow never enters the test process: napari's OpenGL canvas and TensorFlow cannot share
+a process on Mesa (see docs/plugin.md), which is why the plugin runs TensorFlow in a child
+process. The test models are built in a subprocess too, and one TensorFlow process serves
+every test (starting one costs TensorFlow's import).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_MAKE_MODELS = r"""
+import sys
+from pathlib import Path
+from napari_em_unet._keras import keras_module
+from napari_em_unet.model import UNetConfig, build_unet
+from napari_em_unet.model_files import ModelInfo, save_model
+
+keras = keras_module()
+folder = Path(sys.argv[1])
+config = UNetConfig(base_filters=4, depth=2)
+save_model(build_unet(config, seed=0),
+           ModelInfo(name="tiny", architecture=config.to_dict(), pixel_size_nm=4.0,
+                     postprocessing={"threshold": 0.5, "seed_threshold": 0.45}),
+           folder / "tiny.keras")
+# Dark pixels are membrane: on the synthetic sample this already finds most cells, so the
+# widget tests can check real labels without a trained network.
+inputs = keras.Input((None, None, 1))
+outputs = keras.layers.Conv2D(
+    1, 1, activation="sigmoid", name="membrane",
+    kernel_initializer=keras.initializers.Constant(-14.0),
+    bias_initializer=keras.initializers.Constant(5.0))(inputs)
+save_model(keras.Model(inputs, outputs),
+           ModelInfo(name="dark-is-membrane", pixel_size_nm=4.0,
+                     postprocessing={"threshold": 0.5, "seed_threshold": 0.2, "sigma": 1.0,
+                                     "min_seed_size": 20, "min_size": 30}),
+           folder / "threshold.keras")
+"""
+
+
+@pytest.fixture(autouse=True)
+def plugin_home(tmp_path, monkeypatch) -> Path:
+    """A private model folder and download cache for every test."""
+    home = tmp_path / "em-unet-home"
+    monkeypatch.setenv("NAPARI_EM_UNET_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def gui_models(tmp_path_factory) -> dict[str, Path]:
+    """``tiny``: a 4-filter U-Net (untrained); ``threshold``: a 1x1 convolution that calls
+    dark pixels membrane."""
+    folder = tmp_path_factory.mktemp("gui-models")
+    subprocess.run([sys.executable, "-c", _MAKE_MODELS, str(folder)], check=True, timeout=600)
+    return {"tiny": folder / "tiny.keras", "threshold": folder / "threshold.keras"}
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """One TensorFlow process for the whole GUI suite."""
+    from napari_em_unet._widgets.engine import Engine
+
+    shared = Engine()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def sample_viewer(make_napari_viewer, engine):
+    """A viewer with the synthetic sample (image + ground truth) and the shared engine."""
+    from napari_em_unet._widgets.session import session_for
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-em-unet", "synthetic_sstem")
+    session_for(viewer).use_engine(engine)
+    return viewer
+
