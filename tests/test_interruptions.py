@@ -1,0 +1,77 @@
+"""The quick version of benchmarks/interruptions.py: kill -9 in the save, Ctrl-C in training.
+
+The benchmark does 8 interruptions at random moments; here two deterministic ones cover
+both guarantees: no half-written model in the output folder, base model untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tifffile
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("interruptions",
+                                                  ROOT / "benchmarks" / "interruptions.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["interruptions"] = module  # dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("interruptions", None)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_path):
+    from napari_em_unet.model_files import load_model, read_info
+    from napari_em_unet.synthetic import make_synthetic_stack
+
+    # 96 px tall slices keep a validation band, so the base model is scored first and
+    # "epoch 0" is printed before any training step.
+    image, labels = make_synthetic_stack((2, 96, 96), seed=4, cell_size=24)
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    output = out_dir / "tuned.keras"
+    base_hash = _sha(tiny_model_path)
+    cmd = bench.command(tiny_model_path, tmp_path / "image.tif", tmp_path / "labels.tif",
+                        output)
+    cmd[cmd.index("--epochs") + 1] = "3"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+    sent, code, _, _ = bench.interrupt(cmd, output, "SIGKILL", "save", 0, env)
+    assert sent and code == -9
+    count, damaged, leftovers = bench.check_folder(out_dir)
+    assert (count, damaged) == (0, [])  # nothing, rather than half a model
+    assert all(name.startswith(".tuned.keras.") and name.endswith(".part") for name in leftovers)
+    assert _sha(tiny_model_path) == base_hash
+
+    sent, code, last, _ = bench.interrupt(cmd, output, "SIGINT", "epoch", 0, env)
+    assert sent and code == 0, last
+    assert last.startswith("stopped early; saved the best weights (epoch 0")
+    count, damaged, _ = bench.check_folder(out_dir)
+    assert (count, damaged) == (1, [])
+    assert load_model(output).info.base_model == "tiny"
+    assert _sha(tiny_model_path) == base_hash
+
+    # The killed save's hidden folder goes away with a later save once it is old.
+    for name in leftovers:
+        old = time.time() - 7200
+        os.utime(out_dir / name, (old, old))
+    from napari_em_unet.model_files import save_model
+
+    save_model(load_model(output).keras_model, read_info(output), output)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["tuned.keras"]
