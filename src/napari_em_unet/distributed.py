@@ -182,9 +182,18 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
     # Worker processes, not threads: watershed and normalisation hold the GIL. Logs are
     # silenced below errors so that the CLI's stderr keeps its one-line promise.
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=None, silence_logs=logging.ERROR,
+                      env=_worker_threads(n_workers)) as cluster, \
             Client(cluster, timeout=timeout) as client:
         yield client
+
+
+def _worker_threads(n_workers: int) -> dict[str, str]:
+    """Share the cores between local workers: TensorFlow's thread pools otherwise each take
+    every core, and their spinning threads compete. A user's own setting wins."""
+    share = str(max(1, (os.cpu_count() or 1) // n_workers))
+    wanted = {"TF_NUM_INTRAOP_THREADS": share, "TF_NUM_INTEROP_THREADS": "1"}
+    return {k: os.environ.get(k, v) for k, v in wanted.items()}
 
 
 def segment_distributed(model, volume, path, *, output="instances", client=None,
