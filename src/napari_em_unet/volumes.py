@@ -17,6 +17,7 @@ graph), so a dask.distributed worker reading a slice opens the file itself.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import threading
@@ -293,6 +294,7 @@ def open_volume(source, *, pixel_size_nm: float | None = None) -> Volume:
     else:
         raise InputError(f"cannot read a volume from a {type(source).__name__}")
     if pixel_size_nm:
+        volume = copy.copy(volume)  # the caller's Volume keeps its own pixel size
         volume.pixel_size_nm = float(pixel_size_nm)
     return volume
 
