@@ -2,16 +2,17 @@
 
 Each run fine-tunes a base model on a small synthetic stack, writing to the same output
 file, which already holds a good model from a first, uninterrupted run. The run is
-interrupted with SIGINT (what Ctrl-C sends) or SIGKILL (kill -9), either after a random
-delay or the moment the model save begins (when its temporary entry appears in the output
-folder). After every run:
+interrupted with SIGINT (what Ctrl-C sends) or SIGKILL (kill -9): after a random delay
+(start-up, training, validation or saving alike), right after the first epoch line (in
+training), or the moment the model save begins (when its temporary entry appears in the
+output folder). After every run:
 
 * every ``*.keras`` file in the output folder (hidden ones included) must load with
   ``napari_em_unet.model_files.load_model``: no damaged or half-written model;
 * the base model's sha256 must be unchanged: fine-tuning never writes to its base.
 
-Defaults: 8 runs (4 SIGINT, 4 SIGKILL, 3 of them during the save), the bundled model when
-it is present, else a tiny U-Net made here.
+Defaults: 8 runs (4 SIGINT, 4 SIGKILL; 3 during the save, 2 in training, 3 at random), the
+bundled model when it is present, else a tiny U-Net made here.
 
     python benchmarks/interruptions.py [--runs 8] [--seed 0] [--model PATH | --tiny]
                                        [--json results.json]
@@ -41,7 +42,8 @@ class Run:
     index: int
     signal: str
     moment: str
-    """'random' (a random delay) or 'save' (when the save's temporary entry appeared)."""
+    """'random' (a random delay), 'epoch' (after the first epoch line) or 'save' (when the
+    save's temporary entry appeared)."""
     sent_at_s: float | None
     interrupted: bool
     """False when the command had already finished."""
@@ -179,7 +181,8 @@ def main() -> int:
 
         signals = ["SIGINT", "SIGKILL"] * (args.runs // 2) + ["SIGKILL"] * (args.runs % 2)
         saves = args.saves if args.saves is not None else round(args.runs * 3 / 8)
-        moments = ["save"] * saves + ["random"] * (args.runs - saves)
+        epochs = min(args.runs - saves, round(args.runs * 2 / 8))
+        moments = ["save"] * saves + ["epoch"] * epochs + ["random"] * (args.runs - saves - epochs)
         rng.shuffle(signals)
         rng.shuffle(moments)
         runs: list[Run] = []
@@ -205,10 +208,11 @@ def main() -> int:
     identical = all(r.base_identical for r in runs)
     during_save = sum(1 for r in interrupted if r.moment == "save")
     kinds = {s: sum(1 for r in interrupted if r.signal == s) for s in SIGNALS}
+    in_training = sum(1 for r in interrupted if r.moment == "epoch")
     print(f"interruptions: {len(interrupted)}/{len(runs)} delivered "
           f"({kinds['SIGINT']} SIGINT, {kinds['SIGKILL']} SIGKILL; {during_save} during the "
-          f"model save); damaged or half-written models: {damaged}; base model "
-          f"{'byte-identical' if identical else 'CHANGED'}")
+          f"model save, {in_training} in training); damaged or half-written models: "
+          f"{damaged}; base model {'byte-identical' if identical else 'CHANGED'}")
     if args.json:
         Path(args.json).write_text(json.dumps({"base": base.name, "base_sha256": base_hash,
                                                "runs": [asdict(r) for r in runs]}, indent=1))
