@@ -9,18 +9,19 @@ resolutions are ignored: they are DPI values from office software, not physical 
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 
 _UNIT_TO_NM = {
     "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
-    "um": 1e3, "µm": 1e3, "\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
-    "micrometre": 1e3, "\\u00B5m": 1e3,
+    # micro sign, Greek mu, and the escaped form ImageJ sometimes writes literally
+    "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3, "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3,
+    "micrometer": 1e3, "micrometre": 1e3,
     "mm": 1e6, "millimeter": 1e6, "cm": 1e7, "m": 1e9,
 }
 
@@ -110,7 +111,9 @@ def _ome_pixel_size(xml: str) -> float | None:
     return float(match.group(1)) * _UNIT_TO_NM.get(unit, 1e3)
 
 
-def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float | None = None) -> Path:
+def write_tiff(
+    path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float | None = None
+) -> Path:
     """Write ``data`` to ``path`` atomically (temporary file, then rename), with its pixel size."""
     import tifffile
 
@@ -118,13 +121,8 @@ def write_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_nm: float |
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(data)
     kwargs = tiff_write_options(data.dtype, data.ndim, pixel_size_nm, data.nbytes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, data, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
