@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,22 +53,35 @@ def plugin_home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def gui_models(tmp_path_factory) -> dict[str, Path]:
-    """``tiny``: a 4-filter U-Net (untrained); ``threshold``: a 1x1 convolution that calls
-    dark pixels membrane."""
+def _models_build(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gui-models")
-    subprocess.run([sys.executable, "-c", _MAKE_MODELS, str(folder)], check=True, timeout=600)
-    return {"tiny": folder / "tiny.keras", "threshold": folder / "threshold.keras"}
+    process = subprocess.Popen([sys.executable, "-c", _MAKE_MODELS, str(folder)])
+    return folder, process
 
 
 @pytest.fixture(scope="session")
 def engine():
-    """One TensorFlow process for the whole GUI suite."""
+    """One TensorFlow process for the whole GUI suite (segmentation and fine-tuning)."""
     from napari_em_unet._widgets.engine import Engine
 
     shared = Engine()
+    threading.Thread(target=shared.warm_up, daemon=True, name="warm-up").start()
     yield shared
     shared.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_early(_models_build, engine):
+    """Build the models and import TensorFlow in the background while napari starts."""
+
+
+@pytest.fixture(scope="session")
+def gui_models(_models_build) -> dict[str, Path]:
+    """``tiny``: a 4-filter U-Net (untrained); ``threshold``: a 1x1 convolution that calls
+    dark pixels membrane."""
+    folder, process = _models_build
+    assert process.wait(timeout=600) == 0, "building the test models failed"
+    return {"tiny": folder / "tiny.keras", "threshold": folder / "threshold.keras"}
 
 
 @pytest.fixture
@@ -77,6 +91,6 @@ def sample_viewer(make_napari_viewer, engine):
 
     viewer = make_napari_viewer()
     viewer.open_sample("napari-em-unet", "synthetic_sstem")
-    session_for(viewer).use_engine(engine)
+    session_for(viewer).use_engine(engine, for_training=True)
     return viewer
 

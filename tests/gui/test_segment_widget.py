@@ -51,7 +51,7 @@ def test_segment_all_slices(qtbot, sample_viewer, widget, gui_models):
         assert 0.05 < membrane < 0.6, (z, membrane)
     probability = sample_viewer.layers["synthetic ssTEM segmentation probability"]
     assert probability.data.dtype == np.float32
-    assert 0.0 <= probability.data.min() and probability.data.max() <= 1.0
+    assert probability.data.min() >= 0.0 and probability.data.max() <= 1.0
     assert probability.data.std() > 0.1
     # Every slice got an uncertainty, and the suggestions list the most uncertain first.
     assert set(meta["uncertainty"]) == set(range(8))
@@ -59,7 +59,7 @@ def test_segment_all_slices(qtbot, sample_viewer, widget, gui_models):
     assert len(ranked) == 5
     assert [s for _, s in ranked] == sorted((s for _, s in ranked), reverse=True)
     # The ground truth (the user's layer) is never offered as an output.
-    targets = [value for value in widget._target.choices]
+    targets = list(widget._target.choices)
     assert NEW_LAYER in targets and labels in targets
     assert sample_viewer.layers["synthetic ssTEM ground truth"] not in targets
 
@@ -111,7 +111,8 @@ def test_writing_into_a_plugin_layer_keeps_corrected_slices(qtbot, sample_viewer
     np.testing.assert_array_equal(labels.data[2], corrected_before)
     assert labels.data[3].any()
     assert "kept your corrections on slice(s) 2" in widget._message.value
-    assert len([layer for layer in sample_viewer.layers if layer.name.endswith("segmentation")]) == 1
+    outputs = [layer for layer in sample_viewer.layers if layer.name.endswith("segmentation")]
+    assert len(outputs) == 1
 
 
 def test_reasons_instead_of_errors(sample_viewer, widget):

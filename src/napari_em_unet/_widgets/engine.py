@@ -114,6 +114,19 @@ class Engine:
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask the child to exit (killing it if it does not) and forget it."""
+        self._shutdown(timeout)
+        with self._state:
+            self._job = None
+            self._state.notify_all()
+
+    def kill(self) -> None:
+        """End the child at once (a job was abandoned); the next job starts a new one."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        self.close(timeout=2.0)
+
+    def _shutdown(self, timeout: float) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         if conn is not None:
@@ -130,18 +143,15 @@ class Engine:
                 proc.wait(timeout)
         if conn is not None:
             conn.close()
-        with self._state:
-            self._job = None
-            self._state.notify_all()
-
-    def kill(self) -> None:
-        """End the child at once (a job was abandoned); the next job starts a new one."""
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-        self.close(timeout=2.0)
 
     # ------------------------------------------------------------------ messages
+    def warm_up(self) -> float:
+        """Start the child and import TensorFlow there; return the seconds it took."""
+        started = time.perf_counter()
+        for _ in self.run("warm_up", None):
+            pass
+        return time.perf_counter() - started
+
     def stop(self) -> None:
         """Ask the running job to stop cooperatively (thread-safe)."""
         conn = self._conn
@@ -166,7 +176,7 @@ class Engine:
             ticket = self._job = self._next_job
         try:
             if not self.alive:
-                self.close()
+                self._shutdown(timeout=2.0)
                 self._start()
             conn = self._conn
             with self._send_lock:
@@ -176,7 +186,9 @@ class Engine:
                     message = conn.recv()
                 except (EOFError, OSError):
                     code = self._proc.poll() if self._proc is not None else None
-                    self.kill()
+                    if self._proc is not None and code is None:
+                        self._proc.kill()
+                    self._shutdown(timeout=2.0)
                     raise EngineCrashed(
                         f"the TensorFlow process ended unexpectedly (exit code {code})"
                     ) from None
@@ -269,7 +281,8 @@ def serve(conn, nice: int = 0) -> None:
     if nice and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(nice)
-    handlers = {"segment": jobs.segment_job, "finetune": jobs.finetune_job}
+    handlers = {"segment": jobs.segment_job, "finetune": jobs.finetune_job,
+                "warm_up": jobs.warm_up_job}
     while True:
         try:
             message = conn.recv()

@@ -93,8 +93,7 @@ class FineTuneWidget(Container):
             self._status, self._resegment, self._message,
         ])
         # The plot is a plain QWidget; it sits under the progress line.
-        layout = self.native.layout()
-        layout.insertWidget(layout.indexOf(self._status.native) + 1, self.plot)
+        self.native.layout().insertWidget(self.index(self._status) + 1, self.plot)
         self._message.native.setWordWrap(True)
         self._status.native.setWordWrap(True)
 
@@ -317,19 +316,18 @@ class FineTuneWidget(Container):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        from .engine import Engine, finetune_remote
+        from .engine import finetune_remote
 
         request = self.training_request()
-        self._last_training = request.slices
+        # Training and validation slices are the user's truth: re-segmenting keeps them.
+        self._last_training = request.numbers
         self.plot.clear()
         total = request.config.epochs * request.config.steps_per_epoch
         self._pbar = progress(total=total, desc="Fine-tune: loading model")
         self._progress.max = request.config.steps_per_epoch
         self._progress.value = 0
         self._status.value = "starting TensorFlow and loading the base model..."
-        # A process of its own: training can go on while the Segment widget's process
-        # segments, and its memory is returned when it ends.
-        self.engine = Engine()
+        self.engine = self._session.training_engine()
         worker = create_worker(finetune_remote, self.engine, request, _start_thread=False)
         in_order = CallbackQueue()
         worker.yielded.connect(in_order.wrap(self._on_yielded))
@@ -408,8 +406,7 @@ class FineTuneWidget(Container):
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
-        if self.engine is not None:
-            self.engine.close()
+        self._session.release_training_engine(self.engine)
         self.worker = None
         self._run.text = "Run"
         message = self._message.value
@@ -419,7 +416,7 @@ class FineTuneWidget(Container):
 
     # ------------------------------------------------------------------ re-segment
     def slices_to_resegment(self) -> list[int]:
-        """All slices except the corrected and training ones."""
+        """All slices except the corrected, training and validation ones."""
         labels = self._labels_layer.value
         depth = depth_of(tuple(labels.data.shape))
         keep = set(self._session.corrected(labels)) | set(self._last_training)

@@ -103,6 +103,14 @@ class JobFailed:
     message: str
 
 
+def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
+    """Import TensorFlow (so that the next job starts at once); return its version."""
+    from .._keras import tensorflow_module
+
+    return tensorflow_module().__version__
+    yield  # a generator like the other jobs
+
+
 def segment_job(request: SegmentRequest, stop: threading.Event | None = None) -> Generator[
         ModelReady | SliceDone, None, SegmentSummary | JobFailed]:
     """Load the model, then yield one :class:`SliceDone` per plane of ``request.image``."""

@@ -46,7 +46,7 @@ class LossPlot(QWidget):
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        rect = QRectF(self.rect()).adjusted(34, 8, -34, -18)
+        rect = QRectF(self.rect()).adjusted(42, 8, -20, -18)
         text_pen = QPen(self.palette().color(self.foregroundRole()))
         painter.setPen(QPen(QColor(128, 128, 128), 1))
         painter.drawRect(rect)

@@ -52,6 +52,7 @@ class PluginSession:
         self.models = ModelRegistry()
         self._trackers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._engine = None
+        self._shared_training = None
         self._owned: list = []
         # The child process must not outlive the viewer (it would also exit on its own when
         # this process ends and its socket closes).
@@ -92,9 +93,26 @@ class PluginSession:
             self._owned.append(self._engine)
         return self._engine
 
-    def use_engine(self, engine) -> None:
-        """Segment with ``engine``, which the caller owns (tests share one between viewers)."""
+    def training_engine(self):
+        """A TensorFlow process for one fine-tuning run; give it back with
+        :meth:`release_training_engine`. A process of its own, so that training can go on
+        while the segmentation process works, and its memory is returned when it ends."""
+        if self._shared_training is not None:
+            return self._shared_training
+        from .engine import Engine
+
+        return Engine()
+
+    def release_training_engine(self, engine) -> None:
+        if engine is not None and engine is not self._shared_training:
+            engine.close()
+
+    def use_engine(self, engine, *, for_training: bool = False) -> None:
+        """Run jobs in ``engine``, which the caller owns and closes (tests share one process
+        between viewers, because each new process pays TensorFlow's import)."""
         self._engine = engine
+        if for_training:
+            self._shared_training = engine
 
     def close(self) -> None:
         """End the TensorFlow process this session started."""

@@ -1,0 +1,95 @@
+"""``em-unet demo``: napari with the sample stack, its ground truth, and the widgets docked.
+
+With ``--screenshot PATH`` the window is saved to an image and napari closes, which is how
+the README's pictures are made (under ``xvfb-run`` on a machine without a display).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+PLUGIN = "napari-em-unet"
+SEGMENT, FINETUNE, EVALUATE = "Segment (U-Net)", "Fine-tune (U-Net)", "Evaluate segmentation"
+
+
+def build_demo(viewer, model: str | Path | None = None) -> dict:
+    """Open the synthetic sample and dock the Segment and Fine-tune widgets in ``viewer``.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    model : path, optional
+        A model file to add and select (default: the newest available, e.g. the bundled one).
+
+    Returns
+    -------
+    dict
+        ``{"segment": SegmentWidget, "finetune": FineTuneWidget}``.
+    """
+    from .session import session_for
+
+    viewer.open_sample(PLUGIN, "synthetic_sstem")
+    _, segment = viewer.window.add_plugin_dock_widget(PLUGIN, SEGMENT)
+    _, finetune = viewer.window.add_plugin_dock_widget(PLUGIN, FINETUNE)
+    if model is not None:
+        session_for(viewer).models.add_file(model)
+    return {"segment": segment, "finetune": finetune}
+
+
+def wait_for(predicate, timeout: float = 600.0) -> bool:
+    """Let Qt process events until ``predicate()`` is true (for scripts without napari.run)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        app.processEvents()
+        time.sleep(0.02)
+    app.processEvents()
+    return True
+
+
+def run_demo(screenshot: str | Path | None = None, *, segment: bool = False,
+             model: str | Path | None = None, size: tuple[int, int] = (1600, 1000)) -> int:
+    """Open the demo window; return an exit code.
+
+    Parameters
+    ----------
+    screenshot : path, optional
+        Save the whole window there and quit instead of handing over to the user.
+    segment : bool
+        Segment the sample first (with ``model`` or the newest available model).
+    model : path, optional
+        A model file to add and select.
+    size : (int, int)
+        Window size in pixels, for screenshots.
+    """
+    import napari
+    from napari.utils.notifications import show_info
+
+    viewer = napari.Viewer(title="EM U-Net demo")
+    viewer.window.resize(*size)
+    widgets = build_demo(viewer, model)
+    if segment:
+        widget = widgets["segment"]
+        reason = widget.problem()
+        if reason:
+            show_info(reason)
+        else:
+            widget.run()
+            if screenshot is not None:
+                wait_for(lambda: not widget.runner.running)
+                viewer.layers.selection = {widget.runner.labels_layer}
+    if screenshot is not None:
+        wait_for(lambda: False, timeout=0.5)  # let the docks lay out
+        path = Path(screenshot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+        viewer.close()
+        print(f"wrote {path}")
+        return 0
+    napari.run()
+    return 0

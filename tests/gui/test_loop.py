@@ -1,0 +1,182 @@
+"""The whole loop in one viewer: segment, correct with the brush, fine-tune, re-segment.
+
+Also: Stop during fine-tuning keeps (and saves) the best weights, corrections made with
+each of napari's label tools are tracked, and the Evaluate table scores the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
+from napari_em_unet._widgets.finetune_widget import FineTuneWidget
+from napari_em_unet._widgets.segment_widget import SegmentWidget
+from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet.model_files import read_info
+
+TIMEOUT_MS = 300_000
+
+
+def _small_training(finetune: FineTuneWidget, epochs=1, steps=2) -> None:
+    finetune._epochs.value = epochs
+    finetune._steps.value = steps
+    finetune._batch.value = 1
+    finetune._patch.value = 64
+
+
+@pytest.fixture
+def widgets(sample_viewer, gui_models):
+    segment = SegmentWidget(sample_viewer)
+    finetune = FineTuneWidget(sample_viewer)
+    evaluate = EvaluateWidget(sample_viewer)
+    for widget in (segment, finetune, evaluate):
+        sample_viewer.window.add_dock_widget(widget)
+    session_for(sample_viewer).models.add_file(gui_models["tiny"])
+    return segment, finetune, evaluate
+
+
+def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugin_home):
+    segment, finetune, evaluate = widgets
+    segment.run()
+    qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
+    labels = sample_viewer.layers["synthetic ssTEM segmentation"]
+    assert finetune._labels_layer.value is labels  # the fresh segmentation is preselected
+    assert finetune._slices.value == ""
+    assert not finetune._run.enabled and "No training slice" in finetune._message.value
+
+    # Correct slice 1 with napari's own brush: the tracker sees it, the form follows.
+    sample_viewer.dims.set_point(0, 1)
+    labels.brush_size = 40
+    for x in range(60, 300, 20):
+        labels.paint((1, 200, x), 7)
+    painted = labels.data[1].copy()
+    assert session_for(sample_viewer).corrected(labels) == {1}
+    assert finetune._slices.value == "1"
+    assert finetune.problem() is None
+
+    _small_training(finetune)
+    models_before = {e.path for e in session_for(sample_viewer).models.entries}
+    epochs = []
+    finetune.worker_epochs = epochs
+    finetune.run()
+    finetune.worker.yielded.connect(lambda r: epochs.append(type(r).__name__))
+    assert finetune._run.text == "Stop"
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+
+    outcome = finetune.last_outcome
+    assert outcome is not None, finetune._message.value
+    assert outcome.path.parent == plugin_home / "models" and outcome.path.is_file()
+    assert "StepProgress" in epochs and "EpochProgress" in epochs
+    assert finetune.plot.epochs[-1] == 1
+    info = read_info(outcome.path)
+    assert info.base_model == "tiny" and info.name == "synthetic ssTEM-finetuned"
+    assert info.trained_on[-1]["slices"] == [1]
+    # Listed at once, newest first, and selected in the Segment widget.
+    entries = session_for(sample_viewer).models.entries
+    assert entries[0].path == outcome.path.resolve() and entries[0].kind == "session"
+    assert outcome.path.resolve() not in models_before
+    assert segment._model.value == outcome.path.resolve()
+
+    # Re-segment the rest: every slice but the corrected one, with the new model.
+    written = []
+    finetune.resegment_runner.slice_written.connect(written.append)
+    assert finetune._resegment.enabled
+    finetune.resegment()
+    qtbot.waitUntil(lambda: not finetune.resegment_runner.running, timeout=TIMEOUT_MS)
+    assert sorted(written) == [0, 2, 3, 4, 5, 6, 7]
+    assert finetune.resegment_runner.labels_layer is labels
+    assert labels.metadata[META_KEY]["model"] == info.name
+    np.testing.assert_array_equal(labels.data[1], painted)
+
+    # Segmenting from the Segment widget now uses the new model too.
+    segment.run()
+    qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
+    assert segment.runner.labels_layer.metadata[META_KEY]["model"] == info.name
+
+    # Evaluate: the first segmentation against the ground truth, one row per slice + mean.
+    evaluate._prediction.value = labels
+    evaluate._truth.value = sample_viewer.layers["synthetic ssTEM ground truth"]
+    evaluate.run()
+    qtbot.waitUntil(lambda: evaluate.worker is None, timeout=TIMEOUT_MS)
+    table = evaluate.table.value
+    assert [str(i) for i in table["index"]] == [str(z) for z in range(8)] + ["mean"]
+    scores = np.array(table["data"], dtype=float)
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert scores[-1, 0] == pytest.approx(scores[:-1, 0].mean(), abs=1e-3)
+    assert evaluate.history[-1][0] == labels.name
+
+
+def test_stop_during_finetuning_saves_the_best_weights(qtbot, sample_viewer, widgets):
+    segment, finetune, _ = widgets
+    truth = sample_viewer.layers["synthetic ssTEM ground truth"]
+    finetune._labels_layer.value = truth
+    # Not made by the plugin and nothing corrected: every labelled slice is proposed.
+    assert finetune._slices.value == "0-7"
+    finetune._slices.value = "0, 2"
+    finetune._validation.value = "5"
+    _small_training(finetune, epochs=50, steps=200)
+    steps = []
+    finetune.run()
+    finetune.worker.yielded.connect(
+        lambda r: (steps.append(r), finetune.stop() if len(steps) == 3 else None))
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+    outcome = finetune.last_outcome
+    assert outcome is not None, finetune._message.value
+    assert outcome.stopped and outcome.path.is_file()
+    assert outcome.epochs_run <= 1
+    assert "Stopped early" in finetune._message.value
+    info = read_info(outcome.path)
+    assert info.trained_on[-1]["slices"] == [0, 2]
+    assert info.trained_on[-1]["validation_slices"] == [5]
+
+    # The user's own labels layer is never written: re-segmenting makes a new layer.
+    before = truth.data.copy()
+    finetune.resegment()
+    qtbot.waitUntil(lambda: not finetune.resegment_runner.running, timeout=TIMEOUT_MS)
+    np.testing.assert_array_equal(truth.data, before)
+    result = finetune.resegment_runner.labels_layer
+    assert result is not truth and result.name.startswith("synthetic ssTEM ground truth +")
+    for z in (0, 2, 5):  # trained-on and validation slices are copied, not predicted
+        np.testing.assert_array_equal(result.data[z], truth.data[z])
+
+
+def test_invalid_training_input_is_explained(sample_viewer, widgets):
+    _, finetune, _ = widgets
+    truth = sample_viewer.layers["synthetic ssTEM ground truth"]
+    finetune._labels_layer.value = truth
+    finetune._slices.value = "0, 9"
+    assert not finetune._run.enabled and "outside the stack" in finetune._message.value
+    finetune._slices.value = "0, 1"
+    finetune._validation.value = "1"
+    assert "both a training and a validation slice" in finetune._message.value
+    finetune._validation.value = ""
+    sample_viewer.add_labels(np.zeros((8, 64, 64), np.uint8), name="small")
+    finetune._labels_layer.value = sample_viewer.layers["small"]
+    assert "must match" in finetune._message.value
+    empty = sample_viewer.add_labels(np.zeros((8, 512, 512), np.uint8), name="empty")
+    finetune._labels_layer.value = empty
+    finetune._slices.value = "3"
+    assert "has no cell labelled" in finetune._message.value
+    assert not finetune._run.enabled
+
+
+def test_every_label_tool_counts_as_a_correction(sample_viewer):
+    from napari_em_unet._widgets.session import session_for
+
+    labels = sample_viewer.add_labels(np.zeros((6, 64, 64), np.uint32), name="edits")
+    tracker = session_for(sample_viewer).tracker(labels)
+    seen = []
+    tracker.changed.connect(lambda slices: seen.append(sorted(slices)))
+    sample_viewer.dims.set_point(0, 1)
+    labels.paint((1, 10, 10), 3)                        # brush
+    sample_viewer.dims.set_point(0, 2)
+    labels.fill((2, 30, 30), 5)                         # bucket fill
+    sample_viewer.dims.set_point(0, 3)
+    labels.paint_polygon(np.array([[3, 5, 5], [3, 5, 20], [3, 20, 20]]), 6)  # polygon
+    sample_viewer.dims.set_point(0, 1)
+    labels.paint((1, 10, 10), 0)                        # eraser (already counted)
+    labels.data_setitem((np.array([4]), np.array([1]), np.array([1])), 9)  # scripted edit
+    labels.data[5] = 1                                  # plain write: not a correction
+    assert tracker.corrected == {1, 2, 3, 4}
+    assert seen == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
