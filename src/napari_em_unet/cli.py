@@ -248,6 +248,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    from ._widgets.demo import run_demo
+
+    return run_demo(args.screenshot, segment=args.segment, model=args.model)
+
+
 # ----------------------------------------------------------------------------- parser
 def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) -> None:
     p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
@@ -355,6 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", default="CC-BY-4.0",
                    help="SPDX license of the weights in the package (default CC-BY-4.0)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("demo", help="open napari with the sample stack and the widgets",
+                       description="Open napari with the synthetic sample stack, its ground "
+                                   "truth, and the Segment and Fine-tune widgets docked.")
+    p.add_argument("--model", default=None, help="model file to add and select (default: the "
+                                                 "newest available, e.g. the bundled model)")
+    p.add_argument("--segment", action="store_true", help="segment the sample at once")
+    p.add_argument("--screenshot", metavar="PATH", default=None,
+                   help="save the window to PATH (PNG) and quit (with --segment: when done)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 
