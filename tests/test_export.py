@@ -8,6 +8,8 @@ package's test output: what a consumer (bioimageio.core, deepImageJ, ilastik) wo
 from __future__ import annotations
 
 import json
+import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -151,6 +153,9 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     print(f"ONNX vs Keras max abs difference: {diff:.2e}")
     assert diff <= TOLERANCE
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask  # not private like a temp file
 
 
 def test_a_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):

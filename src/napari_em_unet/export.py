@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -117,12 +118,14 @@ def reference_output(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, n
     return x, y
 
 
-def _atomic_target(output: Path):
-    """A temporary path beside ``output``; the caller renames it over ``output`` when done."""
+def _atomic_target(output: Path) -> Path:
+    """A temporary path beside ``output``; the caller renames it over ``output`` when done.
+
+    Only named, not created: the writer creates it, so the file gets the user's usual
+    permissions (``mkstemp`` would make it private, 0600).
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
-    os.close(fd)
-    return Path(name)
+    return output.parent / f".{output.name}.{secrets.token_hex(6)}.part"
 
 
 @contextlib.contextmanager
