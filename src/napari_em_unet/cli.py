@@ -136,6 +136,8 @@ def _train_common(args, base) -> int:
         augment=not args.no_augment,
         elastic=args.elastic,
         seed=args.seed,
+        border_width_px=args.border_width,
+        border_weight=args.border_weight,
         architecture=getattr(args, "architecture", defaults.architecture),
     )
     stop = threading.Event()
@@ -279,6 +281,11 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity jitter")
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--border-width", type=_positive_float, default=None,
+                   help="width in pixels (at the model's scale) that borders between touching "
+                        "labels are widened to (default: the model's membrane width)")
+    p.add_argument("--border-weight", type=float, default=5.0,
+                   help="extra loss weight around borders between touching labels (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

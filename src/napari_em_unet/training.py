@@ -50,6 +50,10 @@ class TrainConfig:
     validation_fraction: float = 0.2
     """Without validation slices, this bottom band of every training slice is held out."""
     border_weight: float = 5.0
+    """Extra loss weight on borders between touching cells (0: none)."""
+    border_width_px: float | None = None
+    """Width derived borders are widened to; None: the membrane width of the base model (or
+    of the training labels when training from scratch). 1 takes one-pixel borders literally."""
     tune_postprocessing: bool = True
     seed: int = 0
     architecture: UNetConfig = field(default_factory=UNetConfig)
@@ -203,7 +207,8 @@ def train(
         info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=model_px)
     percentiles = info.percentiles
     factor = resample_factor(pixel_size_nm, model_px)
-    prep = dict(factor=factor, percentiles=percentiles, width=width,
+    border_width = config.border_width_px or width
+    prep = dict(factor=factor, percentiles=percentiles, width=border_width,
                 border_weight=config.border_weight)
     train_samples = prepare(stack, label_stack, slices, **prep)
     if validation_slices:
