@@ -132,7 +132,8 @@ IMAGE_CASES = [
     Case("4D array", _tif(rng.integers(0, 255, (2, 5, 32, 32), dtype=np.uint8)), ok=False),
     Case("5D array", _tif(rng.integers(0, 255, (2, 2, 3, 32, 32), dtype=np.uint8)), ok=False),
     # Accepted on purpose: whole NaN slices are missing sections in real ssTEM stacks, and a
-    # chunk of a distributed run may hold only those. They are read as neutral grey.
+    # chunk of a distributed run may hold only those. Where there is no data the result says
+    # nothing: NaN probability, no cell.
     Case("all-NaN image", _tif(np.full((2, 32, 32), np.nan, np.float32)), ok=True,
          shape=(2, 32, 32)),
     Case("constant image", _tif(np.full((2, 40, 40), 7, np.uint8)), ok=True, shape=(2, 40, 40)),
@@ -177,7 +178,14 @@ def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
         assert after == before, "the input was changed"
         result = tifffile.imread(out)
         assert result.shape == case.shape and result.dtype == np.float32
-        assert np.all(np.isfinite(result)) and 0 <= result.min() and result.max() <= 1
+        source = tifffile.imread(image)
+        no_data = ~np.isfinite(source) if source.dtype.kind == "f" else np.zeros(source.shape, bool)
+        if source.ndim == result.ndim + 1:  # RGB: a pixel without data in any channel
+            no_data = no_data.any(axis=-1)
+        # NaN exactly where the input has no data; a probability everywhere else
+        assert np.array_equal(np.isnan(result), no_data.reshape(result.shape))
+        valid = result[~no_data.reshape(result.shape)]
+        assert valid.size == 0 or (0 <= valid.min() and valid.max() <= 1)
         assert [p.name for p in out_dir.iterdir()] == ["result.tif"]
     HANDLED.add(name)
 

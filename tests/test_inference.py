@@ -55,7 +55,8 @@ def test_dtypes_and_nans(tiny_model, dtype):
     if np.issubdtype(dtype, np.floating):
         image[:5, :5] = np.nan
     [r] = list(segment_stack(tiny_model, image))
-    assert r.result.shape == (40, 50) and np.isfinite(r.probability).all()
+    assert r.result.shape == (40, 50)
+    assert np.isfinite(r.probability[5:]).all() and np.isfinite(r.probability[:, 5:]).all()
 
 
 def test_resampling_to_the_model_pixel_size_returns_the_input_shape(tiny_model):
@@ -68,3 +69,15 @@ def test_uncertainty_is_highest_at_one_half():
     assert uncertainty(np.full((4, 4), 0.5)) == pytest.approx(1.0)
     assert uncertainty(np.zeros((4, 4))) < 1e-3
     assert uncertainty(np.full((4, 4), 0.9)) < uncertainty(np.full((4, 4), 0.7))
+
+
+def test_no_cells_are_invented_where_there_is_no_data(tiny_model):
+    image = np.random.default_rng(3).random((2, 48, 64)).astype(np.float32)
+    image[0] = np.nan  # a lost section
+    image[1, :, :20] = np.nan  # part of a slice outside the imaged area
+    results = list(segment_stack(tiny_model, image, output="instances"))
+    assert np.isnan(results[0].probability).all() and not results[0].result.any()
+    assert np.isnan(results[1].probability[:, :20]).all()
+    assert not results[1].result[:, :20].any()
+    assert np.isfinite(results[1].probability[:, 20:]).all()
+    assert uncertainty(results[0].probability) == 0.0

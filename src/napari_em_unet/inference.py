@@ -35,7 +35,8 @@ class SliceProbability:
     """How many slices are finished, this one included."""
     total: int
     probability: np.ndarray
-    """float32 membrane probability in [0, 1], same shape as the input slice."""
+    """float32 membrane probability in [0, 1], same shape as the input slice; NaN where the
+    input has no data (NaN or infinite pixels), so no cell is claimed there."""
 
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -165,8 +166,15 @@ def predict_stack(
     factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
     percentiles = model.info.percentiles
     for done, index in enumerate(indices, start=1):
-        plane = normalize(np.asarray(stack[index]), percentiles)
+        raw = np.asarray(stack[index])
+        missing = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
+        plane = normalize(raw, percentiles)
         original_shape = plane.shape
+        if missing is not None and missing.all():
+            # A lost section: say nothing rather than invent cells (NaN -> no labels).
+            prob = np.full(original_shape, np.nan, dtype=np.float32)
+            yield SliceProbability(index, done, len(indices), prob)
+            continue
         if factor != 1.0:
             plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)
         prob = predict_slice(
@@ -174,4 +182,7 @@ def predict_stack(
         )
         if factor != 1.0:
             prob = zoom_to(prob, original_shape, order=1)
-        yield SliceProbability(index, done, len(indices), np.clip(prob, 0.0, 1.0))
+        prob = np.clip(prob, 0.0, 1.0)
+        if missing is not None and missing.any():
+            prob[missing] = np.nan  # no data there: no prediction either
+        yield SliceProbability(index, done, len(indices), prob)

@@ -52,6 +52,10 @@ def instances_from_probability(
     from scipy import ndimage
     from skimage.segmentation import watershed
 
+    probability = np.asarray(probability, dtype=np.float32)
+    missing = np.isnan(probability)
+    if missing.any():  # no data: treated as membrane for flooding, and left unlabelled
+        probability = np.where(missing, np.float32(1.0), probability)
     smooth = _smooth(probability, params.sigma)
     seeds, n_seeds = ndimage.label(smooth < params.seed_threshold)
     if n_seeds and params.min_seed_size > 1:
@@ -60,7 +64,7 @@ def instances_from_probability(
         small[0] = False
         if small.any():
             seeds[small[seeds]] = 0
-    labels = watershed(smooth, seeds, mask=smooth < params.threshold)
+    labels = watershed(smooth, seeds, mask=(smooth < params.threshold) & ~missing)
     if params.min_size > 1 and labels.max():
         sizes = np.bincount(labels.ravel())
         labels[(sizes < params.min_size)[labels]] = 0

@@ -92,5 +92,8 @@ def segment_stack(
 
 def uncertainty(probability: np.ndarray) -> float:
     """Mean binary entropy (bits) of a membrane probability map: high where the model hesitates."""
-    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-6, 1 - 1e-6)
+    p = np.asarray(probability, dtype=np.float64)
+    p = np.clip(p[np.isfinite(p)], 1e-6, 1 - 1e-6)
+    if p.size == 0:  # a lost section: nothing to correct there
+        return 0.0
     return float(np.mean(-(p * np.log2(p) + (1 - p) * np.log2(1 - p))))
