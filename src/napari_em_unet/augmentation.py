@@ -1,4 +1,4 @@
-"""Random training patches with augmentation (numpy/scipy only, applied jointly to image and target).
+"""Random training patches with augmentation, applied jointly to image and target (numpy/scipy).
 
 Geometry: random crop at a random scale (so the model tolerates other microscopes'
 pixel sizes), flips and 90-degree rotations, optional elastic deformation.

@@ -31,7 +31,7 @@ class UNetConfig:
 
 
 def build_unet(config: UNetConfig = UNetConfig(), seed: int | None = None):
-    """Build an uncompiled Keras U-Net taking (batch, H, W, 1) floats, H and W any multiple of 2**depth."""
+    """Build an uncompiled Keras U-Net: (batch, H, W, 1) floats in, H and W multiples of 2**depth."""
     keras = keras_module()
     layers = keras.layers
     if seed is not None:

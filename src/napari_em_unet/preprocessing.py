@@ -1,4 +1,4 @@
-"""Turning whatever the user loaded into what the network expects: grey, float, normalised, at its scale."""
+"""Turning what the user loaded into what the network expects: grey, normalised, at its scale."""
 
 from __future__ import annotations
 

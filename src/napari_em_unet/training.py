@@ -141,7 +141,7 @@ def prepare(
 
 
 def _split_band(samples: list[_Sample], fraction: float) -> tuple[list[_Sample], list[_Sample]]:
-    """Hold out the bottom ``fraction`` of each slice for validation (when slices are tall enough)."""
+    """Hold out the bottom ``fraction`` of each slice for validation, if tall enough."""
     train, val = [], []
     for s in samples:
         cut = int(round(s.image.shape[0] * (1 - fraction)))
@@ -176,7 +176,12 @@ def train(
     size, used to resample to the base model's scale (and stored in a new model).
     """
     stack, _ = as_stack(image)
-    label_stack, _ = as_stack(_labels_array(labels))
+    label_stack = _labels_array(labels)
+    # Labels are never colour-converted: a trailing axis of 3 is a shape error, not RGB.
+    if label_stack.ndim == 2:
+        label_stack = label_stack[np.newaxis]
+    elif label_stack.ndim != 3:
+        raise InputError(f"labels must be 2D or a ZYX stack, got shape {label_stack.shape}")
     if stack.shape != label_stack.shape:
         raise InputError(
             f"image {tuple(stack.shape)} and labels {tuple(label_stack.shape)} differ in shape"
@@ -208,8 +213,8 @@ def train(
     percentiles = info.percentiles
     factor = resample_factor(pixel_size_nm, model_px)
     border_width = config.border_width_px or width
-    prep = dict(factor=factor, percentiles=percentiles, width=border_width,
-                border_weight=config.border_weight)
+    prep = {"factor": factor, "percentiles": percentiles, "width": border_width,
+            "border_weight": config.border_weight}
     train_samples = prepare(stack, label_stack, slices, **prep)
     if validation_slices:
         val_samples = prepare(stack, label_stack, validation_slices, **prep)
@@ -233,7 +238,7 @@ def train(
             bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
             loss = tf.reduce_mean(bce * w)
         grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     augment = AugmentConfig(enabled=config.augment, elastic=config.elastic)
@@ -245,14 +250,15 @@ def train(
         if not val_samples:
             return None, None, start
         probs = [predict_slice(model, s.image) for s in val_samples]
-        losses = [_weighted_bce(p, s.target, s.weight) for p, s in zip(probs, val_samples)]
+        losses = [_weighted_bce(p, s.target, s.weight)
+                  for p, s in zip(probs, val_samples, strict=True)]
         gts = [s.labels for s in val_samples]
         tuned = start
         if config.tune_postprocessing:
             tuned, score = tune_watershed(probs, gts, start)
         else:
             score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
-                                   for p, g in zip(probs, gts)]))
+                                   for p, g in zip(probs, gts, strict=True)]))
         return float(np.mean(losses)), score, tuned
 
     history: list[dict] = []
