@@ -81,7 +81,8 @@ os._exit(0)  # what is tested is above; Qt's teardown order at exit is not
 
 
 def test_reader_samples_and_widgets_do_not_import_tensorflow(tmp_path):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NAPARI_EM_UNET_HOME=str(tmp_path))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NAPARI_EM_UNET_HOME=str(tmp_path),
+               NAPARI_EM_UNET_NO_PREWARM="1")
     result = subprocess.run([sys.executable, "-c", _NO_TF, str(tmp_path)], capture_output=True,
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -49,6 +49,8 @@ def plugin_home(tmp_path, monkeypatch) -> Path:
     """A private model folder and download cache for every test."""
     home = tmp_path / "em-unet-home"
     monkeypatch.setenv("NAPARI_EM_UNET_HOME", str(home))
+    # Tests hand the shared TensorFlow process to their viewers; no extra ones, please.
+    monkeypatch.setenv("NAPARI_EM_UNET_NO_PREWARM", "1")
     return home
 
 

@@ -3,6 +3,8 @@ fine-tuning run (what docs/images shows).
 
 Images go to ``$EM_UNET_SCREENSHOT_DIR`` when set (``EM_UNET_SCREENSHOT_DIR=docs/images``
 refreshes the documentation), else to the test's temporary folder.
+``EM_UNET_SCREENSHOT_MODEL=bundled`` (or a path) segments with that model instead of the
+small test model, for pictures that show real results.
 """
 
 from __future__ import annotations
@@ -37,11 +39,20 @@ def _check_png(path: Path, min_size: tuple[int, int]) -> np.ndarray:
     return raw
 
 
+def _model(gui_models) -> Path:
+    chosen = os.environ.get("EM_UNET_SCREENSHOT_MODEL")
+    if chosen == "bundled":
+        from napari_em_unet.model_files import bundled_model_path
+
+        return bundled_model_path()
+    return Path(chosen) if chosen else gui_models["threshold"]
+
+
 def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_dir):
     viewer = make_napari_viewer(show=True)
     session_for(viewer).use_engine(engine, for_training=True)
     viewer.window.resize(1500, 950)
-    widgets = build_demo(viewer, model=gui_models["threshold"])
+    widgets = build_demo(viewer, model=_model(gui_models))
     segment, finetune = widgets["segment"], widgets["finetune"]
 
     segment.run()
@@ -49,9 +60,11 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     labels = segment.runner.labels_layer
     viewer.layers.selection = {labels}
     viewer.dims.set_point(0, 2)
-    labels.brush_size = 30
-    for y in range(150, 330, 15):
-        labels.paint((2, y, 240), 77)
+    # A correction: draw a missed membrane with the eraser (label 0), as a user would.
+    labels.brush_size = 3
+    for y in range(150, 330, 2):
+        labels.paint((2, y, 240), 0)
+    assert session_for(viewer).corrected(labels) == {2}
     finetune._epochs.value, finetune._steps.value = 2, 3
     finetune._batch.value, finetune._patch.value = 1, 64
     finetune.run()

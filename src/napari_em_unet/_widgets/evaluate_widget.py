@@ -16,7 +16,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 
 from .jobs import SliceScored
 from .layers import format_slices
-from .ordering import CallbackQueue
+from .ordering import CallbackQueue, if_alive
 from .session import is_plugin_layer, session_for, unwrap
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ class EvaluateWidget(Container):
             return "Only 2D images and Z x Y x X stacks can be scored."
         return None
 
+    @if_alive
     def _update_state(self, *_) -> None:
         if not hasattr(self, "_history") or self.worker is not None:
             return
@@ -144,6 +145,7 @@ class EvaluateWidget(Container):
         self._run.text = "Stop"
         worker.start()
 
+    @if_alive
     def _on_yielded(self, record: SliceScored) -> None:
         self.scores[record.index] = record.score
         self._show()
@@ -172,6 +174,10 @@ class EvaluateWidget(Container):
 
     def _on_finished(self) -> None:
         self.worker = None
+        self._finish_ui()
+
+    @if_alive
+    def _finish_ui(self) -> None:
         self._run.text = "Evaluate"
         self._update_state()
         mean = self.mean()

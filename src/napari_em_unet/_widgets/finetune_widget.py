@@ -33,7 +33,7 @@ from magicgui.widgets import (
 from .jobs import FineTuneOutcome, FineTuneRequest, JobFailed, ModelReady, SegmentRequest
 from .layers import depth_of, format_slices, parse_slices, pixel_size_of, spatial_shape
 from .loss_plot import LossPlot
-from .ordering import CallbackQueue
+from .ordering import CallbackQueue, if_alive
 from .segment_runner import SegmentRunner
 from .session import META_KEY, is_plugin_layer, session_for, unwrap
 
@@ -133,6 +133,8 @@ class FineTuneWidget(Container):
                 if isinstance(layer, Labels)]
 
     def _model_choices(self, _widget=None):
+        # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
+        self._session.models.refresh(emit=False)
         return [(entry.label, entry.path) for entry in self._session.models.entries]
 
     def reset_choices(self, *_):
@@ -173,6 +175,7 @@ class FineTuneWidget(Container):
                 self._base.value = entry.path
                 return
 
+    @if_alive
     def _on_corrections_changed(self, corrected) -> None:
         if not self._slices_typed:
             self._fill_default_slices()
@@ -188,6 +191,7 @@ class FineTuneWidget(Container):
         self._fill_default_slices()
         self._update_state()
 
+    @if_alive
     def _on_models_changed(self) -> None:
         self._base.reset_choices()
         self._update_state()
@@ -253,6 +257,7 @@ class FineTuneWidget(Container):
             return "Give the new model a name."
         return None
 
+    @if_alive
     def _update_state(self, *_) -> None:
         if not hasattr(self, "_resegment"):
             return
@@ -350,6 +355,7 @@ class FineTuneWidget(Container):
             self._run.enabled = False
             self._status.value = "stopping after this step; the best weights will be saved"
 
+    @if_alive
     def _on_yielded(self, record) -> None:
         from ..training import EpochProgress, StepProgress
 
@@ -377,11 +383,13 @@ class FineTuneWidget(Container):
 
         if isinstance(result, JobFailed):
             show_error(result.message)
-            self._message.value = result.message
+            if _alive(self):
+                self._message.value = result.message
             return
         if not isinstance(result, FineTuneOutcome):
             return
         self.last_outcome = result
+        # Registered even if this dock was closed meanwhile: the Segment widget lists it.
         self._session.models.add_session_model(result.path)
         score = ""
         if result.best_v_rand is not None:
@@ -392,7 +400,8 @@ class FineTuneWidget(Container):
         text = (f"{how} the best weights (epoch {result.best_epoch}{score}) as "
                 f"{result.path.name}; it is now selected in the Segment widget.")
         show_info(text)
-        self._message.value = text
+        if _alive(self):
+            self._message.value = text
 
     def _on_aborted(self) -> None:
         from napari.utils.notifications import show_info
@@ -400,7 +409,8 @@ class FineTuneWidget(Container):
         self.engine.kill()
         text = "Fine-tuning was cancelled; nothing was saved."
         show_info(text)
-        self._message.value = text
+        if _alive(self):
+            self._message.value = text
 
     def _on_finished(self) -> None:
         if self._pbar is not None:
@@ -408,6 +418,8 @@ class FineTuneWidget(Container):
             self._pbar = None
         self._session.release_training_engine(self.engine)
         self.worker = None
+        if not _alive(self):
+            return
         self._run.text = "Run"
         message = self._message.value
         self._update_state()
@@ -459,9 +471,19 @@ class FineTuneWidget(Container):
         self._resegment.text = "Stop re-segmenting"
         self._resegment.enabled = True
 
+    @if_alive
     def _set_message(self, text: str) -> None:
         self._message.value = text
 
+    @if_alive
     def _on_resegment_finished(self, summary) -> None:
         self._resegment.text = "Re-segment the rest with the new model"
         self._update_state()
+
+
+def _alive(widget) -> bool:
+    try:
+        widget.native.objectName()
+    except (RuntimeError, AttributeError):
+        return False
+    return True

@@ -9,6 +9,7 @@ slices" message while the 8th is being written. Handlers wrapped by one
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable
 
@@ -36,3 +37,18 @@ class CallbackQueue:
                 self._running = False
 
         return call
+
+
+def if_alive(method: Callable) -> Callable:
+    """Skip a widget's handler once its Qt widget is deleted (the dock was closed while a
+    worker was still running; its last signals must not touch dead widgets)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            self.native.objectName()
+        except (RuntimeError, AttributeError):  # deleted, or not built yet
+            return None
+        return method(self, *args)
+
+    return wrapper

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 from ..errors import EmUnetError
 from .jobs import SegmentRequest
 from .layers import current_slice, depth_of, pixel_size_of, spatial_shape
+from .ordering import if_alive
 from .segment_runner import SegmentRunner
 from .session import META_KEY, is_plugin_layer, session_for, unwrap
 from .suggestions import SuggestionsWidget
@@ -90,6 +91,7 @@ class SegmentWidget(Container):
             event.connect(self.reset_choices)
         self.reset_choices()
         self._on_image_changed()
+        self._session.prewarm()
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget=None):
@@ -100,6 +102,8 @@ class SegmentWidget(Container):
                 .get("role") != "probability"]
 
     def _model_choices(self, _widget=None):
+        # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
+        self._session.models.refresh(emit=False)
         return [(entry.label, entry.path) for entry in self._session.models.entries]
 
     def _target_choices(self, _widget=None):
@@ -149,10 +153,12 @@ class SegmentWidget(Container):
         except EmUnetError as exc:
             show_error(str(exc))
 
+    @if_alive
     def _on_models_changed(self) -> None:
         self._model.reset_choices()
         self._update_state()
 
+    @if_alive
     def _on_model_added(self, entry) -> None:
         # A model the user just fine-tuned or added is what they want next.
         self._model.reset_choices()
@@ -180,6 +186,7 @@ class SegmentWidget(Container):
             return "The range is empty: 'from slice' is after 'to slice'."
         return None
 
+    @if_alive
     def _update_state(self, *_) -> None:
         if not hasattr(self, "_run"):
             return
@@ -233,14 +240,17 @@ class SegmentWidget(Container):
             status=self._set_message,
         )
 
+    @if_alive
     def _set_message(self, text: str) -> None:
         self._message.value = text
 
+    @if_alive
     def _on_started(self) -> None:
         self._run.text = "Stop"
         self._run.enabled = True
         self._target.reset_choices()
 
+    @if_alive
     def _on_finished(self, summary) -> None:
         self._run.text = "Run"
         layer = self.runner.labels_layer

@@ -13,6 +13,9 @@ slices the user has not corrected; any other layer is the user's and is never ch
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import weakref
 
 from .corrections import CorrectionTracker
@@ -53,6 +56,7 @@ class PluginSession:
         self._trackers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._engine = None
         self._shared_training = None
+        self._prewarmed = False
         self._owned: list = []
         # The child process must not outlive the viewer (it would also exit on its own when
         # this process ends and its socket closes).
@@ -93,6 +97,17 @@ class PluginSession:
             self._owned.append(self._engine)
         return self._engine
 
+    def prewarm(self) -> None:
+        """Start the segmentation process and its TensorFlow import in the background, once
+        (the Segment widget does this when it opens, so that Run answers in seconds).
+        ``NAPARI_EM_UNET_NO_PREWARM=1`` turns it off."""
+        if self._prewarmed or os.environ.get("NAPARI_EM_UNET_NO_PREWARM"):
+            return
+        self._prewarmed = True
+        engine = self.segment_engine()
+        threading.Thread(target=_warm_up_quietly, args=(engine,), daemon=True,
+                         name="em-unet-warm-up").start()
+
     def training_engine(self):
         """A TensorFlow process for one fine-tuning run; give it back with
         :meth:`release_training_engine`. A process of its own, so that training can go on
@@ -117,6 +132,12 @@ class PluginSession:
     def close(self) -> None:
         """End the TensorFlow process this session started."""
         _close_all(self._owned)
+
+
+def _warm_up_quietly(engine) -> None:
+    # A failure here is reported by the first real job, with its context.
+    with contextlib.suppress(Exception):
+        engine.warm_up()
 
 
 def _close_all(engines: list) -> None:

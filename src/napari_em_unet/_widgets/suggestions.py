@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
 from .layers import go_to_slice
+from .ordering import if_alive
 from .session import META_KEY, PluginSession, unwrap
 
 MAX_SUGGESTIONS = 5
@@ -82,6 +83,7 @@ class SuggestionsWidget(Container):
             self._session.tracker(layer).changed.connect(self._refresh)
         self._refresh()
 
+    @if_alive
     def _refresh(self, *_) -> None:
         ranked = self.ranked
         self._choice.choices = [(f"slice {i}  ({s:.3f} bits)", i) for i, s in ranked]
