@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
                         help="which variants to run, by index: " + "; ".join(
                             f"{i}: {n}" for i, n in enumerate(VARIANTS)))
+    parser.add_argument("--finetune-args", default="",
+                        help="extra arguments for every em-unet finetune run, e.g. "
+                             "'--learning-rate 1e-3'")
     args = parser.parse_args()
     require_data()
     eval_slices = span(args.eval_slices)
@@ -112,8 +115,8 @@ def main() -> None:
         corrections[slices] = napari_like_labels(truth_d[slices])
         labels_path = tmp / f"corrections-{index}.tif"
         write_tiff(labels_path, corrections, pixel_size)
-        wall, epochs = finetune(image_path, labels_path, tmp / f"ft-{index}.keras", extra,
-                                args.base)
+        wall, epochs = finetune(image_path, labels_path, tmp / f"ft-{index}.keras",
+                                extra + args.finetune_args.split(), args.base)
         after = score(tmp / f"ft-{index}.keras", dataset)
         gain = after.v_rand - before[dataset].v_rand
         rows.append((f"{name} [{dataset}]", slices_text, *cells(after), f"{gain:+.4f}",
