@@ -23,6 +23,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -126,6 +127,10 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
         if target is None:
             results.append((index, item.result))
         else:
+            if not os.path.exists(os.path.join(zarr_array, ".zarray")):
+                # The run failed elsewhere and the client removed the store: writing
+                # would create it again.
+                return results
             if target.ndim == 2:
                 target[...] = item.result
             else:
@@ -274,6 +279,12 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
                     dask_client.unregister_worker_plugin(plugin.name)
     except BaseException:
         writer.abort()
+        if isinstance(writer, ZarrSliceWriter):
+            # A task that was already writing a slice when the run failed may recreate a
+            # chunk after the removal: remove again once it has had time to finish.
+            for _ in range(10):
+                time.sleep(0.5)
+                writer.abort()
         raise
     return writer.commit()
 
