@@ -59,31 +59,41 @@ class StallMonitor:
         gaps = np.clip(gaps, 0, None) * 1000
         if gaps.size == 0:
             return {"ticks": 0, "max_ms": float("nan"), "p99_ms": float("nan")}
+        ticks = np.array(self.ticks)
+        late = np.nonzero(gaps > 100)[0]
         return {"ticks": int(gaps.size + 1), "max_ms": float(gaps.max()),
                 "p99_ms": float(np.percentile(gaps, 99)),
-                "over_100ms": int((gaps > 100).sum())}
+                "over_100ms": int(late.size),
+                # when (s after the phase started) the long stalls began, to find their cause
+                "stalls_over_100ms_at_s": [round(float(ticks[i] - ticks[0]), 2) for i in late]}
 
 
 def spin(seconds: float) -> None:
-    from qtpy.QtWidgets import QApplication
+    """Run the Qt event loop for ``seconds`` (a real, blocking loop: no busy polling that
+    would steal CPU from the TensorFlow process)."""
+    from qtpy.QtCore import QEventLoop, QTimer
 
-    app = QApplication.instance()
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents()
-        time.sleep(0.001)
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
 
 
 def spin_until(predicate, timeout: float) -> None:
-    from qtpy.QtWidgets import QApplication
+    """Run the Qt event loop until ``predicate()`` is true (checked every 50 ms)."""
+    from qtpy.QtCore import QEventLoop, QTimer
 
-    app = QApplication.instance()
+    loop = QEventLoop()
     end = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > end:
-            raise TimeoutError("the benchmark step did not finish in time")
-        app.processEvents()
-        time.sleep(0.001)
+    check = QTimer()
+    check.setInterval(50)
+    check.timeout.connect(lambda: loop.quit() if predicate() or time.perf_counter() > end
+                          else None)
+    check.start()
+    if not predicate():
+        loop.exec()
+    check.stop()
+    if not predicate():
+        raise TimeoutError("the benchmark step did not finish in time")
 
 
 def load_data():
@@ -142,6 +152,8 @@ def run_gui(args) -> dict:
         ended = time.perf_counter()
         stalls = monitor.stop()
         stalls["first_labels_s"] = first[0] - pressed if first else None
+        ready = segment.runner.model_ready_at
+        stalls["model_ready_s"] = ready - pressed if ready else None
         stalls["total_s"] = ended - pressed
         stalls["slices"] = len(first)
         results[phase] = stalls

@@ -38,18 +38,24 @@ def build_demo(viewer, model: str | Path | None = None) -> dict:
 
 
 def wait_for(predicate, timeout: float = 600.0) -> bool:
-    """Let Qt process events until ``predicate()`` is true (for scripts without napari.run)."""
-    from qtpy.QtWidgets import QApplication
+    """Run the Qt event loop until ``predicate()`` is true (for scripts without napari.run).
 
-    app = QApplication.instance()
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        app.processEvents()
-        time.sleep(0.02)
-    app.processEvents()
-    return True
+    A real event loop, woken every 50 ms to check, rather than a processEvents() polling
+    loop that would keep a core busy and slow down the TensorFlow process.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    end = time.monotonic() + timeout
+    check = QTimer()
+    check.setInterval(50)
+    check.timeout.connect(lambda: loop.quit() if predicate() or time.monotonic() > end
+                          else None)
+    check.start()
+    if not predicate():
+        loop.exec()
+    check.stop()
+    return bool(predicate())
 
 
 def run_demo(screenshot: str | Path | None = None, *, segment: bool = False,

@@ -47,6 +47,7 @@ class SegmentRunner:
         self.probability_layer = None
         self.pressed_at: float | None = None
         self.first_result_at: float | None = None
+        self.model_ready_at: float | None = None
         self._pbar = None
         self._protect: frozenset[int] = frozenset()
         self._skipped: set[int] = set()
@@ -91,7 +92,7 @@ class SegmentRunner:
         if self.running:
             raise RuntimeError("a segmentation is already running")
         self.pressed_at = time.perf_counter()
-        self.first_result_at = None
+        self.first_result_at = self.model_ready_at = None
         self._status = status or (lambda text: None)
         self._protect = frozenset(protect)
         self._skipped, self._written, self._summary = set(), [], None
@@ -172,15 +173,22 @@ class SegmentRunner:
         return layer is not None and layer in self._viewer.layers
 
     def _write(self, layer, index: int, values: np.ndarray) -> None:
+        from .layers import current_slice
+
         if layer.ndim >= 3:
             layer.data[index] = values
         else:
             layer.data[...] = values
-        layer.refresh()
+        # A redraw costs tens of ms with software OpenGL; a slice that is not on screen
+        # needs none (napari reads it from layer.data when the user scrolls to it).
+        if layer.ndim < 3 or self._viewer.dims.ndisplay == 3 or \
+                index == current_slice(self._viewer, layer):
+            layer.refresh()
 
     # ------------------------------------------------------------------ worker callbacks
     def _on_yielded(self, record) -> None:
         if isinstance(record, ModelReady):
+            self.model_ready_at = time.perf_counter()
             self._pbar.set_description(f"Segment with {record.name}")
             self._pbar.update(1)
             self._status(f"model {record.name} ready; segmenting...")

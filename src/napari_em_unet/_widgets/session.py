@@ -120,7 +120,9 @@ class PluginSession:
 
     def release_training_engine(self, engine) -> None:
         if engine is not None and engine is not self._shared_training:
-            engine.close()
+            # TensorFlow takes a second or so to exit: not on the GUI thread.
+            threading.Thread(target=engine.close, daemon=True,
+                             name="em-unet-engine-close").start()
 
     def use_engine(self, engine, *, for_training: bool = False) -> None:
         """Run jobs in ``engine``, which the caller owns and closes (tests share one process
