@@ -47,3 +47,53 @@ def tiny_model(tiny_model_path):
     from napari_em_unet.model_files import load_model
 
     return load_model(tiny_model_path)
+
+
+def _is_gui_test(nodeid: str) -> bool:
+    return nodeid.replace("\\", "/").startswith("tests/gui/")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Keep napari windows and TensorFlow in different test processes.
+
+    Mesa's OpenGL driver and TensorFlow each bring their own LLVM and crash when loaded into
+    one process (see docs/plugin.md), which is also why the plugin runs TensorFlow in a child
+    process. With pytest-xdist (``-n 2``, the default in pyproject.toml) the GUI tests form
+    one work unit and everything else the other, so each worker runs one kind only. (Our own
+    scheduler rather than ``--dist loadgroup``: the latter renames test ids through a private
+    attribute that pytest 9 no longer has.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GuiApart(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "gui" if _is_gui_test(nodeid) else "core"
+
+    return GuiApart(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Refuse, in one clear line, a single-process run that would mix the two kinds."""
+    if hasattr(config, "workerinput") or (config.getoption("numprocesses", None) or 0) >= 2:
+        return
+    kinds = {_is_gui_test(item.nodeid) for item in items}
+    if len(kinds) == 2:
+        raise pytest.UsageError(
+            "napari window tests (tests/gui) and TensorFlow tests cannot share one process: "
+            "run with -n 2 (the default; pytest-xdist) or select one kind of test."
+        )
+
+
+_WORKER_SUMMARIES: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist controller: collect the summary lines a worker made (test_bad_inputs)."""
+    _WORKER_SUMMARIES.extend(getattr(node, "workeroutput", {}).get("summary_lines", []))
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _WORKER_SUMMARIES:
+        terminalreporter.write_line(line)

@@ -26,18 +26,33 @@ CATALOGUE: list[str] = []
 
 
 class _CatalogueSummary:
-    """Prints the catalogue figure at the end of the run (registered by the fixture below)."""
+    """Prints the catalogue figure at the end of the run (registered by the fixture below).
 
-    def pytest_terminal_summary(self, terminalreporter):
+    Under pytest-xdist the figure is made in a worker, whose output nobody sees: it travels
+    to the controller in ``workeroutput`` and tests/conftest.py prints it there.
+    """
+
+    @staticmethod
+    def lines() -> list[str]:
         ran = [c for c in CATALOGUE if c in STARTED]
         if not ran:
-            return
+            return []
         skipped = len(CATALOGUE) - len(ran)
         line = f"bad-input catalogue: {len(HANDLED & set(ran))}/{len(ran)} handled"
-        terminalreporter.write_line(line + (f" ({skipped} not run)" if skipped else ""))
+        lines = [line + (f" ({skipped} not run)" if skipped else "")]
         missing = sorted(set(ran) - HANDLED)
         if missing:
-            terminalreporter.write_line(f"  not handled: {', '.join(missing)}")
+            lines.append(f"  not handled: {', '.join(missing)}")
+        return lines
+
+    def pytest_sessionfinish(self, session):
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:
+            workeroutput["summary_lines"] = self.lines()
+
+    def pytest_terminal_summary(self, terminalreporter):
+        for line in self.lines():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="module", autouse=True)

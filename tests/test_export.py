@@ -7,6 +7,7 @@ package's test output: what a consumer (bioimageio.core, deepImageJ, ilastik) wo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import stat
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 import tifffile
 
-pytest.importorskip("bioimageio.spec")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("tf2onnx")
+# find_spec, not importorskip: importing tf2onnx imports TensorFlow, which must not enter a
+# process that opens napari windows (tests/conftest.py) merely because this file was collected.
+for _module in ("bioimageio.spec", "onnxruntime", "tf2onnx"):
+    if importlib.util.find_spec(_module) is None:
+        pytest.skip(f"{_module} is not installed (the [export] extra)", allow_module_level=True)
 
 from napari_em_unet import export  # noqa: E402
 from napari_em_unet.cli import main  # noqa: E402

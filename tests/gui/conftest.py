@@ -45,6 +45,15 @@ save_model(keras.Model(inputs, outputs),
 
 
 @pytest.fixture(autouse=True)
+def _no_tensorflow_here():
+    """Fail clearly, not with a segmentation fault inside OpenGL, if TensorFlow got in."""
+    assert "tensorflow" not in sys.modules, (
+        "TensorFlow was imported into the process that opens napari windows "
+        "(a test module importing it at collection, or a GUI test sharing a worker with core tests)"
+    )
+
+
+@pytest.fixture(autouse=True)
 def plugin_home(tmp_path, monkeypatch) -> Path:
     """A private model folder and download cache for every test."""
     home = tmp_path / "em-unet-home"
