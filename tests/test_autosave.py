@@ -180,3 +180,26 @@ def test_importing_the_store_pulls_in_no_gui_and_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_a_lazy_array_is_read_only_where_stored(image):
+    """Big zarr-backed labels: only the corrected slices are read and stored."""
+    zarr = pytest.importorskip("zarr")
+    labels = _labels((6, 32, 40))
+    store = zarr.create_array(store={}, shape=labels.shape, chunks=(1, 32, 40),
+                              dtype=labels.dtype)
+    store[...] = labels
+    reads: list = []
+
+    class Spy:
+        shape, dtype, ndim = store.shape, store.dtype, store.ndim
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return store[key]
+
+    save_corrections(Spy(), image, [1, 4], all_slices=False)
+    assert sorted(reads) == [1, 4]
+    restored = find_autosave(image).load_labels()
+    np.testing.assert_array_equal(restored[[1, 4]], labels[[1, 4]])
+    assert not restored[[0, 2, 3, 5]].any()

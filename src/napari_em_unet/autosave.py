@@ -20,6 +20,7 @@ import contextlib
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -96,7 +97,8 @@ def save_corrections(
     Parameters
     ----------
     labels : array-like
-        2D or ZYX integer labels (0 = membrane, the napari Labels layer's data).
+        2D or ZYX integer labels (0 = membrane, the napari Labels layer's data); a lazy
+        array (zarr, dask) is only read where it is stored.
     image_path : str or path
         The image the labels belong to; any string for images without a file (e.g.
         ``"sample:synthetic-sstem"``).
@@ -106,17 +108,25 @@ def save_corrections(
         Store every slice (default), or only the corrected ones (much smaller for big
         stacks: the rest is the model's output and can be recomputed).
     """
-    labels = np.asarray(labels)
-    if labels.ndim not in (2, 3) or labels.size == 0:
+    if not (hasattr(labels, "shape") and hasattr(labels, "dtype")):
+        labels = np.asarray(labels)
+    # Lazy arrays (zarr, dask) stay lazy: with all_slices=False only the corrected slices
+    # are ever read.
+    if labels.ndim not in (2, 3) or math.prod(labels.shape) == 0:
         raise InputError(f"labels must be a 2D image or a ZYX stack, got shape {labels.shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+    dtype = np.dtype(labels.dtype)
+    if not (np.issubdtype(dtype, np.integer) or dtype == bool):
         raise InputError(f"labels must be integers, got {labels.dtype}")
     depth = 1 if labels.ndim == 2 else labels.shape[0]
     corrected = sorted({int(s) for s in corrected_slices})
     if any(not 0 <= s < depth for s in corrected):
         raise InputError(f"corrected slices {corrected} outside the stack (0..{depth - 1})")
     stored_slices = list(range(depth)) if all_slices or labels.ndim == 2 else corrected
-    stored = labels if all_slices or labels.ndim == 2 else labels[stored_slices]
+    if all_slices or labels.ndim == 2:
+        stored = np.asarray(labels)
+    else:
+        stored = np.stack([np.asarray(labels[i]) for i in stored_slices]) if stored_slices \
+            else np.zeros((0, *labels.shape[1:]), dtype=dtype)
     size, mtime = _fingerprint(image_path)
     meta = {
         "format": FORMAT,
@@ -124,7 +134,7 @@ def save_corrections(
         "corrected_slices": corrected,
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "shape": list(labels.shape),
-        "dtype": labels.dtype.str,
+        "dtype": dtype.str,
         "all_slices": bool(all_slices or labels.ndim == 2),
         "stored_slices": stored_slices,
         "image_size": size,

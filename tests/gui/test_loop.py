@@ -13,6 +13,7 @@ from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
 from napari_em_unet._widgets.finetune_widget import FineTuneWidget
 from napari_em_unet._widgets.segment_widget import SegmentWidget
 from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet.autosave import find_autosave
 from napari_em_unet.model_files import read_info
 
 TIMEOUT_MS = 300_000
@@ -67,6 +68,12 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     outcome = finetune.last_outcome
     assert outcome is not None, finetune._message.value
     assert outcome.path.parent == plugin_home / "models" and outcome.path.is_file()
+    # Pressing Run autosaved the corrections first.
+    keeper = session_for(sample_viewer).autosave
+    qtbot.waitUntil(lambda: keeper.pending == 0, timeout=TIMEOUT_MS)
+    saved = find_autosave("synthetic sample")
+    assert saved is not None and saved.corrected_slices == (1,)
+    np.testing.assert_array_equal(saved.load_labels()[1], painted)
     assert "StepProgress" in epochs and "EpochProgress" in epochs
     assert finetune.plot.epochs[-1] == 1
     info = read_info(outcome.path)

@@ -324,6 +324,9 @@ class FineTuneWidget(Container):
         from .engine import finetune_remote
 
         request = self.training_request()
+        # The corrections are the user's work of the last hour: on disk before TensorFlow
+        # starts, whatever happens next.
+        self._session.autosave.save_now(self._labels_layer.value)
         # Training and validation slices are the user's truth: re-segmenting keeps them.
         self._last_training = request.numbers
         self.plot.clear()

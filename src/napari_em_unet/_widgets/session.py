@@ -48,7 +48,7 @@ def is_plugin_layer(layer) -> bool:
 
 
 class PluginSession:
-    """Model registry, correction trackers and TensorFlow process of one viewer."""
+    """Model registry, correction trackers, autosave and TensorFlow process of one viewer."""
 
     def __init__(self, viewer):
         self._viewer = weakref.ref(viewer)
@@ -66,6 +66,9 @@ class PluginSession:
         for layer in list(viewer.layers):
             self._maybe_track(layer)
         viewer.layers.events.inserted.connect(self._on_inserted)
+        from .autosave_keeper import AutosaveKeeper
+
+        self.autosave = AutosaveKeeper(viewer, self)
 
     def _on_inserted(self, event) -> None:
         self._maybe_track(event.value)
