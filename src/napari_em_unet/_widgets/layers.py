@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import os
+import re
+import shutil
+import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
+
+ZARR_LAYER_BYTES = 2**30
+"""Outputs larger than this are kept in a zarr store on disk instead of in memory."""
+ENV_ZARR_LAYER_BYTES = "NAPARI_EM_UNET_ZARR_LABELS_BYTES"
+"""Environment variable overriding :data:`ZARR_LAYER_BYTES` (in bytes)."""
 
 
 def parse_slices(text: str, depth: int) -> list[int]:
@@ -102,3 +113,100 @@ def go_to_slice(viewer, layer, index: int) -> None:
     world = layer.data_to_world(coords)
     axis = viewer.dims.ndim - layer.ndim + (layer.ndim - 3)
     viewer.dims.set_point(axis, float(world[-3]))
+
+
+# ---------------------------------------------------------------------- on-disk layers
+def zarr_layer_bytes() -> int:
+    """Output size (bytes) above which a new layer goes to disk (env var overrides it)."""
+    value = os.environ.get(ENV_ZARR_LAYER_BYTES, "").strip()
+    try:
+        return int(float(value)) if value else ZARR_LAYER_BYTES
+    except ValueError:
+        return ZARR_LAYER_BYTES
+
+
+def needs_zarr(source, shape: tuple[int, ...], dtype) -> bool:
+    """Whether an output of ``shape`` and ``dtype`` made from ``source`` belongs on disk.
+
+    A lazy source (dask, zarr, anything but a numpy array or memory map) was opened that
+    way because it is large, so its result is too; an in-memory source gets an on-disk
+    result only when that result alone would be larger than :func:`zarr_layer_bytes`.
+    """
+    if source is not None and not isinstance(source, np.ndarray):
+        return True
+    return math.prod(shape) * np.dtype(dtype).itemsize > zarr_layer_bytes()
+
+
+def new_store_path(name: str) -> Path:
+    """A new ``<data folder>/segmentations/<name>-<date>-<time>.zarr`` path (not created)."""
+    from ..autosave import data_home
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:60] or "layer"
+    folder = data_home() / "segmentations"
+    stem = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = folder / f"{stem}.zarr", 2
+    while path.exists():
+        path, n = folder / f"{stem}-{n}.zarr", n + 1
+    return path
+
+
+def create_layer_store(name: str, shape: tuple[int, ...], dtype, *,
+                       pixel_size_nm: float | None = None, init=None):
+    """An all-0 zarr array on disk for a layer, optionally filled from ``init``.
+
+    Chunks are one slice deep (and at most 1024 x 1024), compressed, so writing a slice
+    touches that slice's chunks only and slices never written take no space.
+
+    Parameters
+    ----------
+    name : str
+        The layer's name, used in the folder name.
+    shape : tuple of int
+    dtype : numpy dtype
+    pixel_size_nm : float, optional
+        Recorded in the store (OME-Zarr scale), so the folder reopens with it.
+    init : array-like, optional
+        Initial content (numpy, dask, zarr...), copied one slice at a time.
+
+    Returns
+    -------
+    (zarr.Array, pathlib.Path)
+        The array and the ``.zarr`` folder holding it.
+
+    Raises
+    ------
+    OSError
+        The folder cannot be created or written (permissions, disk full); nothing is
+        left behind.
+    """
+    from ..streaming import create_zarr_output
+
+    path = new_store_path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        array = create_zarr_output(path, shape, dtype, pixel_size_nm=pixel_size_nm)
+        if init is not None:
+            copy_slices(init, array)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    return array, path
+
+
+def copy_slices(source, target) -> None:
+    """Copy ``source`` into ``target`` one slice at a time, so neither is ever loaded whole."""
+    if len(target.shape) < 3:
+        target[...] = np.asarray(source, dtype=target.dtype)
+        return
+    for z in range(target.shape[0]):
+        plane = np.asarray(source[z], dtype=target.dtype)
+        if plane.any():  # the store already reads 0 there; writing would only cost time
+            target[z] = plane
+
+
+def store_of(layer) -> Path | None:
+    """The zarr folder an on-disk layer made by this plugin lives in, or None."""
+    from .session import META_KEY
+
+    store = ((getattr(layer, "metadata", None) or {}).get(META_KEY) or {}).get("store")
+    return Path(store) if store else None

@@ -6,10 +6,16 @@ them with the TensorFlow process; everything that touches a layer happens here, 
 callbacks napari runs on the main thread. A slice the user corrected is never written: the
 check is made when each result arrives, so a slice corrected while the run is going on is
 also kept.
+
+A large volume gets its output layers on disk: when the image is lazy (dask, zarr) or the
+result would not comfortably fit in memory, the labels (and probability) layers are backed
+by zarr stores in the plugin's data folder (:func:`.layers.create_layer_store`), written one
+slice at a time, and napari reads only the slices it shows.
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +25,16 @@ from psygnal import Signal
 
 from .engine import segment_remote
 from .jobs import JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
-from .layers import format_slices
+from .layers import (
+    create_layer_store,
+    current_slice,
+    format_slices,
+    needs_zarr,
+    new_store_path,
+    pixel_size_of,
+    spatial_shape,
+    store_of,
+)
 from .ordering import CallbackQueue
 from .session import META_KEY, PluginSession, unwrap
 
@@ -53,6 +68,7 @@ class SegmentRunner:
         self._skipped: set[int] = set()
         self._written: list[int] = []
         self._summary = None
+        self._write_failed: str | None = None
         self._status: Callable[[str], None] = lambda text: None
         self._stop = threading.Event()
         self._engine = None
@@ -62,9 +78,9 @@ class SegmentRunner:
         return self.worker is not None
 
     def start(self, request: SegmentRequest, *, image_layer, labels_layer=None,
-              init_labels: np.ndarray | None = None, protect=frozenset(),
+              init_labels=None, protect=frozenset(),
               model_name: str = "", name: str | None = None,
-              status: Callable[[str], None] | None = None) -> None:
+              status: Callable[[str], None] | None = None) -> bool:
         """Start segmenting.
 
         Parameters
@@ -75,8 +91,9 @@ class SegmentRunner:
         labels_layer : napari.layers.Labels, optional
             A layer made by this plugin to fill in (its corrected slices are kept);
             by default a new layer is added.
-        init_labels : ndarray, optional
-            Initial content of the new layer (e.g. a copy of the user's labels).
+        init_labels : array-like, optional
+            Initial content of the new layer (e.g. the user's labels, which are copied,
+            one slice at a time when the new layer is on disk).
         protect : set of int
             Slices never to write, in addition to the layer's corrected ones.
         model_name : str
@@ -85,6 +102,13 @@ class SegmentRunner:
             Name of the new layer.
         status : callable, optional
             Receives short progress sentences for the widget.
+
+        Returns
+        -------
+        bool
+            False when the output layers could not be made (an on-disk store that cannot
+            be written): the user is told why, no layer is added, and :attr:`finished`
+            is emitted with None once the caller's own code has run.
         """
         from napari.qt.threading import create_worker
         from napari.utils import progress
@@ -96,17 +120,22 @@ class SegmentRunner:
         self._status = status or (lambda text: None)
         self._protect = frozenset(protect)
         self._skipped, self._written, self._summary = set(), [], None
-        self.labels_layer = unwrap(labels_layer) if labels_layer is not None else \
-            self._new_labels_layer(request, image_layer, init_labels, model_name, name)
+        self._write_failed = None
+        try:
+            self._make_layers(request, image_layer, labels_layer, init_labels, model_name,
+                              name)
+        except OSError as exc:
+            self._refuse(exc)
+            return False
         if labels_layer is None and init_labels is not None and protect:
             # Slices copied from the user's layer are theirs: later runs must keep them too.
             self._session.tracker(self.labels_layer).mark(protect)
         self._set_meta(self.labels_layer, model=model_name, output=request.output)
-        self.probability_layer = (self._probability_layer(request, image_layer)
-                                  if request.probability else None)
         total = len(request.slices)
         self._pbar = progress(total=total + 1, desc="Segment: loading model")
-        self._status("loading the model (TensorFlow starts on first use)...")
+        store = store_of(self.labels_layer)
+        self._status("loading the model (TensorFlow starts on first use)..." +
+                     (f" The labels are stored on disk in {store}." if store else ""))
         self._stop = threading.Event()
         engine = self._session.segment_engine()
         self._engine = engine
@@ -120,6 +149,7 @@ class SegmentRunner:
         self.worker = worker
         self.started.emit()
         worker.start()
+        return True
 
     def stop(self) -> None:
         """Stop after the slice in progress (results so far are kept)."""
@@ -129,24 +159,75 @@ class SegmentRunner:
             self._engine.stop()
 
     # ------------------------------------------------------------------ layers
-    def _new_labels_layer(self, request, image_layer, init, model_name, name):
-        from .layers import spatial_shape
+    def _make_layers(self, request, image_layer, labels_layer, init, model_name, name):
+        """Set :attr:`labels_layer` and :attr:`probability_layer`, adding what is missing.
 
+        All or nothing: if the probability's store cannot be made, a labels layer added
+        here is removed again, with its store, before the OSError propagates.
+        """
+        # Cleared first: after a failure the widgets must not take the last run's layers
+        # for this run's.
+        self.labels_layer = self.probability_layer = None
+        self.labels_layer = unwrap(labels_layer) if labels_layer is not None else \
+            self._new_labels_layer(request, image_layer, init, model_name, name)
+        if not request.probability:
+            return
+        try:
+            self.probability_layer = self._probability_layer(request, image_layer)
+        except OSError:
+            if labels_layer is None:
+                store = store_of(self.labels_layer)
+                self._viewer.layers.remove(self.labels_layer)
+                if store is not None:
+                    shutil.rmtree(store, ignore_errors=True)
+                self.labels_layer = None
+            raise
+
+    def _refuse(self, exc: OSError) -> None:
+        from napari.utils.notifications import show_error
+        from qtpy.QtCore import QTimer
+
+        where = exc.filename or new_store_path("layer").parent
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        text = (f"Not started: the results of this large volume go to disk, and {where} "
+                f"cannot be written ({reason}); free some space, or set NAPARI_EM_UNET_HOME "
+                "to a writable folder.")
+        show_error(text)
+        self._status(text)
+        # Callers set up their buttons after start() returns; announcing the end on the
+        # next turn of the event loop lets them reset, as after any run.
+        QTimer.singleShot(0, lambda: self.finished.emit(None))
+
+    def _data(self, name, image_layer, shape, dtype, init=None):
+        """A new layer's data: in memory, or in a zarr store on disk for a large volume.
+
+        Returns the data and the store's path (None in memory).
+        """
+        if not needs_zarr(image_layer.data, shape, dtype) and \
+                (init is None or isinstance(init, np.ndarray)):
+            data = np.zeros(shape, dtype=dtype) if init is None else np.array(init, dtype=dtype)
+            return data, None
+        array, path = create_layer_store(name, shape, dtype, init=init,
+                                         pixel_size_nm=pixel_size_of(image_layer))
+        return array, path
+
+    def _new_labels_layer(self, request, image_layer, init, model_name, name):
         shape = spatial_shape(image_layer)
         dtype = np.uint32 if request.output == "instances" else np.uint8
-        data = np.zeros(shape, dtype=dtype) if init is None else np.array(init, dtype=dtype)
+        name = name or f"{image_layer.name} segmentation"
+        data, store = self._data(name, image_layer, shape, dtype, init)
+        plugin = {"role": "segmentation", "image": image_layer.name, "model": model_name,
+                  "output": request.output}
+        if store is not None:
+            plugin["store"] = str(store)
         layer = self._viewer.add_labels(
-            data, name=name or f"{image_layer.name} segmentation",
-            scale=image_layer.scale, translate=image_layer.translate,
+            data, name=name, scale=image_layer.scale, translate=image_layer.translate,
             metadata={"pixel_size_nm": (image_layer.metadata or {}).get("pixel_size_nm"),
-                      META_KEY: {"role": "segmentation", "image": image_layer.name,
-                                 "model": model_name, "output": request.output}},
+                      META_KEY: plugin},
         )
         return layer
 
     def _probability_layer(self, request, image_layer):
-        from .layers import spatial_shape
-
         shape = spatial_shape(image_layer)
         name = f"{self.labels_layer.name} probability"
         for layer in self._viewer.layers:
@@ -154,11 +235,15 @@ class SegmentRunner:
             if layer.name == name and meta.get("role") == "probability" and \
                     tuple(layer.data.shape) == shape:
                 return layer
+        data, store = self._data(name, image_layer, shape, np.float32)
+        plugin = {"role": "probability", "image": image_layer.name}
+        if store is not None:
+            plugin["store"] = str(store)
         return self._viewer.add_image(
-            np.zeros(shape, dtype=np.float32), name=name, colormap="magma",
+            data, name=name, colormap="magma",
             contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
             scale=image_layer.scale, translate=image_layer.translate,
-            metadata={META_KEY: {"role": "probability", "image": image_layer.name}},
+            metadata={META_KEY: plugin},
         )
 
     @staticmethod
@@ -173,8 +258,6 @@ class SegmentRunner:
         return layer is not None and layer in self._viewer.layers
 
     def _write(self, layer, index: int, values: np.ndarray) -> None:
-        from .layers import current_slice
-
         if layer.ndim >= 3:
             layer.data[index] = values
         else:
@@ -197,27 +280,45 @@ class SegmentRunner:
             return
         self._pbar.update(1)
         labels = self.labels_layer
+        if self._write_failed:
+            return  # slices already in flight when the disk gave up
         if not self._alive(labels):
             self._status("the output layer was deleted; stopping")
             self.stop()
             return
         protected = self._protect | self._session.corrected(labels)
-        if record.index in protected:
-            self._skipped.add(record.index)
-        else:
-            self._write(labels, record.index, record.result)
-            self._written.append(record.index)
-            if self.first_result_at is None:
-                self.first_result_at = time.perf_counter()
-            self.slice_written.emit(record.index)
-        if self.probability_layer is not None and record.probability is not None and \
-                self._alive(self.probability_layer):
-            self._write(self.probability_layer, record.index, record.probability)
+        try:
+            if record.index in protected:
+                self._skipped.add(record.index)
+            else:
+                self._write(labels, record.index, record.result)
+                self._written.append(record.index)
+                if self.first_result_at is None:
+                    self.first_result_at = time.perf_counter()
+                self.slice_written.emit(record.index)
+            if self.probability_layer is not None and record.probability is not None and \
+                    self._alive(self.probability_layer):
+                self._write(self.probability_layer, record.index, record.probability)
+        except OSError as exc:  # an on-disk layer: disk full, store deleted or unmounted
+            self._on_write_failed(record.index, exc)
+            return
         meta = (labels.metadata or {}).get(META_KEY) or {}
         scores = dict(meta.get("uncertainty") or {})
         scores[record.index] = record.uncertainty
         self._set_meta(labels, uncertainty=scores)
         self._status(f"slice {record.index}: {record.done}/{record.total} done")
+
+    def _on_write_failed(self, index: int, exc: OSError) -> None:
+        from napari.utils.notifications import show_error
+
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = store_of(self.labels_layer) or "the layer"
+        self._write_failed = (f"Stopped: slice {index} could not be written to {where} "
+                              f"({reason}); the {len(self._written)} slice(s) written before "
+                              "are kept.")
+        show_error(self._write_failed)
+        self._status(self._write_failed)
+        self.stop()
 
     def _on_returned(self, result) -> None:
         from napari.utils.notifications import show_error, show_info
@@ -228,6 +329,9 @@ class SegmentRunner:
             return
         if isinstance(result, SegmentSummary):
             self._summary = result
+            if self._write_failed:
+                self._status(self._write_failed)
+                return
             name = self.labels_layer.name
             if result.stopped:
                 text = (f"Stopped: {len(self._written)} slice(s) segmented; the results so "
@@ -236,6 +340,9 @@ class SegmentRunner:
                 text = f"Segmented {len(self._written)} slice(s) into '{name}'"
             if self._skipped:
                 text += f"; kept your corrections on slice(s) {format_slices(self._skipped)}"
+            store = store_of(self.labels_layer)
+            if store is not None:
+                text += f"; it is stored on disk in {store}"
             show_info(text + ".")
             self._status(text + ".")
 
