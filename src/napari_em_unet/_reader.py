@@ -1,11 +1,14 @@
-"""napari reader for TIFF images and stacks (2D, ZYX, OME-TIFF; grey or RGB; 8/16-bit or float).
+"""napari reader for TIFF images and stacks (2D, ZYX, OME-TIFF; grey or RGB; 8/16-bit or float)
+and zarr stores (a zarr array, a group holding one array, an OME-Zarr image).
 
 napari calls :func:`napari_get_reader` for every file the user drops on the window, so it
-must be cheap and must never raise: it opens the TIFF header, checks that the first image
-series is something the plugin can show, and returns ``None`` otherwise so that napari
-can try the next reader. Files larger than :data:`LARGE_FILE_BYTES` are not loaded: they
-open through :func:`napari_em_unet.volumes.open_volume` as a dask array that reads one
-slice when napari shows it (RGB data then appear grey, as the network sees them).
+must be cheap and must never raise: it opens the TIFF header or the zarr metadata, checks
+that it is something the plugin can show, and returns ``None`` otherwise so that napari
+can try the next reader. Volumes larger than :data:`LARGE_FILE_BYTES` (the TIFF file, or
+a zarr's uncompressed pixels) are not loaded: they open through
+:func:`napari_em_unet.volumes.open_volume` as a dask array that reads one slice when napari
+shows it (RGB data then appear grey, as the network sees them). An OME-Zarr opens at its
+full resolution, as one (non-multiscale) layer that the widgets can segment.
 
 See https://napari.org/stable/plugins/building_a_plugin/guides.html#readers
 """
@@ -21,7 +24,8 @@ import numpy as np
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 LARGE_FILE_BYTES = 512 * 2**20
-"""Files larger than this are read lazily, slice by slice, instead of loaded."""
+"""Volumes larger than this are read lazily, slice by slice, instead of loaded."""
+_ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 
 _SUPPORTED_KINDS = "biuf"  # bool, signed, unsigned, float: what napari can display
 # Integer files whose name says they hold labels open as a Labels layer (what `em-unet
@@ -35,7 +39,7 @@ _LABELS_NAME = re.compile(
 
 
 def napari_get_reader(path: str | list[str]) -> Callable | None:
-    """Return a reader function when every path is a TIFF this plugin can open, else None.
+    """Return a reader function when every path is a TIFF or zarr this plugin can open.
 
     Parameters
     ----------
@@ -58,7 +62,19 @@ def napari_get_reader(path: str | list[str]) -> Callable | None:
     return None
 
 
+def _is_zarr_store(path: Path) -> bool:
+    return path.is_dir() and any((path / m).is_file() for m in _ZARR_MARKERS)
+
+
 def _probe(path: Path) -> bool:
+    if _is_zarr_store(path):
+        from .volumes import open_volume
+
+        try:
+            open_volume(path)  # metadata only: one small JSON file or two
+        except Exception:  # not an image we can segment (several arrays, channels...)
+            return False
+        return True
     if path.suffix.lower() not in TIFF_SUFFIXES or not path.is_file():
         return False
     import tifffile
@@ -78,7 +94,7 @@ def _probe(path: Path) -> bool:
 
 
 def read_tiff_layers(path: str | list[str]) -> list[tuple]:
-    """Read one or several TIFF files as napari layer data tuples.
+    """Read one or several TIFF files or zarr stores as napari layer data tuples.
 
     Parameters
     ----------
@@ -100,7 +116,16 @@ def _read_one(path: Path) -> tuple:
 
     from .tiff_io import pixel_size_nm, read_tiff
 
-    if path.stat().st_size > LARGE_FILE_BYTES:
+    if _is_zarr_store(path):
+        from .volumes import open_volume
+
+        volume = open_volume(path)
+        # The same rule as for a TIFF, on the pixels rather than the (compressed) files:
+        # a small store is loaded, so that labels in it can be painted like any others.
+        data = volume.to_dask() if volume.nbytes > LARGE_FILE_BYTES else np.asarray(volume)
+        data = data[0] if volume.was_2d else data
+        rgb, pixel_size = False, volume.pixel_size_nm
+    elif path.stat().st_size > LARGE_FILE_BYTES:
         from .volumes import open_volume
 
         volume = open_volume(path)
@@ -125,7 +150,7 @@ def _read_one(path: Path) -> tuple:
 
 def _layer_name(path: Path) -> str:
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
