@@ -122,10 +122,9 @@ class EvaluateWidget(Container):
         from napari.qt.threading import create_worker
 
         pred, truth = self._prediction.value, self._truth.value
-        prediction = np.array(pred.data, copy=True)
-        gt = np.array(truth.data, copy=True)
+        prediction, gt = _snapshot(pred.data), _snapshot(truth.data)
         if prediction.ndim == 2:
-            prediction, gt = prediction[None], gt[None]
+            prediction, gt = np.asarray(prediction)[None], np.asarray(gt)[None]
         slices = tuple(s for s in range(gt.shape[0]) if np.any(gt[s]))
         skipped = gt.shape[0] - len(slices)
         if not slices:
@@ -189,6 +188,12 @@ class EvaluateWidget(Container):
                                    f"V_info {mean['v_info']:.4f}, pixel error "
                                    f"{mean['pixel_error']:.4f} over slice(s) "
                                    f"{format_slices(self.scores)}.")
+
+
+def _snapshot(data):
+    """A copy of an in-memory layer (so painting during the scoring changes nothing under
+    it); a zarr or dask layer as it is, read slice by slice by the job, never whole."""
+    return np.array(data, copy=True) if isinstance(data, np.ndarray) else data
 
 
 def evaluate_job_entry(prediction, truth, slices):

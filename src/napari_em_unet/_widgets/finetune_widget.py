@@ -463,14 +463,17 @@ class FineTuneWidget(Container):
             model_path=outcome.path, rgb=bool(getattr(image, "rgb", False)),
         )
         keep = frozenset(set(self._session.corrected(labels)) | set(self._last_training))
-        self.resegment_runner.start(
+        started = self.resegment_runner.start(
             request, image_layer=image, labels_layer=labels if own else None,
-            # The user's own layer is never written: its copy, completed by the model.
-            init_labels=None if own else np.asarray(labels.data),
+            # The user's own layer is never written: its copy, completed by the model (copied
+            # slice by slice by the runner, so a zarr-backed layer is never loaded whole).
+            init_labels=None if own else labels.data,
             protect=keep, model_name=outcome.info.name,
             name=None if own else f"{labels.name} + {outcome.info.name}",
             status=self._set_message,
         )
+        if not started:  # the runner said why (e.g. no room for the on-disk layer)
+            return
         self._resegment.text = "Stop re-segmenting"
         self._resegment.enabled = True
 

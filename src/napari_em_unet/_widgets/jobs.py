@@ -212,11 +212,13 @@ class SliceScored:
 
 def evaluate_job(prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
                  ) -> Generator[SliceScored, None, None]:
-    """Yield the ISBI scores of each slice (prediction and truth are ZYX copies).
+    """Yield the ISBI scores of each slice (prediction and truth: ZYX copies, or zarr/dask
+    arrays read here one slice at a time).
 
     No TensorFlow: this one runs in a napari thread worker.
     """
     from ..metrics import score_slice
 
     for done, index in enumerate(slices, start=1):
-        yield SliceScored(index, done, len(slices), score_slice(prediction[index], truth[index]))
+        yield SliceScored(index, done, len(slices), score_slice(np.asarray(prediction[index]),
+                                                      np.asarray(truth[index])))
