@@ -1,6 +1,7 @@
 """The whole loop in one viewer: segment, correct with the brush, fine-tune, re-segment.
 
-Also: Stop during fine-tuning keeps (and saves) the best weights, corrections made with
+Also: Stop during fine-tuning keeps (and saves) the best weights, closing napari during
+fine-tuning ends the training process and saves nothing half-made, corrections made with
 each of napari's label tools are tracked, and the Evaluate table scores the result.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from napari.utils.notifications import notification_manager
 
 from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
 from napari_em_unet._widgets.finetune_widget import FineTuneWidget
@@ -187,3 +189,50 @@ def test_every_label_tool_counts_as_a_correction(sample_viewer):
     labels.data[5] = 1                                  # plain write: not a correction
     assert tracker.corrected == {1, 2, 3, 4}
     assert seen == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
+
+
+def test_closing_napari_during_finetuning_ends_training_cleanly(
+        qtbot, make_napari_viewer, engine, gui_models, plugin_home):
+    import hashlib
+    import os
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-em-unet", "synthetic_sstem")
+    session = session_for(viewer)
+    session.use_engine(engine)  # segmentation only: training gets a process of its own
+    session.models.add_file(gui_models["tiny"])
+    finetune = FineTuneWidget(viewer)
+    viewer.window.add_dock_widget(finetune)
+    finetune._labels_layer.value = viewer.layers["synthetic ssTEM ground truth"]
+    finetune._base.value = gui_models["tiny"]
+    finetune._slices.value = "1"
+    _small_training(finetune, epochs=50, steps=200)
+    base_digest = hashlib.sha256(gui_models["tiny"].read_bytes()).hexdigest()
+    steps, notes = [], []
+    notification_manager.notification_ready.connect(notes.append)
+    finetune.run()
+    finetune.worker.yielded.connect(steps.append)
+    qtbot.waitUntil(lambda: len(steps) >= 3, timeout=TIMEOUT_MS)  # training, not starting
+    child = finetune.engine.pid
+    assert child is not None and child != engine.pid
+
+    viewer.close()
+
+    def gone() -> bool:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie is gone too (the engine's Popen reaps it when it is waited on).
+        with open(f"/proc/{child}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+
+    qtbot.waitUntil(gone, timeout=30_000)
+    qtbot.waitUntil(lambda: finetune.worker is None, timeout=30_000)
+    assert any("Fine-tuning was cancelled" in str(n.message) for n in notes)
+    assert finetune.last_outcome is None
+    models = plugin_home / "models"
+    assert not models.exists() or list(models.iterdir()) == []  # nothing half-written
+    assert hashlib.sha256(gui_models["tiny"].read_bytes()).hexdigest() == base_digest
+    assert engine.alive  # the segmentation process of other viewers is not touched
+    notification_manager.notification_ready.disconnect(notes.append)
