@@ -18,7 +18,11 @@ from baseline_random_forest import RandomForestBaseline
 
 from napari_em_unet.metrics import score_stack
 from napari_em_unet.model_files import load_model
-from napari_em_unet.postprocessing import WatershedParams, instances_from_probability, tune_watershed
+from napari_em_unet.postprocessing import (
+    WatershedParams,
+    instances_from_probability,
+    tune_watershed,
+)
 from napari_em_unet.preprocessing import normalize
 from napari_em_unet.segmentation import segment_stack
 from napari_em_unet.tiff_io import read_tiff

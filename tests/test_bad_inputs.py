@@ -200,7 +200,7 @@ def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
         # NaN exactly where the input has no data; a probability everywhere else
         assert np.array_equal(np.isnan(result), no_data.reshape(result.shape))
         valid = result[~no_data.reshape(result.shape)]
-        assert valid.size == 0 or (0 <= valid.min() and valid.max() <= 1)
+        assert valid.size == 0 or (valid.min() >= 0 and valid.max() <= 1)
         assert [p.name for p in out_dir.iterdir()] == ["result.tif"]
     HANDLED.add(name)
 

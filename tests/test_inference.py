@@ -25,7 +25,7 @@ def test_any_slice_size(tiny_model, shape):
     [item] = list(predict_stack(tiny_model, image))
     assert item.probability.shape == shape
     assert item.probability.dtype == np.float32
-    assert 0 <= item.probability.min() and item.probability.max() <= 1
+    assert item.probability.min() >= 0 and item.probability.max() <= 1
 
 
 def test_stack_progress_records_and_slice_subset(tiny_model, small_stack):

@@ -7,7 +7,6 @@ import pytest
 
 from napari_em_unet.errors import ModelFileError
 from napari_em_unet.model_files import (
-    METADATA_ENTRY,
     ModelInfo,
     load_model,
     read_info,
@@ -23,7 +22,7 @@ def test_round_trip_keeps_weights_and_metadata(tiny_model, tmp_path):
     loaded = load_model(path)
     assert loaded.info.pixel_size_nm == 4.6 and loaded.info.trained_on == [{"slices": [1, 2]}]
     assert loaded.info.keras_version and loaded.info.created
-    for a, b in zip(tiny_model.keras_model.get_weights(), loaded.keras_model.get_weights()):
+    for a, b in zip(tiny_model.keras_model.get_weights(), loaded.keras_model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert read_info(path).name == "mine"  # metadata readable without TensorFlow
 

@@ -38,9 +38,9 @@ def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_s
     first, last = np.mean([s.loss for s in steps[:4]]), np.mean([s.loss for s in steps[-4:]])
     assert last < first
     after = result.model.keras_model.get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     # the base model object is never modified
-    for a, b in zip(before, tiny_model.keras_model.get_weights()):
+    for a, b in zip(before, tiny_model.keras_model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     info = result.model.info
     assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]
@@ -74,7 +74,8 @@ def test_training_from_scratch_is_seedable(small_stack):
     config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "steps_per_epoch": 2})
     a = run_to_completion(train(image, labels, config=config))
     b = run_to_completion(train(image, labels, config=config))
-    for wa, wb in zip(a.model.keras_model.get_weights(), b.model.keras_model.get_weights()):
+    pairs = zip(a.model.keras_model.get_weights(), b.model.keras_model.get_weights(), strict=True)
+    for wa, wb in pairs:
         np.testing.assert_allclose(wa, wb, atol=1e-5)
 
 

@@ -115,7 +115,7 @@ def save_corrections(
     if labels.ndim not in (2, 3) or math.prod(labels.shape) == 0:
         raise InputError(f"labels must be a 2D image or a ZYX stack, got shape {labels.shape}")
     dtype = np.dtype(labels.dtype)
-    if not (np.issubdtype(dtype, np.integer) or dtype == bool):
+    if not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
         raise InputError(f"labels must be integers, got {labels.dtype}")
     depth = 1 if labels.ndim == 2 else labels.shape[0]
     corrected = sorted({int(s) for s in corrected_slices})
@@ -132,7 +132,7 @@ def save_corrections(
         "format": FORMAT,
         "image_path": _identity(image_path),
         "corrected_slices": corrected,
-        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "shape": list(labels.shape),
         "dtype": dtype.str,
         "all_slices": bool(all_slices or labels.ndim == 2),

@@ -171,7 +171,7 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
         info,
         keras_version=keras.__version__,
         tensorflow_version=tensorflow_module().__version__,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         package_version=__version__,
     )
     # Keras only writes files named *.keras, so the partial file lives in a hidden folder:
