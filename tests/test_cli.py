@@ -121,3 +121,24 @@ def test_help_for_every_command():
     for command in ["segment", "finetune", "train", "evaluate"]:
         proc = run_cli(command, "--help")
         assert proc.returncode == 0 and "usage: em-unet " + command in proc.stdout
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="X11/Wayland checks")
+def test_demo_without_a_display_is_one_error_line_not_a_qt_abort(capfd):
+    from napari_em_unet._widgets.demo import display_problem
+
+    missing = lambda name: None  # noqa: E731
+    found = lambda name: f"lib{name}.so.0"  # noqa: E731
+    assert "xvfb-run" in display_problem({}, found)
+    assert "libxcb-cursor0" in display_problem({"DISPLAY": ":0"}, missing)
+    assert display_problem({"DISPLAY": ":0"}, found) is None
+    assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, missing) is None
+    assert display_problem({"QT_QPA_PLATFORM": "offscreen"}, missing) is None
+
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {"DISPLAY": "", "WAYLAND_DISPLAY": "",
+                                      "QT_QPA_PLATFORM": ""}):
+        assert main(["demo"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: napari needs a display")

@@ -248,8 +248,11 @@ def cmd_export(args) -> int:
 
 # ----------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
-    from ._widgets.demo import run_demo
+    from ._widgets.demo import display_problem, run_demo
 
+    problem = display_problem()
+    if problem:
+        raise InputError(problem)
     return run_demo(args.screenshot, segment=args.segment, model=args.model)
 
 

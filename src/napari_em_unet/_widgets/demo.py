@@ -58,6 +58,33 @@ def wait_for(predicate, timeout: float = 600.0) -> bool:
     return bool(predicate())
 
 
+def display_problem(env=None, find_library=None) -> str | None:
+    """Why a napari window cannot open here (Linux), in one sentence; None if it can.
+
+    Checked before Qt starts, because Qt without a display, or without the xcb-cursor
+    library Qt 6.5+ needs, aborts the whole process with a core dump instead of raising.
+    """
+    import ctypes.util
+    import os
+    import sys
+
+    env = os.environ if env is None else env
+    find_library = find_library or ctypes.util.find_library
+    if not sys.platform.startswith("linux"):
+        return None
+    platform = env.get("QT_QPA_PLATFORM", "")
+    if platform and not platform.startswith("xcb"):
+        return None  # the user chose another Qt platform (wayland, offscreen, vnc...)
+    if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        return ("napari needs a display and none is set ($DISPLAY is empty): run this on a "
+                "desktop, or under `xvfb-run -a`; `em-unet segment` works without one")
+    if env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY") and \
+            find_library("xcb-cursor") is None:
+        return ("Qt needs the system library libxcb-cursor0 to open a window on X11 "
+                "(Debian/Ubuntu: sudo apt-get install libxcb-cursor0)")
+    return None
+
+
 def run_demo(screenshot: str | Path | None = None, *, segment: bool = False,
              model: str | Path | None = None, size: tuple[int, int] = (1600, 1000)) -> int:
     """Open the demo window; return an exit code.
