@@ -281,7 +281,7 @@ def serve(conn, nice: int = 0) -> None:
     # Full priority while TensorFlow is imported and the first model loaded (the user is
     # waiting for the first labels and napari is idle), lower once that is done: from then
     # on the GUI must win every contest for a core. Measured on 2 cores under Xvfb: niced
-    # from the start, the first labels came after 13.5 s; niced after the model, 8-9 s.
+    # from the start, the first labels came after 13.5 s; niced after the model, 8.6 s.
     lowered = not (nice and hasattr(os, "nice"))
 
     def lower_priority() -> None:
