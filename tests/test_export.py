@@ -168,6 +168,20 @@ def test_a_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_one_bad_conversion_is_made_again(tiny_model, tmp_path, monkeypatch):
+    real = export.onnx_max_abs_diff
+    calls = []
+
+    def first_one_wrong(*args):
+        calls.append(1)
+        return float("inf") if len(calls) == 1 else real(*args)
+
+    monkeypatch.setattr(export, "onnx_max_abs_diff", first_one_wrong)
+    result = export.export_onnx(tiny_model, tmp_path / "again.onnx")
+    assert len(calls) == 2 and result.onnx_max_abs_diff <= TOLERANCE
+    assert [p.name for p in tmp_path.iterdir()] == ["again.onnx"]
+
+
 @pytest.mark.parametrize(("fmt", "name"), [("bioimageio", "m.onnx"), ("onnx", "m.zip")])
 def test_wrong_suffix_is_one_error_line(tiny_model_path, tmp_path, capsys, fmt, name):
     assert main(["export", "--model", str(tiny_model_path), "--format", fmt,

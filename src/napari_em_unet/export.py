@@ -203,23 +203,62 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
 
 
 def onnx_max_abs_diff(onnx_path: Path, x_normalised: np.ndarray, expected: np.ndarray) -> float:
-    """Run an ONNX file with onnxruntime on a normalised input and compare with ``expected``."""
+    """Run an ONNX file with onnxruntime on a normalised input and compare with ``expected``
+    (infinite when the shapes differ or the output is not finite)."""
+    got = _run_onnx(onnx_path, x_normalised)
+    if got.shape != expected.shape:
+        return float("inf")
+    diff = np.abs(got.astype(np.float64) - expected)
+    return float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf")
+
+
+def _run_onnx(onnx_path: Path, x_normalised: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x_normalised.astype(np.float32)})[0]
-    if got.shape != expected.shape:
-        return float("inf")
-    return float(np.max(np.abs(got.astype(np.float64) - expected)))
+    return session.run(None, {session.get_inputs()[0].name: x_normalised.astype(np.float32)})[0]
 
 
 def _normalised_test_input(model: LoadedModel, raw: np.ndarray) -> np.ndarray:
     from .preprocessing import normalize
 
     return normalize(raw, model.info.percentiles)[np.newaxis, :, :, np.newaxis]
+
+
+def _convert_onnx_checked(model: LoadedModel, path: Path, raw: np.ndarray,
+                          expected: np.ndarray) -> tuple[int, float]:
+    """Convert to ONNX at ``path`` and check it against Keras' ``expected`` output.
+
+    Returns the opset and the max abs difference. A conversion that does not match is made
+    once more before giving up: once in a few hundred suite runs, a conversion in a process
+    that had already saved other formats gave an output that did not match (seen in CI, not
+    reproduced since), and a fresh trace is cheap next to refusing the export.
+    """
+    x = _normalised_test_input(model, raw)
+    for _attempt in (1, 2):
+        opset = _convert_onnx(model, path)
+        diff = onnx_max_abs_diff(path, x, expected)
+        if diff <= ONNX_TOLERANCE:
+            return opset, diff
+    note = _mismatch_note(path, x, expected)
+    path.unlink(missing_ok=True)
+    raise EmUnetError(f"the ONNX conversion differs from Keras by {diff:.2g} "
+                      f"(> {ONNX_TOLERANCE:g}{note}); nothing written")
+
+
+def _mismatch_note(path: Path, x: np.ndarray, expected: np.ndarray) -> str:
+    """What was wrong with the ONNX output, when it is more than a numeric difference."""
+    try:
+        got = _run_onnx(path, x)
+    except Exception as exc:  # noqa: BLE001 - only decorates the error message
+        return f"; onnxruntime: {exc}"[:120]
+    if got.shape != expected.shape:
+        return f"; output shape {got.shape}, Keras {expected.shape}"
+    bad = int(np.sum(~np.isfinite(got)))
+    return f"; {bad} non-finite output values" if bad else ""
 
 
 def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
@@ -238,11 +277,7 @@ def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
     _, expected = reference_output(model, raw)
     tmp = _atomic_target(output)
     try:
-        _convert_onnx(model, tmp)
-        diff = onnx_max_abs_diff(tmp, _normalised_test_input(model, raw), expected)
-        if not diff <= ONNX_TOLERANCE:
-            raise EmUnetError(f"the ONNX conversion differs from Keras by {diff:.2g} "
-                              f"(> {ONNX_TOLERANCE:g}); nothing written")
+        _, diff = _convert_onnx_checked(model, tmp, raw, expected)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
@@ -465,12 +500,7 @@ def export_bioimageio(
                 _write_saved_model(model, folder / files["tensorflow_saved_model_bundle"])
             if "onnx" in formats:
                 files["onnx"] = f"{stem}.onnx"
-                opset = _convert_onnx(model, folder / files["onnx"])
-                diff = onnx_max_abs_diff(folder / files["onnx"], _normalised_test_input(model, raw),
-                                         y)
-                if not diff <= ONNX_TOLERANCE:
-                    raise EmUnetError(f"the ONNX conversion differs from Keras by {diff:.2g} "
-                                      f"(> {ONNX_TOLERANCE:g}); nothing written")
+                opset, diff = _convert_onnx_checked(model, folder / files["onnx"], raw, y)
             rdf = _rdf(model, files, formats, authors=authors, license=license, opset=opset)
             _write_yaml(rdf, folder / "rdf.yaml")
             descr = validate_package(folder / "rdf.yaml")
