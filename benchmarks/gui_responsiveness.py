@@ -80,19 +80,9 @@ def spin(seconds: float) -> None:
 
 def spin_until(predicate, timeout: float) -> None:
     """Run the Qt event loop until ``predicate()`` is true (checked every 50 ms)."""
-    from qtpy.QtCore import QEventLoop, QTimer
+    from napari_em_unet._widgets.demo import wait_for
 
-    loop = QEventLoop()
-    end = time.perf_counter() + timeout
-    check = QTimer()
-    check.setInterval(50)
-    check.timeout.connect(lambda: loop.quit() if predicate() or time.perf_counter() > end
-                          else None)
-    check.start()
-    if not predicate():
-        loop.exec()
-    check.stop()
-    if not predicate():
+    if not wait_for(predicate, timeout=timeout):
         raise TimeoutError("the benchmark step did not finish in time")
 
 

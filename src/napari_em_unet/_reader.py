@@ -116,20 +116,15 @@ def _read_one(path: Path) -> tuple:
 
     from .tiff_io import pixel_size_nm, read_tiff
 
-    if _is_zarr_store(path):
+    zarr = _is_zarr_store(path)
+    if zarr or path.stat().st_size > LARGE_FILE_BYTES:
         from .volumes import open_volume
 
         volume = open_volume(path)
-        # The same rule as for a TIFF, on the pixels rather than the (compressed) files:
-        # a small store is loaded, so that labels in it can be painted like any others.
-        data = volume.to_dask() if volume.nbytes > LARGE_FILE_BYTES else np.asarray(volume)
-        data = data[0] if volume.was_2d else data
-        rgb, pixel_size = False, volume.pixel_size_nm
-    elif path.stat().st_size > LARGE_FILE_BYTES:
-        from .volumes import open_volume
-
-        volume = open_volume(path)
-        data = volume.to_dask()
+        # A large TIFF stays lazy; a zarr by the same rule applied to its pixels rather than
+        # its (compressed) files: a small store is loaded, so labels in it can be painted.
+        lazy = not zarr or volume.nbytes > LARGE_FILE_BYTES
+        data = volume.to_dask() if lazy else np.asarray(volume)
         data = data[0] if volume.was_2d else data
         rgb, pixel_size = False, volume.pixel_size_nm
     else:

@@ -173,7 +173,7 @@ class AutosaveKeeper:
             try:
                 self.saved.append(_write(labels, identity, corrected, all_slices))
             except Exception as exc:  # noqa: BLE001 - reported, never raised into napari
-                show_warning(_failure(layer, exc))
+                show_warning(_failure(layer.name, exc))
             return True
         from napari.qt.threading import create_worker
 
@@ -182,7 +182,7 @@ class AutosaveKeeper:
         name = layer.name
         self.pending += 1
         worker.returned.connect(self.saved.append)
-        worker.errored.connect(lambda exc: show_warning(_failure_named(name, exc)))
+        worker.errored.connect(lambda exc: show_warning(_failure(name, exc)))
         worker.finished.connect(self._one_done)
         worker.start()
         return True
@@ -265,11 +265,7 @@ class AutosaveKeeper:
         return layer
 
 
-def _failure(layer, exc) -> str:
-    return _failure_named(layer.name, exc)
-
-
-def _failure_named(name: str, exc) -> str:
+def _failure(name: str, exc) -> str:
     return f"Could not autosave the corrections of '{name}': {exc}"
 
 
