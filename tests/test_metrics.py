@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.metrics import grow_into_membrane, score_slice, score_stack
+from napari_em_unet.learning.metrics import grow_into_membrane, score_slice, score_stack
 
 
 def two_cells(width=10):

@@ -16,11 +16,12 @@ Definitions used throughout the project (benchmarks, ``em-unet evaluate``, the n
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -143,3 +144,23 @@ def score_stack(prediction: np.ndarray, ground_truth: np.ndarray) -> StackScore:
         pixel_error=float(np.mean([s.pixel_error for s in scores])),
         per_slice=scores,
     )
+
+
+@dataclass(frozen=True)
+class SliceScored:
+    index: int
+    done: int
+    total: int
+    score: SliceScore
+
+
+def score_slices(prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
+                 ) -> Generator[SliceScored, None, None]:
+    """Yield the ISBI scores of each slice (prediction and truth: ZYX copies, or zarr/dask
+    arrays read here one slice at a time).
+
+    No TensorFlow: this one runs in a napari thread worker.
+    """
+    for done, index in enumerate(slices, start=1):
+        yield SliceScored(index, done, len(slices), score_slice(np.asarray(prediction[index]),
+                                                      np.asarray(truth[index])))
