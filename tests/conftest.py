@@ -32,7 +32,8 @@ def small_stack() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """A real but tiny U-Net (4 base filters, depth 2) saved as a model file."""
-    from napari_em_unet.model.files import ModelInfo, save_model
+    from napari_em_unet.model.files import save_model
+    from napari_em_unet.model.info import ModelInfo
     from napari_em_unet.model.unet import UNetConfig, build_unet
 
     config = UNetConfig(base_filters=4, depth=2)

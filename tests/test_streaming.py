@@ -12,11 +12,12 @@ import tifffile
 
 from napari_em_unet.cli import main
 from napari_em_unet.errors import InputError
+from napari_em_unet.generators import drain
 from napari_em_unet.io.tiff import read_tiff
 from napari_em_unet.io.volumes import open_volume
 from napari_em_unet.io.writers import TiffSliceWriter, ZarrSliceWriter, create_zarr_output
 from napari_em_unet.segmentation.pipeline import Output, segment_stack
-from napari_em_unet.segmentation.streaming import run, segment_into, segment_to
+from napari_em_unet.segmentation.streaming import segment_into, segment_to
 from napari_em_unet.segmentation.watershed import WatershedParams
 
 
@@ -145,7 +146,7 @@ def test_zarr_output_is_chunked_one_slice_deep(tmp_path):
 def test_streaming_output_equals_in_memory_output(model, params, stack_tif, small_stack,
                                                   tmp_path, suffix, kind):
     expected = in_memory(model, small_stack[0], kind, params)
-    out = run(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
+    out = drain(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
                          output=kind, params=params))
     result = open_volume(out)
     assert result.shape == expected.shape and result.dtype == Output(kind).dtype
@@ -164,7 +165,7 @@ def test_progress_records_and_eta(model, small_stack, tmp_path):
 
 
 def test_2d_image_gives_a_2d_output(model, small_stack, tmp_path):
-    out = run(segment_to(model, small_stack[0][1], tmp_path / "one.zarr", output="membranes"))
+    out = drain(segment_to(model, small_stack[0][1], tmp_path / "one.zarr", output="membranes"))
     import zarr
 
     array = zarr.open_array(str(out / "0"), mode="r")
@@ -209,7 +210,7 @@ def test_slices_in_flight_stay_bounded(model, small_stack):
     log: list = []
     stack = np.concatenate([small_stack[0]] * 3)  # 9 slices
     target = ProbeTarget(stack.shape, log)
-    run(segment_into(model, Probe(stack, log), target, output="membranes"))
+    drain(segment_into(model, Probe(stack, log), target, output="membranes"))
     reads = writes = 0
     for event, _ in log:
         reads += event == "read"
@@ -223,7 +224,7 @@ def _peak_python_memory(model, stack, target_factory) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        run(segment_into(model, stack, target_factory(stack.shape), output="instances"))
+        drain(segment_into(model, stack, target_factory(stack.shape), output="instances"))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -242,7 +243,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, wh
         made.append(cls(path, shape, np.uint32))
         return made[-1]
 
-    run(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
+    drain(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
     small = _peak_python_memory(model, base[:3], factory)
     large = _peak_python_memory(model, base, factory)
     slice_result = 128 * 128 * 4
@@ -263,7 +264,7 @@ class Failing(Probe):
 def test_failure_or_early_stop_leaves_no_output(model, small_stack, tmp_path, suffix):
     out = tmp_path / f"o{suffix}"
     with pytest.raises(OSError, match="disk unplugged"):
-        run(segment_to(model, Failing(small_stack[0], []), out))
+        drain(segment_to(model, Failing(small_stack[0], []), out))
     assert list(tmp_path.iterdir()) == []
 
     progress = segment_to(model, small_stack[0], out)

@@ -250,7 +250,8 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     """
     from distributed import as_completed
 
-    from ..model.files import LoadedModel, bundled_model_path, read_info
+    from ..model.files import bundled_model_path, read_info
+    from ..model.info import LoadedModel
     from .pipeline import Output
 
     output = Output(output)

@@ -14,7 +14,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..model.files import LoadedModel
+from ..model.info import LoadedModel
 from .tiling import predict_stack
 from .watershed import WatershedParams, instances_from_probability, membranes_from_labels
 
