@@ -64,6 +64,16 @@ class _ArraySource:
             plane = plane.compute(scheduler="sync")
         return np.asarray(plane)
 
+    def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
+        key = list(self.plane_key(index))
+        y_axis = self.keep[0 if index is None else 1]
+        key[y_axis] = slice(start, stop)
+        rows = self.array[tuple(key)]
+        if hasattr(rows, "compute"):
+            rows = rows.compute(scheduler="sync")
+        # A copy: a view would keep a memory map's pages (or a whole in-memory chunk) alive.
+        return np.array(rows)
+
 
 class _TiffContiguousSource:
     """Uncompressed TIFF data stored in one run: slice ``i`` is at a known file offset."""
@@ -83,6 +93,18 @@ class _TiffContiguousSource:
             raise InputError(f"{self.path.name} is truncated (slice {index} is incomplete)")
         return plane.reshape(self.plane_shape).astype(self.dtype.newbyteorder("="), copy=False)
 
+    def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
+        row = math.prod(self.plane_shape[1:])
+        plane_start = self.offset + (index or 0) * math.prod(self.plane_shape) * self.dtype.itemsize
+        count = (stop - start) * row
+        with open(self.path, "rb") as fh:
+            rows = np.fromfile(fh, dtype=self.dtype, count=count,
+                               offset=plane_start + start * row * self.dtype.itemsize)
+        if rows.size != count:
+            raise InputError(f"{self.path.name} is truncated (slice {index or 0} is incomplete)")
+        shape = (stop - start, *self.plane_shape[1:])
+        return rows.reshape(shape).astype(self.dtype.newbyteorder("="), copy=False)
+
 
 class _TiffPageSource:
     """Compressed or scattered TIFF pages, decoded one at a time by tifffile."""
@@ -91,6 +113,7 @@ class _TiffPageSource:
         self.path = path
         self.plane_shape = plane_shape
         self._tif = None
+        self._page_cache: tuple[int, np.ndarray] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self):
@@ -115,8 +138,57 @@ class _TiffPageSource:
                                  f"({_first_line(exc)})") from None
         return plane.reshape(self.plane_shape)
 
+    def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
+        """Rows of one page, decoding only the strips that hold them when the page is striped.
+
+        A tiled or otherwise unusual page is decoded whole once and kept until another page
+        is asked for, so the rows of one huge slice are still read in one decode.
+        """
+        import tifffile
+
+        key = index or 0
+        with self._lock:
+            if self._tif is None:
+                self._tif = tifffile.TiffFile(self.path)
+            try:
+                rows = self._strip_rows(key, start, stop)
+                if rows is None:
+                    if self._page_cache is None or self._page_cache[0] != key:
+                        self._page_cache = None  # free the old page before decoding the next
+                        plane = self._tif.asarray(key=key, series=0).reshape(self.plane_shape)
+                        self._page_cache = (key, plane)
+                    rows = self._page_cache[1][start:stop].copy()
+            except InputError:
+                raise
+            except Exception as exc:  # damaged compressed data surfaces only when decoded
+                from .tiff import _first_line
+
+                raise InputError(f"{self.path.name} slice {key} could not be decoded "
+                                 f"({_first_line(exc)})") from None
+        return rows
+
+    def _strip_rows(self, key: int, start: int, stop: int) -> np.ndarray | None:
+        page = self._tif.series[0].pages[key]
+        keyframe = getattr(page, "keyframe", page)
+        if (page is None or keyframe.is_tiled or keyframe.planarconfig != 1
+                or keyframe.imagedepth != 1 or len(page.dataoffsets) < 2):
+            return None
+        per_strip = keyframe.rowsperstrip
+        decode, handle = keyframe.decode, self._tif.filehandle
+        parts = []
+        for strip in range(start // per_strip, (stop - 1) // per_strip + 1):
+            handle.seek(page.dataoffsets[strip])
+            data = handle.read(page.databytecounts[strip])
+            segment, _, shape = decode(data, strip, jpegtables=keyframe.jpegtables)
+            if segment is None:  # an empty strip reads as 0
+                segment = np.zeros(shape, dtype=keyframe.dtype)
+            parts.append(segment.reshape(shape[1], *self.plane_shape[1:]))
+        first = (start // per_strip) * per_strip
+        return np.concatenate(parts)[start - first : stop - first]
+
     def close(self) -> None:
         with self._lock:
+            self._page_cache = None
             if self._tif is not None:
                 self._tif.close()
                 self._tif = None
@@ -152,6 +224,9 @@ class _TiffWholeSource:
                 raise InputError(f"{self.path.name} could not be decoded "
                                  f"({_first_line(exc)})") from None
         return self._data[index or 0]
+
+    def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
+        return self.read(index)[start:stop]
 
 
 # ----------------------------------------------------------------------------- volume
@@ -206,6 +281,27 @@ class Volume:
         if self._rgb:
             plane = to_grey(plane)
         return np.asarray(plane, dtype=self.dtype)
+
+    def read_rows(self, index: int, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of slice ``index`` as a 2D array, reading only those rows.
+
+        For slices too large to hold whole (:mod:`napari_em_unet.segmentation.huge`):
+        uncompressed TIFF rows are read at their offset, zarr / dask / numpy through a row
+        slice, striped compressed TIFF pages by their strips; other compressed pages are
+        decoded once and their rows served from that copy.
+        """
+        depth, height = self.shape[0], self.shape[1]
+        index = int(index)
+        if not -depth <= index < depth:
+            raise IndexError(f"slice {index} is outside the volume's {depth} slices")
+        if not 0 <= start <= stop <= height:
+            raise IndexError(f"rows {start}:{stop} are outside the slice's {height} rows")
+        if start == stop:
+            return np.empty((0, self.shape[2]), dtype=self.dtype)
+        rows = self._source.read_rows(None if self.was_2d else index % depth, start, stop)
+        if self._rgb:
+            rows = to_grey(rows)
+        return np.asarray(rows, dtype=self.dtype)
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):

@@ -47,6 +47,10 @@ class SliceWriter:
     def write(self, index: int, plane: np.ndarray) -> None:
         raise NotImplementedError
 
+    def write_rows(self, index: int, start: int, rows: np.ndarray) -> None:
+        """Write rows ``start:start + len(rows)`` of slice ``index`` (huge slices, in bands)."""
+        raise NotImplementedError
+
     def commit(self) -> Path:
         raise NotImplementedError
 
@@ -61,6 +65,17 @@ class SliceWriter:
         if plane.shape != tuple(self.shape[-2:]):
             raise ValueError(f"slice of shape {plane.shape} for an output of {self.shape}")
         return np.ascontiguousarray(plane, dtype=self.dtype)
+
+    def _check_rows(self, index: int, start: int, rows: np.ndarray) -> np.ndarray:
+        depth = 1 if len(self.shape) == 2 else self.shape[0]
+        if not 0 <= index < depth:
+            raise IndexError(f"slice {index} is outside the output's {depth} slices")
+        rows = np.asarray(rows)
+        height, width = self.shape[-2:]
+        if rows.ndim != 2 or rows.shape[1] != width or not 0 <= start <= height - len(rows):
+            raise ValueError(f"rows {start}:{start + len(rows)} of shape {rows.shape} for an "
+                             f"output of {self.shape}")
+        return np.ascontiguousarray(rows, dtype=self.dtype)
 
     def __enter__(self):
         return self
@@ -127,8 +142,16 @@ class TiffSliceWriter(SliceWriter):
     def write(self, index: int, plane: np.ndarray) -> None:
         """Write slice ``index`` (any order; writing a slice twice overwrites it)."""
         plane = self._check(index, plane)
-        view = memoryview(plane.reshape(-1)).cast("B")
-        position = self._offset + index * self.slice_nbytes
+        self._pwrite(plane, self._offset + index * self.slice_nbytes)
+
+    def write_rows(self, index: int, start: int, rows: np.ndarray) -> None:
+        """Write rows of slice ``index`` at their offset (rows are contiguous in the file)."""
+        rows = self._check_rows(index, start, rows)
+        row_nbytes = self.shape[-1] * self.dtype.itemsize
+        self._pwrite(rows, self._offset + index * self.slice_nbytes + start * row_nbytes)
+
+    def _pwrite(self, data: np.ndarray, position: int) -> None:
+        view = memoryview(data.reshape(-1)).cast("B")
         while len(view):  # pwrite may write less than asked (e.g. > 2 GB at once)
             written = os.pwrite(self._fd, view, position)
             view, position = view[written:], position + written
@@ -198,6 +221,15 @@ class ZarrSliceWriter(SliceWriter):
             self.array[...] = plane
         else:
             self.array[index] = plane
+
+    def write_rows(self, index: int, start: int, rows: np.ndarray) -> None:
+        """Write rows of slice ``index``; rows aligned with the chunks (1024) write whole chunks."""
+        rows = self._check_rows(index, start, rows)
+        where = slice(start, start + len(rows))
+        if len(self.shape) == 2:
+            self.array[where] = rows
+        else:
+            self.array[index, where] = rows
 
     def commit(self) -> Path:
         """Move the finished store to its final name (replacing an older zarr there)."""
