@@ -47,6 +47,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -69,13 +79,18 @@ def cmd_segment(args) -> int:
     import time
 
     from .io.volumes import open_volume
+    from .segmentation.huge import BandProgress, Bands
     from .segmentation.pipeline import Output
     from .segmentation.streaming import output_shape, segment_to
 
-    # Lazy input and streaming output: memory depends on one slice, not on the stack.
+    # Lazy input and streaming output: memory depends on one slice, not on the stack, and
+    # for slices over --bands-above megapixels on a band of rows, not on the slice.
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
-    predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
+    predict = {"tile_size": args.tile_size}
+    if args.batch_size is not None:
+        predict["batch_size"] = args.batch_size
+    bands = Bands(above_pixels=round(args.bands_above * 2**20))
     started = time.perf_counter()
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
@@ -87,14 +102,21 @@ def cmd_segment(args) -> int:
         from .model.files import load_model
 
         progress = segment_to(load_model(args.model), volume, args.output, output=output,
-                              **predict)
+                              bands=bands, **predict)
     where = f"on {args.scheduler}" if args.scheduler else (
         f"on {args.workers} local workers" if args.workers else "locally")
     last = None
     with _progress(volume.shape[0], "segment", "slice") as bar:
         for record in progress:
-            bar.update(1)
-            last = record
+            if isinstance(record, BandProgress):
+                # A slice in bands moves the bar by fractions of a slice, tile by tile.
+                bar.set_description(f"segment slice {record.index}: {record.tiles_done}/"
+                                    f"{record.tiles} tiles, band {record.bands_done}/"
+                                    f"{record.bands}", refresh=False)
+                bar.n = round((last.done if last else 0) + record.fraction, 3)
+            else:
+                bar.n, last = record.done, record
+            bar.refresh()
     rate = "" if last is None else (
         f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
     print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where}{rate}; "
@@ -328,7 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixel size in nm (default: read from the TIFF, if recorded)")
     p.add_argument("--tile-size", type=_positive_int, default=1024,
                    help="largest tile fed to the network, in pixels (default 1024)")
-    p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="tiles per batch (default 4; 1 for slices segmented in bands, where "
+                        "memory matters more)")
+    p.add_argument("--bands-above", type=_non_negative_float, default=16, metavar="MPX",
+                   help="slices larger than this many megapixels (2^20 pixels) are segmented "
+                        "in bands of rows, so that memory depends on the tile size and the "
+                        "width rather than on the slice (default 16, e.g. 4096 x 4096; 0: "
+                        "every slice)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run on an existing dask.distributed cluster, e.g. "

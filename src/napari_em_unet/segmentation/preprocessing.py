@@ -37,6 +37,15 @@ def check_slice_size(shape: tuple[int, ...]) -> None:
         raise InputError(f"the image is empty (shape {tuple(shape)})")
 
 
+# The percentiles of a huge slice are stable on a sample of about a million pixels.
+PERCENTILE_SAMPLE = 1_000_000
+
+
+def sample_step(count: int) -> int:
+    """Every how many finite pixels (in raster order) one goes into the percentile sample."""
+    return count // PERCENTILE_SAMPLE if count > PERCENTILE_SAMPLE else 1
+
+
 def normalize(
     image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
 ) -> np.ndarray:
@@ -51,14 +60,34 @@ def normalize(
     if not finite.any():
         return np.full(image.shape, 0.5, dtype=np.float32)
     values = image[finite] if not finite.all() else image
-    if values.size > 1_000_000:  # the percentiles of a huge slice are stable on a sample
-        values = values.ravel()[:: values.size // 1_000_000]
+    if values.size > PERCENTILE_SAMPLE:
+        values = values.ravel()[:: sample_step(values.size)]
+    return apply_normalization(image, normalization_range(values, percentiles), finite)
+
+
+def normalization_range(
+    values: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+) -> tuple[float, float] | None:
+    """The (low, high) that :func:`normalize` maps to 0 and 1; None when they coincide."""
     low, high = np.percentile(values, percentiles)
-    if not high > low:
+    return (low, high) if high > low else None
+
+
+def apply_normalization(
+    image: np.ndarray, value_range: tuple[float, float] | None, finite: np.ndarray | None = None
+) -> np.ndarray:
+    """Normalise pixels with a range from :func:`normalization_range` (None: all 0.5).
+
+    Split from :func:`normalize` so that the rows of a huge slice are mapped with the range
+    of the whole slice, exactly as the slice would be mapped in one piece.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if value_range is None:
         return np.full(image.shape, 0.5, dtype=np.float32)
+    low, high = value_range
     # float32 scalars: numpy 2 would otherwise promote the whole slice to float64.
     out = (image - np.float32(low)) * np.float32(1.0 / (high - low))
-    out[~finite] = 0.5
+    out[~(np.isfinite(image) if finite is None else finite)] = 0.5
     return out
 
 

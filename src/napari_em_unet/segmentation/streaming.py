@@ -11,12 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
 from ..io.volumes import Volume, open_volume
 from ..io.writers import SliceWriter, open_writer
+from .huge import BandProgress, Bands, segment_slice_in_bands
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,8 @@ def output_shape(volume: Volume) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- segmenting
 def segment_into(model, volume, target, *, output="instances",
                  slices: Iterable[int] | None = None, pixel_size_nm: float | None = None,
-                 params=None, **predict_kwargs) -> Iterator[Progress]:
+                 params=None, bands: Bands | None = None,
+                 **predict_kwargs) -> Iterator[Progress | BandProgress]:
     """Segment ``volume`` slice by slice into ``target``, yielding progress after each slice.
 
     Each slice is read, predicted, post-processed and written before the next one is read,
@@ -88,6 +91,9 @@ def segment_into(model, volume, target, *, output="instances",
         Default: the volume's.
     params : WatershedParams, optional
         Default: the model's tuned values.
+    bands : Bands, optional
+        Slices larger than ``bands.above_pixels`` (default 16 Mpx) are segmented in bands
+        (:mod:`.huge`): memory set by the tile size, not by the slice.
     **predict_kwargs
         ``tile_size``, ``overlap``, ``batch_size``, as for
         :func:`~napari_em_unet.segmentation.tiling.predict_stack`.
@@ -96,6 +102,9 @@ def segment_into(model, volume, target, *, output="instances",
     ------
     Progress
         After each slice is written.
+    BandProgress
+        For slices segmented in bands, also after every batch of tiles and every band of
+        rows written, so that a progress bar moves within a slice.
     """
     from .pipeline import segment_stack
 
@@ -104,6 +113,12 @@ def segment_into(model, volume, target, *, output="instances",
     indices = list(range(volume.shape[0])) if slices is None else [int(i) for i in slices]
     clock = _Clock(len(indices))
     put = target.write if isinstance(target, SliceWriter) else _setter(target, volume)
+    bands = bands or Bands()
+    if bands.applies(volume.shape):
+        yield from _segment_in_bands(model, volume, target, indices, clock, output=output,
+                                     pixel_size_nm=pixel_size_nm, params=params, bands=bands,
+                                     **predict_kwargs)
+        return
     for item in segment_stack(model, volume, output=output, slices=indices,
                               pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
         index, done = item.index, item.done
@@ -112,6 +127,40 @@ def segment_into(model, volume, target, *, output="instances",
         # not keep a finished slice alive while the next one is computed.
         del item
         yield clock.tick(index, done)
+
+
+def _segment_in_bands(model, volume: Volume, target, indices: list[int], clock: _Clock, *,
+                      output, bands: Bands, **kwargs) -> Iterator[Progress | BandProgress]:
+    from .pipeline import Output
+
+    output = Output(output).value
+    folder = getattr(target, "path", None)
+    if isinstance(target, SliceWriter):
+        put_rows = target.write_rows
+    else:
+        _setter(target, volume)  # checks the shape
+        two_d = len(target.shape) == 2
+
+        def put_rows(index: int, start: int, rows: np.ndarray) -> None:
+            where = slice(start, start + len(rows))
+            if two_d:
+                target[where] = rows
+            else:
+                target[index, where] = rows
+
+    for done, index in enumerate(indices, start=1):
+        yield from segment_slice_in_bands(
+            model, volume, index, lambda start, rows, i=index: put_rows(i, start, rows),
+            output=output, bands=bands, scratch_dir=_scratch_folder(folder), **kwargs)
+        yield clock.tick(index, done)
+
+
+def _scratch_folder(path) -> Path | None:
+    """Beside the output, where the user expects files of the slice's size; else the default."""
+    if path is None:
+        return None
+    folder = Path(path).parent
+    return folder if folder.is_dir() else None
 
 
 def _setter(target, volume: Volume):
@@ -130,8 +179,8 @@ def _setter(target, volume: Volume):
 
 
 def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float | None = None,
-               slices: Iterable[int] | None = None, params=None,
-               **predict_kwargs) -> Iterator[Progress]:
+               slices: Iterable[int] | None = None, params=None, bands: Bands | None = None,
+               **predict_kwargs) -> Iterator[Progress | BandProgress]:
     """Segment ``volume`` into the file ``path`` (TIFF, or zarr for ``.zarr``), streaming.
 
     The output appears under its name only when every slice is written; if the run fails
@@ -141,8 +190,8 @@ def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float 
 
     Yields
     ------
-    Progress
-        After each slice is written.
+    Progress or BandProgress
+        As for :func:`segment_into`.
 
     Returns
     -------
@@ -157,7 +206,8 @@ def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float 
                          pixel_size_nm=pixel_size_nm)
     try:
         yield from segment_into(model, volume, writer, output=output, slices=slices,
-                                pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs)
+                                pixel_size_nm=pixel_size_nm, params=params, bands=bands,
+                                **predict_kwargs)
     except BaseException:  # including GeneratorExit when the caller stops early
         writer.abort()
         raise

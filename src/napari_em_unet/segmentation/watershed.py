@@ -49,6 +49,21 @@ def instances_from_probability(
     probability: np.ndarray, params: WatershedParams = WatershedParams()
 ) -> np.ndarray:
     """Label the cells of one 2D slice: uint32, 0 = membrane, cells numbered 1..n."""
+    labels = watershed_labels(probability, params)
+    if params.min_size > 1 and labels.max():
+        sizes = np.bincount(labels.ravel())
+        labels[(sizes < params.min_size)[labels]] = 0
+    return relabel_sequential(labels)
+
+
+def watershed_labels(
+    probability: np.ndarray, params: WatershedParams = WatershedParams()
+) -> np.ndarray:
+    """The seeded watershed alone (int32, 0 = membrane), before small cells are removed.
+
+    Separate because a huge slice, cut into bands, knows a cell's size only once the
+    bands it spans are joined (:mod:`.stitching`).
+    """
     from scipy import ndimage
     from skimage.segmentation import watershed
 
@@ -64,11 +79,7 @@ def instances_from_probability(
         small[0] = False
         if small.any():
             seeds[small[seeds]] = 0
-    labels = watershed(smooth, seeds, mask=(smooth < params.threshold) & ~missing)
-    if params.min_size > 1 and labels.max():
-        sizes = np.bincount(labels.ravel())
-        labels[(sizes < params.min_size)[labels]] = 0
-    return relabel_sequential(labels)
+    return watershed(smooth, seeds, mask=(smooth < params.threshold) & ~missing)
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:

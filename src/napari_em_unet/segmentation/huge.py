@@ -1,0 +1,132 @@
+"""One slice too large to segment whole (an SEM montage): in bands, memory set by the tile size.
+
+The whole-slice path holds about a dozen float arrays the size of the slice (the normalised
+image, the tile sums and weights, the probability, the watershed's working arrays): 3.8 GB
+for 6000 x 6000. Here the slice streams instead:
+
+1. one reading pass takes the percentiles (:func:`.bands.slice_levels`);
+2. rows are read, normalised and resampled as one row of tiles needs them, the tiles are
+   predicted and blended, and finished probability rows move on (:mod:`.bands`);
+3. every ``band_rows`` rows, the watershed runs on the band and its halo in a helper thread
+   and the band's provisional cell ids go to a scratch file on disk (:mod:`.stitching`);
+4. when the last band is done, the ids are joined across band borders, small cells removed
+   and the rest numbered 1..n, and a second pass writes the final rows to the output.
+
+Memory is then a few rows of tiles wide: it grows with the slice's width, not its area.
+Probabilities equal the whole-slice ones within float rounding; cells equal them except
+where a watershed flood would have crossed more than a halo (tested and measured).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..io.scratch import ScratchRows
+from .bands import predict_rows, row_spans
+from .preprocessing import resample_factor
+from .stitching import BandStitcher
+from .watershed import WatershedParams, membranes_from_labels
+
+
+@dataclass(frozen=True)
+class Bands:
+    """When and how slices are processed in bands."""
+
+    above_pixels: int | None = 16 * 2**20
+    """Slices with more pixels than this go in bands (None: never; 0: always)."""
+    band_rows: int = 1024
+    """Rows per watershed band (at the data's resolution)."""
+    halo: int = 128
+    """Rows of context above and below a band, at the model's scale."""
+    write_rows: int = 1024
+    """Rows per write of the final labels (a zarr output's chunk height)."""
+    batch_size: int = 1
+    """Tiles per network call unless the caller sets ``batch_size``: TensorFlow keeps the
+    activations of its largest batch, 1.1 GB for four 1024-pixel tiles and 0.25 GB for one,
+    at the same speed per pixel on a CPU (measured, docs/large-volumes.md)."""
+
+    def applies(self, shape: tuple[int, ...]) -> bool:
+        return self.above_pixels is not None and shape[-2] * shape[-1] > self.above_pixels
+
+
+@dataclass(frozen=True)
+class BandProgress:
+    """Progress inside one slice that is processed in bands."""
+
+    index: int
+    """The slice."""
+    stage: str
+    """``"predict"`` (tiles and watershed bands) or ``"write"`` (final labels, row by row)."""
+    tiles_done: int
+    tiles: int
+    bands_done: int
+    bands: int
+    rows_written: int
+    rows: int
+
+    @property
+    def fraction(self) -> float:
+        """Share of the slice done, for a progress bar (the write pass counts 5 %)."""
+        predicted = self.tiles_done / self.tiles if self.tiles else 1.0
+        return 0.95 * predicted + 0.05 * (self.rows_written / self.rows if self.rows else 0.0)
+
+
+RowWriter = Callable[[int, np.ndarray], None]
+"""``put(start, rows)``: writes rows of the slice being segmented into the output."""
+
+
+class _RowSink:
+    """Probability rows straight to the output."""
+
+    def __init__(self, put: RowWriter):
+        self.put, self.row = put, 0
+
+    def push(self, rows: np.ndarray) -> None:
+        self.put(self.row, rows)
+        self.row += len(rows)
+
+    def close(self) -> None:
+        pass
+
+
+def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output: str,
+                           pixel_size_nm: float | None = None,
+                           params: WatershedParams | None = None, bands: Bands = Bands(),
+                           scratch_dir=None, **predict_kwargs) -> Iterator[BandProgress]:
+    """Segment slice ``index`` of ``volume`` into ``put``, yielding progress per tile batch.
+
+    ``output`` is ``"instances"``, ``"membranes"`` or ``"probabilities"``; ``scratch_dir``
+    holds the provisional labels (4 bytes per pixel; default: the temporary folder);
+    ``predict_kwargs`` are ``tile_size``, ``overlap``, ``batch_size``.
+    """
+    height, width = volume.shape[1:]
+    params = params or WatershedParams.from_dict(model.info.postprocessing)
+    tiles = (0, 0)
+    predict = {"batch_size": bands.batch_size, **predict_kwargs, "pixel_size_nm": pixel_size_nm}
+
+    def record(stage, tiles=(0, 0), band_count=(0, 0), written=0) -> BandProgress:
+        return BandProgress(index, stage, *tiles, *band_count, written, height)
+
+    if output == "probabilities":
+        for tiles in predict_rows(model, volume, index, _RowSink(put), **predict):
+            yield record("predict", tiles, (0, 0))
+        yield record("write", tiles, (0, 0), height)
+        return
+    factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
+    halo = math.ceil(bands.halo / factor)
+    with ScratchRows((height, width), np.uint32, scratch_dir) as store, \
+            ThreadPoolExecutor(1, thread_name_prefix="em-unet-band-watershed") as pool:
+        stitcher = BandStitcher(params, (height, width), store, band_rows=bands.band_rows,
+                                halo=halo, pool=pool)
+        for tiles in predict_rows(model, volume, index, stitcher, **predict):
+            yield record("predict", tiles, (stitcher.bands_done, stitcher.bands))
+        lut = stitcher.final_ids()
+        for a, b in row_spans(height, bands.write_rows):
+            labels = lut[store.read(a, b)]
+            put(a, labels if output == "instances" else membranes_from_labels(labels))
+            yield record("write", tiles, (stitcher.bands, stitcher.bands), b)
