@@ -353,10 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="tiles per batch (default 4; 1 for slices segmented in bands, where "
                         "memory matters more)")
-    p.add_argument("--bands-above", type=_non_negative_float, default=16, metavar="MPX",
+    p.add_argument("--bands-above", type=_non_negative_float, default=8, metavar="MPX",
                    help="slices larger than this many megapixels (2^20 pixels) are segmented "
                         "in bands of rows, so that memory depends on the tile size and the "
-                        "width rather than on the slice (default 16, e.g. 4096 x 4096; 0: "
+                        "width rather than on the slice (default 8, about 2900 x 2900; 0: "
                         "every slice)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",

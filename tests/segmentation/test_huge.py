@@ -81,7 +81,8 @@ def test_normal_stacks_keep_todays_path(tiny_model, small_stack, tmp_path, monke
     assert all(isinstance(r, Progress) for r in records)
     np.testing.assert_array_equal(np.asarray(open_volume(tmp_path / "o.tif")),
                                   whole(tiny_model, small_stack[0]))
-    assert not Bands().applies((4096, 4096)) and Bands().applies((4097, 4096))
+    assert not Bands().applies((2048, 4096)) and Bands().applies((2049, 4096))
+    assert Bands().rows_for(6000) == 1024 and Bands().rows_for(20000) == 419
     assert not Bands(above_pixels=None).applies((10**5, 10**5))
 
 

@@ -37,10 +37,14 @@ from .watershed import WatershedParams, membranes_from_labels
 class Bands:
     """When and how slices are processed in bands."""
 
-    above_pixels: int | None = 16 * 2**20
-    """Slices with more pixels than this go in bands (None: never; 0: always)."""
+    above_pixels: int | None = 8 * 2**20
+    """Slices with more pixels than this go in bands (None: never; 0: always). 8 Mpx
+    (2896 x 2896) is where the whole-slice path passes 2 GB."""
     band_rows: int = 1024
-    """Rows per watershed band (at the data's resolution)."""
+    """Rows per watershed band (at the data's resolution), at most ..."""
+    band_pixels: int = 8 * 2**20
+    """... and fewer for wide slices, so that a band (whose watershed needs about 35 bytes
+    per pixel) stays this size: 1024 rows up to 8192 pixels wide, 419 at 20000."""
     halo: int = 128
     """Rows of context above and below a band, at the model's scale."""
     write_rows: int = 1024
@@ -52,6 +56,9 @@ class Bands:
 
     def applies(self, shape: tuple[int, ...]) -> bool:
         return self.above_pixels is not None and shape[-2] * shape[-1] > self.above_pixels
+
+    def rows_for(self, width: int) -> int:
+        return max(64, min(self.band_rows, self.band_pixels // max(1, width)))
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
     halo = math.ceil(bands.halo / factor)
     with ScratchRows((height, width), np.uint32, scratch_dir) as store, \
             ThreadPoolExecutor(1, thread_name_prefix="em-unet-band-watershed") as pool:
-        stitcher = BandStitcher(params, (height, width), store, band_rows=bands.band_rows,
+        stitcher = BandStitcher(params, (height, width), store, band_rows=bands.rows_for(width),
                                 halo=halo, pool=pool)
         for tiles in predict_rows(model, volume, index, stitcher, **predict):
             yield record("predict", tiles, (stitcher.bands_done, stitcher.bands))

@@ -92,7 +92,7 @@ def segment_into(model, volume, target, *, output="instances",
     params : WatershedParams, optional
         Default: the model's tuned values.
     bands : Bands, optional
-        Slices larger than ``bands.above_pixels`` (default 16 Mpx) are segmented in bands
+        Slices larger than ``bands.above_pixels`` (default 8 Mpx) are segmented in bands
         (:mod:`.huge`): memory set by the tile size, not by the slice.
     **predict_kwargs
         ``tile_size``, ``overlap``, ``batch_size``, as for
