@@ -19,6 +19,7 @@ The image is the first ISBI 2012 test slice (512 x 512, 4 nm) mirrored into tile
 this script itself stays small even for 20000 x 20000 (0.4 GB in, 1.6 GB out on disk).
 
     python benchmarks/huge_slice.py [--sizes 3000 6000 12000] [--whole-up-to 6000]
+    python benchmarks/huge_slice.py --phases 6000    # where the whole-slice path's memory goes
 """
 
 from __future__ import annotations
@@ -99,6 +100,47 @@ def compare(a_path: Path, b_path: Path, rows: int = 1000) -> dict:
             "rand_f": 2 * sum_sq / (a_sq + b_sq), "pixels": height * a_vol.shape[2]}
 
 
+def phases(path: Path) -> None:
+    """Where the whole-slice path's memory goes: peak RSS per step, sampled every 5 ms."""
+    import threading
+
+    import psutil
+
+    process, peaks, step = psutil.Process(), {}, ["reading"]
+
+    def sample():
+        while True:
+            peaks[step[0]] = max(peaks.get(step[0], 0), process.memory_info().rss)
+            time.sleep(0.005)
+
+    def enter(name):
+        time.sleep(0.05)  # the sampler sees the end of the previous step
+        step[0] = name
+
+    threading.Thread(target=sample, daemon=True).start()
+    image = tifffile.imread(path)
+    enter("TensorFlow and the model")
+    from napari_em_unet.model.files import load_model
+    from napari_em_unet.segmentation.preprocessing import normalize
+    from napari_em_unet.segmentation.tiling import predict_slice
+    from napari_em_unet.segmentation.watershed import WatershedParams, instances_from_probability
+
+    model = load_model()
+    enter("normalising")
+    plane = normalize(image)
+    enter("tiles, batch of 4")
+    probability = predict_slice(model.keras_model, plane, batch_size=4)
+    del plane
+    enter("watershed")
+    instances_from_probability(probability, WatershedParams.from_dict(model.info.postprocessing))
+    enter("end")
+    previous = 0
+    for name, peak in peaks.items():
+        if name != "end":
+            print(f"  {name:<26} peak RSS {peak / MIB:6.0f} MiB ({(peak - previous) / MIB:+.0f})")
+            previous = peak
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 6000])
@@ -107,7 +149,16 @@ def main() -> None:
                              "100 bytes per pixel)")
     parser.add_argument("--model", default=None)
     parser.add_argument("--keep", default=None, help="folder for inputs and outputs")
+    parser.add_argument("--phases", type=int, default=None, metavar="SIZE",
+                        help="only: peak RSS step by step of the whole-slice path in this "
+                             "process, on a SIZE x SIZE image")
     args = parser.parse_args()
+    if args.phases:
+        source = Path(tempfile.mkdtemp(prefix="huge-slice-")) / "in.tif"
+        make_input(source, args.phases)
+        print(f"whole-slice path, {args.phases} x {args.phases}, step by step:")
+        phases(source)
+        return
     em_unet = [sys.executable, "-m", "napari_em_unet.cli"]
     extra = ["--model", args.model] if args.model else []
     folder = Path(args.keep or tempfile.mkdtemp(prefix="huge-slice-"))

@@ -87,9 +87,8 @@ def cmd_segment(args) -> int:
     # for slices over --bands-above megapixels on a band of rows, not on the slice.
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
-    predict = {"tile_size": args.tile_size}
-    if args.batch_size is not None:
-        predict["batch_size"] = args.batch_size
+    given = {"tile_size": args.tile_size, "batch_size": args.batch_size}
+    predict = {name: value for name, value in given.items() if value is not None}
     bands = Bands(above_pixels=round(args.bands_above * 2**20))
     started = time.perf_counter()
     if args.scheduler or args.workers:
@@ -348,11 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "probability")
     p.add_argument("--pixel-size", type=_positive_float, default=None,
                    help="pixel size in nm (default: read from the TIFF, if recorded)")
-    p.add_argument("--tile-size", type=_positive_int, default=1024,
-                   help="largest tile fed to the network, in pixels (default 1024)")
+    p.add_argument("--tile-size", type=_positive_int, default=None,
+                   help="largest tile fed to the network, in pixels (default 1024; 512 for "
+                        "slices segmented in bands, where memory matters more)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="tiles per batch (default 4; 1 for slices segmented in bands, where "
-                        "memory matters more)")
+                   help="tiles per batch (default 4; 1 for slices segmented in bands)")
     p.add_argument("--bands-above", type=_non_negative_float, default=8, metavar="MPX",
                    help="slices larger than this many megapixels (2^20 pixels) are segmented "
                         "in bands of rows, so that memory depends on the tile size and the "

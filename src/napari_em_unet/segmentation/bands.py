@@ -191,7 +191,7 @@ class _Finish:
         self.row = 0
 
     def push(self, rows: np.ndarray) -> None:
-        rows = np.clip(rows, 0.0, 1.0)
+        rows = np.clip(rows, 0.0, 1.0)  # a new array: the caller may reuse ``rows``
         if self.floating:
             raw = self.volume.read_rows(self.index, self.row, self.row + len(rows))
             rows[~np.isfinite(raw)] = np.nan
@@ -210,6 +210,14 @@ def _mirror(positions: np.ndarray, length: int) -> np.ndarray:
     return np.where(folded < length, folded, 2 * length - 1 - folded)
 
 
+def _coverage(window: np.ndarray, starts: list[int], length: int) -> np.ndarray:
+    """The sum of a 1D blending window over all tile positions along one axis."""
+    total = np.zeros(length, dtype=np.float32)
+    for start in starts:
+        total[start : start + len(window)] += window
+    return total
+
+
 class TileRows:
     """The tile grid :func:`.tiling.predict_slice` uses for an image of ``shape``, predicted
     one row of tiles at a time."""
@@ -226,8 +234,13 @@ class TileRows:
         self.core_w = max(width + 2 * self.margin, self.tile_w)
         self.starts_h = _tile_starts(self.core_h, self.tile_h, self.tile_h - overlap)
         self.starts_w = _tile_starts(self.core_w, self.tile_w, self.tile_w - overlap)
-        self.window = np.outer(_window(self.tile_h, overlap if len(self.starts_h) > 1 else 0),
-                               _window(self.tile_w, overlap if len(self.starts_w) > 1 else 0))
+        window_h = _window(self.tile_h, overlap if len(self.starts_h) > 1 else 0)
+        window_w = _window(self.tile_w, overlap if len(self.starts_w) > 1 else 0)
+        self.window = np.outer(window_h, window_w)
+        # The window is separable, so the sum of the windows over all tiles is too: two
+        # vectors instead of a second row-of-tiles array to accumulate.
+        self.weights_h = _coverage(window_h, self.starts_h, self.core_h)
+        self.weights_w = _coverage(window_w, self.starts_w, self.core_w)
         self.columns = _mirror(np.arange(self.core_w) - self.margin, width)
 
     @property
@@ -245,7 +258,6 @@ class TileRows:
         tiles is finished; yield the number of tiles predicted after every batch."""
         forward, done = _forward(self.keras_model), 0
         total = np.zeros((self.tile_h, self.core_w), dtype=np.float32)
-        weights = np.zeros_like(total)
         for i, top in enumerate(self.starts_h):
             padded = self._padded(source, top)
             for first in range(0, len(self.starts_w), batch_size):
@@ -254,18 +266,18 @@ class TileRows:
                 out = forward(batch[..., None]).numpy()[..., 0]
                 for x, prob in zip(chunk, out, strict=True):
                     total[:, x : x + self.tile_w] += prob * self.window
-                    weights[:, x : x + self.tile_w] += self.window
                 done += len(chunk)
                 yield done
             del padded
             last = i == len(self.starts_h) - 1
             finished = self.tile_h if last else self.starts_h[i + 1] - top
-            self._emit(sink, top, (total[:finished] / weights[:finished]).astype(np.float32))
+            rows = total[:finished]  # divided in place: no row-of-tiles copy
+            rows /= self.weights_h[top : top + finished, None]
+            rows /= self.weights_w
+            self._emit(sink, top, rows)  # sinks copy what they keep (see _Finish)
             if not last:  # the rows the next row of tiles overlaps carry over
                 total[: self.tile_h - finished] = total[finished:]
-                weights[: self.tile_h - finished] = weights[finished:]
                 total[self.tile_h - finished :] = 0
-                weights[self.tile_h - finished :] = 0
 
     def _emit(self, sink, top: int, rows: np.ndarray) -> None:
         height, width = self.shape

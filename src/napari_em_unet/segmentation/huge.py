@@ -1,8 +1,9 @@
 """One slice too large to segment whole (an SEM montage): in bands, memory set by the tile size.
 
-The whole-slice path holds about a dozen float arrays the size of the slice (the normalised
-image, the tile sums and weights, the probability, the watershed's working arrays): 3.8 GB
-for 6000 x 6000. Here the slice streams instead:
+The whole-slice path holds float arrays the size of the slice (the normalised and padded
+image, the tile sums and weights, the probability) and the watershed's working arrays (34
+bytes per pixel): with TensorFlow and a batch of four tiles, 3.8 GB for 6000 x 6000.
+Here the slice streams instead:
 
 1. one reading pass takes the percentiles (:func:`.bands.slice_levels`);
 2. rows are read, normalised and resampled as one row of tiles needs them, the tiles are
@@ -39,26 +40,29 @@ class Bands:
 
     above_pixels: int | None = 8 * 2**20
     """Slices with more pixels than this go in bands (None: never; 0: always). 8 Mpx
-    (2896 x 2896) is where the whole-slice path passes 2 GB."""
+    (2896 x 2896) is about where the whole-slice path passes 2 GB (3000 x 3000: 2.0 GB)."""
     band_rows: int = 1024
     """Rows per watershed band (at the data's resolution), at most ..."""
     band_pixels: int = 8 * 2**20
-    """... and fewer for wide slices, so that a band (whose watershed needs about 35 bytes
+    """... and fewer for wide slices, so that a band (whose watershed needs about 34 bytes
     per pixel) stays this size: 1024 rows up to 8192 pixels wide, 419 at 20000."""
     halo: int = 128
     """Rows of context above and below a band, at the model's scale."""
     write_rows: int = 1024
     """Rows per write of the final labels (a zarr output's chunk height)."""
     batch_size: int = 1
-    """Tiles per network call unless the caller sets ``batch_size``: TensorFlow keeps the
-    activations of its largest batch, 1.1 GB for four 1024-pixel tiles and 0.25 GB for one,
-    at the same speed per pixel on a CPU (measured, docs/large-volumes.md)."""
+    """Tiles per network call unless the caller sets ``batch_size``, and ..."""
+    tile_size: int = 512
+    """... their size unless the caller sets ``tile_size``. TensorFlow keeps the activations
+    of its largest call: 1.1 GB for four 1024-pixel tiles, 0.25 GB for one, nothing to speak
+    of for one 512-pixel tile, at about the same speed per pixel on a CPU (measured:
+    docs/large-volumes.md); smaller tiles also make a row of tiles half as tall."""
 
     def applies(self, shape: tuple[int, ...]) -> bool:
         return self.above_pixels is not None and shape[-2] * shape[-1] > self.above_pixels
 
     def rows_for(self, width: int) -> int:
-        return max(64, min(self.band_rows, self.band_pixels // max(1, width)))
+        return min(self.band_rows, max(64, self.band_pixels // max(1, width)))
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,8 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
     height, width = volume.shape[1:]
     params = params or WatershedParams.from_dict(model.info.postprocessing)
     tiles = (0, 0)
-    predict = {"batch_size": bands.batch_size, **predict_kwargs, "pixel_size_nm": pixel_size_nm}
+    predict = {"batch_size": bands.batch_size, "tile_size": bands.tile_size, **predict_kwargs,
+               "pixel_size_nm": pixel_size_nm}
 
     def record(stage, tiles=(0, 0), band_count=(0, 0), written=0) -> BandProgress:
         return BandProgress(index, stage, *tiles, *band_count, written, height)

@@ -117,16 +117,19 @@ class BandStitcher:
         count = int(labels.max(initial=0))
         if self._offset + count >= 2**32:
             raise InputError("the slice has more cells than 32-bit labels can number")
-        ids = labels.astype(np.uint32)
-        ids[labels > 0] += np.uint32(self._offset)
-        self.store.write(c0, ids[c0 - w0 : c1 - w0])
+        def ids(start: int, stop: int) -> np.ndarray:  # provisional ids of rows start:stop
+            rows = labels[start - w0 : stop - w0].astype(np.uint32)
+            rows[rows > 0] += np.uint32(self._offset)
+            return rows
+
+        self.store.write(c0, ids(c0, c1))
         core = labels[c0 - w0 : c1 - w0]
         self._sizes.append(np.bincount(core.ravel(), minlength=count + 1)[1:])
         if self._seam is not None:
-            here = ids[max(0, c0 - SEAM_ROWS) - w0 : min(self.shape[0], c0 + SEAM_ROWS) - w0]
+            here = ids(max(0, c0 - SEAM_ROWS), min(self.shape[0], c0 + SEAM_ROWS))
             self._pairs.append(seam_pairs(self._seam, here))
         if c1 < self.shape[0]:
-            self._seam = ids[c1 - SEAM_ROWS - w0 : min(self.shape[0], c1 + SEAM_ROWS) - w0].copy()
+            self._seam = ids(c1 - SEAM_ROWS, min(self.shape[0], c1 + SEAM_ROWS))
         self._offset += count
 
     # -- the result
