@@ -223,6 +223,63 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- measure
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    """Parse 'Z,Y,X' (nm) into three positive numbers."""
+    parts = [p.strip() for p in text.replace("x", ",").split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0 < v < float("inf") for v in values):
+        raise argparse.ArgumentTypeError(
+            f"the voxel size must be three positive numbers Z,Y,X in nm, e.g. 50,4,4; "
+            f"got {text!r}")
+    return values
+
+
+def cmd_measure(args) -> int:
+    from .analysis.measure import measure_objects, write_csv
+    from .io.volumes import open_volume
+
+    labels = open_volume(args.labels)
+    image = open_volume(args.image) if args.image else None
+    voxel_size, where = args.voxel_size, "--voxel-size"
+    if voxel_size is None:
+        voxel_size, where = _recorded_voxel_size(args.labels, args.image)
+    steps = measure_objects(labels, image, voxel_size_nm=voxel_size)
+    with _progress(labels.shape[0], "measure", "slice") as bar:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                table = done.value
+                break
+            bar.update(1)
+    try:
+        write_csv(table, args.output)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output} ({exc.strerror or exc})") from None
+    size = "volume_um3 left empty: the voxel size is not recorded in the file; give " \
+        "--voxel-size Z,Y,X (nm)" if voxel_size is None else \
+        f"voxel size {' x '.join(f'{v:g}' for v in voxel_size)} nm from {where}"
+    print(f"wrote {args.output} ({len(table)} objects; {size})", file=sys.stderr)
+    return 0
+
+
+def _recorded_voxel_size(*paths) -> tuple[tuple[float, float, float] | None, str]:
+    """The first complete (Z, Y, X) recorded in one of ``paths`` (labels first)."""
+    from .io.voxel_size import read_voxel_size_nm
+
+    for path in paths:
+        if path is None:
+            continue
+        size = read_voxel_size_nm(path)
+        if all(v is not None for v in size):
+            return size, Path(path).name
+    return None, ""
+
+
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
     from .model.export import export_bioimageio, export_onnx
@@ -351,6 +408,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("measure", help="measure every object of a labels volume (CSV)",
+                       description="One row per object (label): voxels, volume in um^3, "
+                                   "first and last section, centroid (z, y, x in voxels) and, "
+                                   "with --image, the mean intensity. Reads one slice at a "
+                                   "time, so volumes larger than memory work.")
+    p.add_argument("labels", help="labels TIFF, zarr array or OME-Zarr (0 = background, every "
+                                  "other value one object, e.g. 3D objects from linking)")
+    p.add_argument("--image", default=None,
+                   help="image of the same shape, for the mean_intensity column")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4 (default: as recorded in the labels "
+                        "or image file; without it volume_um3 is left empty)")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write")
+    p.set_defaults(func=cmd_measure)
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "
