@@ -135,12 +135,26 @@ def _read_one(path: Path) -> tuple:
         data = np.asarray(read_tiff(path, memmap=False).data)
     name = _layer_name(path)
     metadata = {"pixel_size_nm": pixel_size, "source_path": str(path)}
+    voxel_size = _voxel_size(path)
+    if voxel_size is not None:
+        metadata["voxel_size_nm"] = voxel_size
     kwargs: dict = {"name": name, "metadata": metadata}
     integer = np.dtype(data.dtype).kind in "biu"
     if integer and not rgb and _LABELS_NAME.search(name):
         return data, kwargs, "labels"
     kwargs["rgb"] = bool(rgb)
     return data, kwargs, "image"
+
+
+def _voxel_size(path: Path) -> tuple[float, float, float] | None:
+    """(Z, Y, X) in nm when the file records all three (the Measure widget's volumes)."""
+    from .io.voxel_size import read_voxel_size_nm
+
+    try:
+        size = read_voxel_size_nm(path)
+    except Exception:  # metadata is a bonus: never fail a read because of it
+        return None
+    return size if all(size) else None
 
 
 def _layer_name(path: Path) -> str:

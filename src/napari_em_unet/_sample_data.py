@@ -46,6 +46,7 @@ def make_synthetic_sample() -> list[tuple]:
         An image layer and a (hidden) labels layer, 0 = membrane, cells numbered.
     """
     from .io.tiff import read_tiff
+    from .io.voxel_size import read_voxel_size_nm
     from .learning.synthetic import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_PIXEL_SIZE_NM
 
     folder = resources.files("napari_em_unet.sample_data")
@@ -53,7 +54,10 @@ def make_synthetic_sample() -> list[tuple]:
             resources.as_file(folder / SAMPLE_LABELS) as labels_path:
         image = np.asarray(read_tiff(image_path, memmap=False).data)
         labels = np.asarray(read_tiff(labels_path, memmap=False).data)
+        voxel_size = read_voxel_size_nm(image_path)  # the sections' spacing is in the file
     meta = {"pixel_size_nm": SAMPLE_PIXEL_SIZE_NM, "source_path": "synthetic sample"}
+    if all(voxel_size):
+        meta["voxel_size_nm"] = voxel_size
     return [
         (image, {"name": "synthetic ssTEM", "metadata": dict(meta)}, "image"),
         (labels, {"name": "synthetic ssTEM ground truth", "metadata": dict(meta),

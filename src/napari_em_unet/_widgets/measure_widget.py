@@ -23,7 +23,7 @@ from .layers import pixel_size_of
 from .object_table import ObjectTableView
 from .object_view import ObjectViewControls, show_object
 from .ordering import CallbackQueue, if_alive
-from .session import is_plugin_layer, session_for, unwrap
+from .session import META_KEY, is_plugin_layer, session_for, unwrap
 from .worker_results import Refused
 
 if TYPE_CHECKING:
@@ -33,17 +33,32 @@ REFRESH_DELAY_MS = 800
 """Wait this long after the last edit before measuring again (a stroke is many edits)."""
 
 
-def voxel_size_of(layer) -> tuple[float | None, float | None, float | None]:
-    """``(Z, Y, X)`` in nm from a layer's metadata (the reader records what the file says)."""
+def voxel_size_of(layer, viewer=None) -> tuple[float | None, float | None, float | None]:
+    """``(Z, Y, X)`` in nm from a layer's metadata (the reader records what the file says).
+
+    A segmentation made by the plugin carries only the pixel size; with ``viewer``, the
+    image it was made from (named in its metadata) supplies the rest.
+    """
     meta = getattr(layer, "metadata", None) or {}
-    recorded = meta.get("voxel_size_nm")
-    if isinstance(recorded, (list, tuple)) and len(recorded) == 3:
-        try:
-            return tuple(float(v) if v else None for v in recorded)
-        except (TypeError, ValueError):
-            pass
+    recorded = _three_sizes(meta.get("voxel_size_nm"))
+    if recorded is None and viewer is not None:
+        source = (meta.get(META_KEY) or {}).get("image")
+        image = next((other for other in viewer.layers if other.name == source
+                      and other is not layer), None) if source else None
+        recorded = _three_sizes((getattr(image, "metadata", None) or {}).get("voxel_size_nm"))
+    if recorded is not None:
+        return recorded
     xy = pixel_size_of(layer)
     return (None, xy, xy)
+
+
+def _three_sizes(value) -> tuple[float | None, ...] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        return None
+    try:
+        return tuple(float(v) if v else None for v in value)
+    except (TypeError, ValueError):
+        return None
 
 
 class MeasureWidget(Container):
@@ -121,9 +136,10 @@ class MeasureWidget(Container):
         labels = self._labels_layer.value
         self.view_controls.set_layer(labels)
         if labels is not None:
-            for box, value in zip(self._voxel, voxel_size_of(labels), strict=True):
+            for box, value in zip(self._voxel, voxel_size_of(labels, self._viewer),
+                                  strict=True):
                 box.value = value or 0.0
-            image_name = ((labels.metadata or {}).get("napari_em_unet") or {}).get("image")
+            image_name = ((labels.metadata or {}).get(META_KEY) or {}).get("image")
             for _, image in self._image_choices():
                 if image.name == image_name:
                     self._image.value = image

@@ -25,6 +25,7 @@ from magicgui.widgets import (
 from ..engine.protocol import SegmentRequest
 from ..errors import EmUnetError
 from .layers import current_slice, depth_of, pixel_size_of, spatial_shape
+from .linking_panel import LinkPanel
 from .ordering import if_alive
 from .segment_runner import SegmentRunner
 from .session import META_KEY, is_plugin_layer, session_for, unwrap
@@ -66,13 +67,14 @@ class SegmentWidget(Container):
                                         "membranes: 0 = membrane, 255 = cell interior.")
         self._probability = CheckBox(text="also add the membrane probability map")
         self._target = ComboBox(label="write to", choices=self._target_choices)
+        self.linking = LinkPanel(self._viewer)
         self._run = PushButton(text="Run")
         self._message = Label(value="")
         self.suggestions = SuggestionsWidget(self._viewer, self._session)
         super().__init__(widgets=[
             self._image, self._model, self._model_file, self._scope, self._first,
             self._last, self._pixel_size, self._output, self._probability, self._target,
-            self._run, self._message, self.suggestions,
+            self.linking, self._run, self._message, self.suggestions,
         ])
         self._message.native.setWordWrap(True)
 
@@ -84,6 +86,7 @@ class SegmentWidget(Container):
         self._run.changed.connect(self._on_run)
         self.runner.started.connect(self._on_started)
         self.runner.finished.connect(self._on_finished)
+        self.linking.finished.connect(self._update_state)
         self._session.models.changed.connect(self._on_models_changed)
         self._session.models.added.connect(self._on_model_added)
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed,
@@ -184,6 +187,8 @@ class SegmentWidget(Container):
                     "installation; add a .keras model file above.")
         if self._scope.value == "range" and self._first.value > self._last.value:
             return "The range is empty: 'from slice' is after 'to slice'."
+        if self.linking.running:
+            return "Linking the last result into 3D objects; Run is back when it is done."
         return None
 
     @if_alive
@@ -258,6 +263,9 @@ class SegmentWidget(Container):
             self.suggestions.show_for(layer)
             self._target.reset_choices()
         message = self._message.value
+        if summary is not None and not summary.stopped and self.linking.wanted.value and \
+                layer is not None and layer in self._viewer.layers:
+            self.linking.link(layer, self.runner.probability_layer)
         self._update_state()
         if self._run.enabled:
             self._message.value = message
