@@ -344,6 +344,23 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
                    help="extra loss weight around borders between touching labels (default 5)")
 
 
+def _add_measure_parser(sub) -> None:
+    p = sub.add_parser("measure", help="measure every object of a labels volume (CSV)",
+                       description="One row per object (label): voxels, volume in um^3, "
+                                   "first and last section, centroid (z, y, x in voxels) and, "
+                                   "with --image, the mean intensity. Reads one slice at a "
+                                   "time, so volumes larger than memory work.")
+    p.add_argument("labels", help="labels TIFF, zarr array or OME-Zarr (0 = background, every "
+                                  "other value one object, e.g. 3D objects from linking)")
+    p.add_argument("--image", default=None,
+                   help="image of the same shape, for the mean_intensity column")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4 (default: as recorded in the labels "
+                        "or image file; without it volume_um3 is left empty)")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write")
+    p.set_defaults(func=cmd_measure)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="em-unet",
@@ -409,20 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("measure", help="measure every object of a labels volume (CSV)",
-                       description="One row per object (label): voxels, volume in um^3, "
-                                   "first and last section, centroid (z, y, x in voxels) and, "
-                                   "with --image, the mean intensity. Reads one slice at a "
-                                   "time, so volumes larger than memory work.")
-    p.add_argument("labels", help="labels TIFF, zarr array or OME-Zarr (0 = background, every "
-                                  "other value one object, e.g. 3D objects from linking)")
-    p.add_argument("--image", default=None,
-                   help="image of the same shape, for the mean_intensity column")
-    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
-                   help="voxel size in nm, e.g. 50,4,4 (default: as recorded in the labels "
-                        "or image file; without it volume_um3 is left empty)")
-    p.add_argument("-o", "--output", required=True, help="CSV file to write")
-    p.set_defaults(func=cmd_measure)
+    _add_measure_parser(sub)
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "
