@@ -1,4 +1,4 @@
-"""Segment a stack: probabilities from :mod:`.inference`, cells from :mod:`.postprocessing`.
+"""Segment a stack: probabilities from :mod:`.tiling`, cells from :mod:`.watershed`.
 
 :func:`segment_stack` is the one generator behind ``em-unet segment`` and the napari
 Segment widget. It yields one :class:`SliceSegmentation` per slice, holding the output the
