@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,10 +66,8 @@ def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_p
     assert load_model(output).info.base_model == "tiny"
     assert _sha(tiny_model_path) == base_hash
 
-    # The killed save's hidden folder goes away with a later save once it is old.
-    for name in leftovers:
-        old = time.time() - 7200
-        os.utime(out_dir / name, (old, old))
+    # The killed save's hidden folder goes away with the next save, however young it is:
+    # the process that wrote it is gone.
     from napari_em_unet.model.files import save_model
 
     save_model(load_model(output).keras_model, read_info(output), output)

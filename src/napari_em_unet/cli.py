@@ -26,24 +26,15 @@ EXIT_INTERRUPTED = 130
 
 
 def _slices(text: str | None) -> list[int] | None:
-    """Parse '0,5,9' or '0-3,7' into a list of slice indices."""
+    """``--slices 0,5,9`` or ``0-3,7`` (the rule of :mod:`napari_em_unet.slices`)."""
+    from .slices import parse_slices
+
     if text is None:
         return None
-    out: list[int] = []
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"slices must look like 0,5,9 or 0-3,7; got {text!r}") from None
-    return out
+        return parse_slices(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -112,9 +103,51 @@ def cmd_segment(args) -> int:
 
 
 # ----------------------------------------------------------------------------- training
-def _train_common(args, base) -> int:
+class _TrainingReport:
+    """Training progress on stderr: a bar per epoch, one line per finished epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, record) -> None:
+        from .learning.records import EpochProgress, StepProgress
+
+        if isinstance(record, StepProgress):
+            if self.bar is None:
+                self.bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}",
+                                     "step")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
+        elif isinstance(record, EpochProgress):
+            self.close()
+            score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
+            loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
+            vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
+            print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
+                  f"val V_rand {score}  best epoch {record.best_epoch}  "
+                  f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _train_config(args, defaults):
+    """The TrainConfig the command line asks for (unset options keep ``defaults``)."""
+    return defaults.replace(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        patch_size=args.patch_size, learning_rate=args.learning_rate,
+        augment=not args.no_augment, elastic=args.elastic, seed=args.seed,
+        border_width_px=args.border_width, border_weight=args.border_weight,
+        architecture=getattr(args, "architecture", defaults.architecture),
+    )
+
+
+def _train_common(args, base, defaults) -> int:
+    from .generators import drain
     from .io.tiff import read_tiff
-    from .learning.training import EpochProgress, StepProgress, TrainConfig, train
+    from .learning.training import train
     from .model.files import save_model
 
     image = read_tiff(args.image)
@@ -122,54 +155,19 @@ def _train_common(args, base) -> int:
     output = Path(args.output)
     if output.suffix != ".keras":
         raise InputError(f"the model file name must end in .keras: {output}")
-    defaults = TrainConfig()
-    config = TrainConfig(
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        learning_rate=args.learning_rate,
-        augment=not args.no_augment,
-        elastic=args.elastic,
-        seed=args.seed,
-        border_width_px=args.border_width,
-        border_weight=args.border_weight,
-        architecture=getattr(args, "architecture", defaults.architecture),
-    )
     stop = threading.Event()
     previous = _install_stop_handler(stop)
-    gen = train(
-        np.asarray(image.data), np.asarray(labels.data),
-        base=base, slices=args.slices, validation_slices=args.validation_slices,
-        pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
-        config=config, name=output.stem, source=str(Path(args.image).name), stop=stop,
-    )
-    bar = None
+    report = _TrainingReport()
     try:
-        while True:
-            try:
-                record = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            if isinstance(record, StepProgress):
-                if bar is None:
-                    bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}", "step")
-                bar.update(1)
-                bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
-            elif isinstance(record, EpochProgress):
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
-                loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
-                vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
-                print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
-                      f"val V_rand {score}  best epoch {record.best_epoch}  "
-                      f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
+        result = drain(train(
+            np.asarray(image.data), np.asarray(labels.data),
+            base=base, slices=args.slices, validation_slices=args.validation_slices,
+            pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
+            config=_train_config(args, defaults), name=output.stem,
+            source=str(Path(args.image).name), stop=stop,
+        ), report)
     finally:
-        if bar is not None:
-            bar.close()
+        report.close()
         signal.signal(signal.SIGINT, previous)
     save_model(result.model.keras_model, result.model.info, output)
     how = "stopped early; " if result.stopped else ""
@@ -193,16 +191,18 @@ def _install_stop_handler(stop: threading.Event):
 
 
 def cmd_train(args) -> int:
+    from .learning.config import TrainConfig
     from .model.unet import UNetConfig
 
     args.architecture = UNetConfig(base_filters=args.base_filters, depth=args.depth)
-    return _train_common(args, base=None)
+    return _train_common(args, None, TrainConfig.from_scratch())
 
 
 def cmd_finetune(args) -> int:
+    from .learning.config import TrainConfig
     from .model.files import load_model
 
-    return _train_common(args, base=load_model(args.model))
+    return _train_common(args, load_model(args.model), TrainConfig())
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -240,6 +240,7 @@ def _voxel_size(text: str) -> tuple[float, float, float]:
 
 def cmd_measure(args) -> int:
     from .analysis.measure import measure_objects, write_csv
+    from .generators import drain
     from .io.volumes import open_volume
 
     labels = open_volume(args.labels)
@@ -247,15 +248,9 @@ def cmd_measure(args) -> int:
     voxel_size, where = args.voxel_size, "--voxel-size"
     if voxel_size is None:
         voxel_size, where = _recorded_voxel_size(args.labels, args.image)
-    steps = measure_objects(labels, image, voxel_size_nm=voxel_size)
     with _progress(labels.shape[0], "measure", "slice") as bar:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                table = done.value
-                break
-            bar.update(1)
+        table = drain(measure_objects(labels, image, voxel_size_nm=voxel_size),
+                      lambda _record: bar.update(1))
     try:
         write_csv(table, args.output)
     except OSError as exc:
@@ -282,7 +277,8 @@ def _recorded_voxel_size(*paths) -> tuple[tuple[float, float, float] | None, str
 
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
-    from .model.export import export_bioimageio, export_onnx
+    from .model.export_bioimageio import export_bioimageio
+    from .model.export_onnx import export_onnx
     from .model.files import load_model
 
     suffix = {"bioimageio": ".zip", "onnx": ".onnx"}[args.format]
@@ -314,7 +310,9 @@ def cmd_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) -> None:
+def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
+    """The training options, their defaults read from ``defaults`` (a TrainConfig)."""
+    d = defaults
     p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
     p.add_argument("--labels", required=True,
                    help="TIFF labels of the same shape: 0 = membrane, other values = cells "
@@ -328,20 +326,25 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
                         "(default: the bottom 20%% of each training slice)")
     p.add_argument("--pixel-size", type=_positive_float, default=None,
                    help="pixel size in nm (default: read from the TIFF, if recorded)")
-    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default {epochs}")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=steps,
-                   help=f"default {steps}")
-    p.add_argument("--batch-size", type=_positive_int, default=batch, help=f"default {batch}")
-    p.add_argument("--patch-size", type=_positive_int, default=256, help="default 256")
-    p.add_argument("--learning-rate", type=_positive_float, default=lr, help=f"default {lr}")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                   help=f"default {d.epochs}")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=d.steps_per_epoch,
+                   help=f"default {d.steps_per_epoch}")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"default {d.batch_size}")
+    p.add_argument("--patch-size", type=_positive_int, default=d.patch_size,
+                   help=f"default {d.patch_size}")
+    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate,
+                   help=f"default {d.learning_rate:g}")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity jitter")
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--border-width", type=_positive_float, default=None,
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--border-width", type=_positive_float, default=d.border_width_px,
                    help="width in pixels (at the model's scale) that borders between touching "
                         "labels are widened to (default: the model's membrane width)")
-    p.add_argument("--border-weight", type=float, default=5.0,
-                   help="extra loss weight around borders between touching labels (default 5)")
+    p.add_argument("--border-weight", type=float, default=d.border_weight,
+                   help="extra loss weight around borders between touching labels "
+                        f"(default {d.border_weight:g})")
 
 
 def _add_measure_parser(sub) -> None:
@@ -362,6 +365,8 @@ def _add_measure_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .learning.config import TrainConfig
+
     parser = argparse.ArgumentParser(
         prog="em-unet",
         description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
@@ -408,14 +413,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune a model (default: the bundled one) on the "
                                    "labelled slices of a stack; saves a new model file.")
     p.add_argument("--model", default=None, help="base model (default: the bundled model)")
-    _add_training_args(p, epochs=10, steps=40, batch=4, lr=3e-4)
+    _add_training_args(p, TrainConfig())
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("train", help="train a new model from scratch",
                        description="Train a new U-Net from scratch.")
-    _add_training_args(p, epochs=30, steps=100, batch=8, lr=1e-3)
-    p.add_argument("--base-filters", type=_positive_int, default=12, help="default 12")
-    p.add_argument("--depth", type=_positive_int, default=4, help="default 4")
+    _add_training_args(p, TrainConfig.from_scratch())
+    unet = TrainConfig.from_scratch().architecture
+    p.add_argument("--base-filters", type=_positive_int, default=unet.base_filters,
+                   help=f"default {unet.base_filters}")
+    p.add_argument("--depth", type=_positive_int, default=unet.depth, help=f"default {unet.depth}")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a segmentation against ground truth",

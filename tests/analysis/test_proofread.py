@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_em_unet.analysis.progress import run_to_end
 from napari_em_unet.analysis.proofread import (
     apply_edit,
     delete_small_objects,
@@ -17,6 +16,7 @@ from napari_em_unet.analysis.proofread import (
     split_object,
 )
 from napari_em_unet.errors import InputError
+from napari_em_unet.generators import drain
 
 
 def volume() -> np.ndarray:
@@ -90,11 +90,11 @@ def test_plans_write_nothing_and_report_progress():
 
 def test_indices_are_what_napari_data_setitem_takes():
     labels = volume()
-    edit = run_to_end(plan_merge(labels, 1, 2))
+    edit = drain(plan_merge(labels, 1, 2))
     z, y, x = edit.indices()
     assert (labels[z, y, x] == 2).all() and len(z) == edit.voxels
     np.testing.assert_array_equal(edit.old_values(), labels[z, y, x])
-    flat = run_to_end(plan_merge(labels[1], 1, 2))
+    flat = drain(plan_merge(labels[1], 1, 2))
     assert len(flat.indices(ndim=2)) == 2
 
 
@@ -124,7 +124,7 @@ def test_zarr_labels(tmp_path):
 ])
 def test_bad_requests_are_one_sentence(plan, message):
     with pytest.raises(InputError, match=message):
-        run_to_end(plan(volume()))
+        drain(plan(volume()))
 
 
 def test_split_with_no_free_id():

@@ -16,9 +16,10 @@ import zarr
 
 from napari_em_unet import _reader
 from napari_em_unet._sample_data import make_synthetic_sample
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.layers import ENV_ZARR_LAYER_BYTES
 from napari_em_unet._widgets.segment_widget import NEW_LAYER, SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 from napari_em_unet.io.writers import create_zarr_output
 
 TIMEOUT_MS = 240_000

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.linking_panel import LinkPanel
 from napari_em_unet._widgets.segment_widget import SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 
 TIMEOUT_MS = 240_000
 
@@ -120,7 +121,8 @@ def test_min_sections_removes_short_objects(qtbot, make_napari_viewer, linking):
 
 def test_zarr_layer_gets_a_new_store_and_the_old_one_is_removed(qtbot, make_napari_viewer,
                                                                  linking):
-    from napari_em_unet._widgets.layers import create_layer_store, store_of
+    from napari_em_unet._widgets.layer_meta import store_of
+    from napari_em_unet._widgets.layers import create_layer_store
 
     viewer = make_napari_viewer()
     array, path = create_layer_store("cells", (4, 32, 48), np.uint32,

@@ -17,7 +17,8 @@ import pytest
 from qtpy.QtCore import Qt
 
 from napari_em_unet._widgets.demo import PLUGIN, SEGMENT, wait_for
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.layer_meta import META_KEY
+from napari_em_unet._widgets.session import session_for
 
 TIMEOUT_MS = 300_000
 SECTION_OVER_PIXEL = 50.0 / 4.0  # the sample's voxel size: 50 nm sections, 4 nm pixels

@@ -68,7 +68,7 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     finetune._epochs.value, finetune._steps.value = 2, 3
     finetune._batch.value, finetune._patch.value = 1, 64
     finetune.run()
-    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not finetune.runner.running, timeout=TIMEOUT_MS)
     assert finetune.last_outcome is not None, finetune._message.value
     wait_for(lambda: False, timeout=0.3)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.segment_widget import NEW_LAYER, SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 
 TIMEOUT_MS = 240_000
 

@@ -15,9 +15,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 
 from ..learning.metrics import SliceScored
-from .layers import format_slices
+from ..slices import format_slices
+from .layer_meta import is_plugin_layer, unwrap
 from .ordering import CallbackQueue, if_alive
-from .session import is_plugin_layer, session_for, unwrap
+from .session import session_for
 
 if TYPE_CHECKING:
     import napari

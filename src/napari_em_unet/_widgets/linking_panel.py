@@ -23,11 +23,19 @@ from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, PushButto
 from psygnal import Signal
 
 from ..errors import EmUnetError
-from .layers import create_layer_store, pixel_size_of, store_of
+from .layer_meta import (
+    SEGMENTATION,
+    is_plugin_layer,
+    pixel_size_of,
+    plugin_meta,
+    store_of,
+    unwrap,
+    update_plugin_meta,
+)
+from .layers import create_layer_store
 from .measure_widget import voxel_size_of
 from .object_view import ObjectViewControls
 from .ordering import CallbackQueue, if_alive
-from .session import META_KEY, is_plugin_layer, unwrap
 from .worker_results import Refused
 
 DEFAULT_BIAS = 0.5
@@ -208,8 +216,7 @@ class LinkPanel(Container):
 def _unlinkable(layer) -> str | None:
     if getattr(layer, "multiscale", False) or layer.ndim != 3 or layer.data.shape[0] < 2:
         return f"'{layer.name}' is not a stack of 2 or more slices; there is nothing to link."
-    output = ((layer.metadata or {}).get(META_KEY) or {}).get("output", "instances")
-    if output != "instances":
+    if plugin_meta(layer).output != "instances":
         return f"'{layer.name}' holds membranes, not cells; segment with output 'instances'."
     return None
 
@@ -260,13 +267,8 @@ class _LinkJob:
         linked = {**self.params, "objects": objects}
         if in_place:
             old_store = store_of(layer)
-            meta = dict(layer.metadata or {})
-            plugin = dict(meta.get(META_KEY) or {})
-            plugin["linked"] = linked
-            if self.store is not None:
-                plugin["store"] = str(self.store)
-            meta[META_KEY] = plugin
-            layer.metadata = meta
+            update_plugin_meta(layer, linked=linked,
+                               store=None if self.store is None else str(self.store))
             layer.data = self.target
             if old_store is not None and self.store is not None:
                 shutil.rmtree(old_store, ignore_errors=True)  # the per-slice labels' store
@@ -283,12 +285,11 @@ class _LinkJob:
 
     def _new_layer(self, viewer, linked: dict):
         layer = self.layer
-        plugin = {"role": "segmentation", "output": "instances", "linked": linked,
-                  "image": ((layer.metadata or {}).get(META_KEY) or {}).get("image", "")}
-        if self.store is not None:
-            plugin["store"] = str(self.store)
         metadata = {key: value for key, value in (layer.metadata or {}).items()
                     if key in ("pixel_size_nm", "voxel_size_nm")}
-        metadata[META_KEY] = plugin
-        return viewer.add_labels(self.target, name=f"{layer.name} 3D", scale=layer.scale,
-                                 translate=layer.translate, metadata=metadata)
+        new = viewer.add_labels(self.target, name=f"{layer.name} 3D", scale=layer.scale,
+                                translate=layer.translate, metadata=metadata)
+        update_plugin_meta(new, role=SEGMENTATION, output="instances", linked=linked,
+                           image=plugin_meta(layer).image,
+                           store=None if self.store is None else str(self.store))
+        return new

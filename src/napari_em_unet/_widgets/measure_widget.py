@@ -19,11 +19,11 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 
 from ..analysis.measure import ObjectTable, measure_objects, write_csv
 from ..errors import EmUnetError
-from .layers import pixel_size_of
+from .layer_meta import is_plugin_layer, pixel_size_of, plugin_meta, unwrap
 from .object_table import ObjectTableView
 from .object_view import ObjectViewControls, show_object
 from .ordering import CallbackQueue, if_alive
-from .session import META_KEY, is_plugin_layer, session_for, unwrap
+from .session import session_for
 from .worker_results import Refused
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ def voxel_size_of(layer, viewer=None) -> tuple[float | None, float | None, float
     meta = getattr(layer, "metadata", None) or {}
     recorded = _three_sizes(meta.get("voxel_size_nm"))
     if recorded is None and viewer is not None:
-        source = (meta.get(META_KEY) or {}).get("image")
+        source = plugin_meta(layer).image
         image = next((other for other in viewer.layers if other.name == source
                       and other is not layer), None) if source else None
         recorded = _three_sizes((getattr(image, "metadata", None) or {}).get("voxel_size_nm"))
@@ -139,7 +139,7 @@ class MeasureWidget(Container):
             for box, value in zip(self._voxel, voxel_size_of(labels, self._viewer),
                                   strict=True):
                 box.value = value or 0.0
-            image_name = ((labels.metadata or {}).get(META_KEY) or {}).get("image")
+            image_name = plugin_meta(labels).image
             for _, image in self._image_choices():
                 if image.name == image_name:
                     self._image.value = image

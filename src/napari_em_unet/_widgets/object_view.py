@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import CheckBox, Container, PushButton
 
+from .layer_meta import unwrap
 from .layers import go_to_slice
 from .ordering import if_alive
-from .session import unwrap
 
 
 def toggle_3d(viewer) -> int:

@@ -23,10 +23,11 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
 from ..analysis.proofread import Edit, plan_delete_small, plan_merge, plan_split
 from ..errors import EmUnetError
+from .layer_meta import is_plugin_layer, unwrap
 from .layers import current_slice
 from .object_view import ObjectViewControls
 from .ordering import CallbackQueue, if_alive
-from .session import is_plugin_layer, session_for, unwrap
+from .session import session_for
 from .worker_results import Refused
 
 if TYPE_CHECKING:

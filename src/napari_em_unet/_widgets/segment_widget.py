@@ -24,11 +24,12 @@ from magicgui.widgets import (
 
 from ..engine.protocol import SegmentRequest
 from ..errors import EmUnetError
-from .layers import current_slice, depth_of, pixel_size_of, spatial_shape
+from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
+from .layers import current_slice, depth_of, spatial_shape
 from .linking_panel import LinkPanel
 from .ordering import if_alive
 from .segment_runner import SegmentRunner
-from .session import META_KEY, is_plugin_layer, session_for, unwrap
+from .session import session_for
 from .suggestions import SuggestionsWidget
 
 if TYPE_CHECKING:
@@ -101,8 +102,7 @@ class SegmentWidget(Container):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and (layer.metadata or {}).get(META_KEY, {})
-                .get("role") != "probability"]
+                if isinstance(layer, Image) and not is_probability_layer(layer)]
 
     def _model_choices(self, _widget=None):
         # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
@@ -121,7 +121,7 @@ class SegmentWidget(Container):
         for layer in self._viewer.layers:
             if isinstance(layer, Labels) and is_plugin_layer(layer) and \
                     tuple(layer.data.shape) == shape and \
-                    layer.metadata[META_KEY].get("output", "instances") == output:
+                    plugin_meta(layer).output == output:
                 choices.append((f"{layer.name} (keeps corrected slices)", layer))
         return choices
 

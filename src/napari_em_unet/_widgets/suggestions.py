@@ -12,9 +12,10 @@ from collections.abc import Iterable
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
+from .layer_meta import plugin_meta, unwrap
 from .layers import go_to_slice
 from .ordering import if_alive
-from .session import META_KEY, PluginSession, unwrap
+from .session import PluginSession
 
 MAX_SUGGESTIONS = 5
 
@@ -70,7 +71,7 @@ class SuggestionsWidget(Container):
         layer = self._layer
         if layer is None or layer not in self._viewer.layers:
             return []
-        scores = ((layer.metadata or {}).get(META_KEY) or {}).get("uncertainty") or {}
+        scores = plugin_meta(layer).uncertainty
         return rank_slices(scores, self._session.corrected(layer))
 
     def show_for(self, layer) -> None:

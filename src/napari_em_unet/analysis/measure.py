@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..generators import drain
 from ..io.atomic import atomic_path
-from .progress import Progress, run_to_end
+from .progress import Progress
 from .slices import check_labels_dtype, depth_of, plane_shape, read_labels_plane, read_plane
 
 COLUMNS = ("label", "voxels", "volume_um3", "z_first", "z_last", "centroid_z", "centroid_y",
@@ -207,7 +208,7 @@ def measure_objects(labels, image=None, *, voxel_size_nm=None
 
 def measure_table(labels, image=None, *, voxel_size_nm=None) -> ObjectTable:
     """:func:`measure_objects` run to its end."""
-    return run_to_end(measure_objects(labels, image, voxel_size_nm=voxel_size_nm))
+    return drain(measure_objects(labels, image, voxel_size_nm=voxel_size_nm))
 
 
 def _shape_text(array) -> str:

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..generators import drain
 from .measure import measure_objects
-from .progress import Progress, run_to_end
+from .progress import Progress
 from .slices import check_labels_dtype, depth_of, read_labels_plane
 
 
@@ -275,20 +276,20 @@ def revert_edit(labels, edit: Edit) -> None:
 
 def merge_objects(labels, keep: int, absorb: int) -> Edit:
     """Merge object ``absorb`` into ``keep``, in place; return the edit (for undo)."""
-    edit = run_to_end(plan_merge(labels, keep, absorb))
+    edit = drain(plan_merge(labels, keep, absorb))
     apply_edit(labels, edit)
     return edit
 
 
 def split_object(labels, label: int, section: int) -> Edit:
     """Give the part of ``label`` from ``section`` on a new id, in place; return the edit."""
-    edit = run_to_end(plan_split(labels, label, section))
+    edit = drain(plan_split(labels, label, section))
     apply_edit(labels, edit)
     return edit
 
 
 def delete_small_objects(labels, min_voxels: int) -> Edit:
     """Set objects of fewer than ``min_voxels`` voxels to 0, in place; return the edit."""
-    edit = run_to_end(plan_delete_small(labels, min_voxels))
+    edit = drain(plan_delete_small(labels, min_voxels))
     apply_edit(labels, edit)
     return edit

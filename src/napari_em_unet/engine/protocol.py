@@ -53,7 +53,7 @@ class FineTuneRequest:
     validation_slices: tuple[int, ...]
     output_path: Path
     base_path: Path | None
-    config: Any  # training.TrainConfig
+    config: Any  # learning.config.TrainConfig
     pixel_size_nm: float | None = None
     name: str = "fine-tuned"
     source: str = ""
@@ -89,7 +89,7 @@ class SegmentSummary:
 @dataclass(frozen=True)
 class FineTuneOutcome:
     path: Path
-    info: Any  # model_files.ModelInfo
+    info: Any  # model.info.ModelInfo
     best_epoch: int
     best_v_rand: float | None
     v_rand_before: float | None

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,12 +31,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from .atomic import atomic_path, remove_stale_temporaries
+from .paths import data_home
 
-ENV_HOME = "NAPARI_EM_UNET_HOME"
 FORMAT = 1
 KEEP = 3
 """Autosaves kept per image (newest first)."""
-_STALE_PART_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -65,16 +64,6 @@ class Autosave:
         for plane, index in zip(stored, meta["stored_slices"], strict=True):
             labels[index] = plane
         return labels
-
-
-def data_home() -> Path:
-    """napari-em-unet's folder for user data (``$NAPARI_EM_UNET_HOME`` overrides it)."""
-    override = os.environ.get(ENV_HOME)
-    if override:
-        return Path(override).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("napari-em-unet", appauthor=False))
 
 
 def autosave_folder(image_path: str | os.PathLike) -> Path:
@@ -146,15 +135,8 @@ def save_corrections(
     # Nanoseconds in the name order the saves and keep two writers (two napari windows)
     # from ever choosing the same file.
     final = folder / f"labels-{time.time_ns():020d}-{os.getpid()}.npz"
-    fd, tmp_name = tempfile.mkstemp(prefix=".labels-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, labels=stored, meta=np.array(json.dumps(meta)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, final)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, labels=stored, meta=np.array(json.dumps(meta)))
     _prune(folder)
     return final
 
@@ -228,10 +210,4 @@ def _prune(folder: Path) -> None:
     files = sorted(folder.glob("labels-*.npz"), reverse=True)
     for old in files[KEEP:]:
         old.unlink(missing_ok=True)
-    now = time.time()
-    for part in folder.glob(".labels-*.part"):
-        try:
-            if now - part.stat().st_mtime > _STALE_PART_SECONDS:
-                part.unlink()
-        except OSError:
-            pass
+    remove_stale_temporaries(folder)

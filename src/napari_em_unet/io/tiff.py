@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .atomic import atomic_path
 
 _UNIT_TO_NM = {
@@ -47,7 +47,7 @@ def _open(path: str | os.PathLike):
     try:
         return tifffile.TiffFile(path)
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-        raise InputError(f"{path.name} is not a readable TIFF file ({_first_line(exc)})") from None
+        raise InputError(f"{path.name} is not a readable TIFF file ({first_line(exc)})") from None
 
 
 def read_tiff(path: str | os.PathLike, *, memmap: bool = True) -> TiffImage:
@@ -65,7 +65,7 @@ def read_tiff(path: str | os.PathLike, *, memmap: bool = True) -> TiffImage:
             if data is None:
                 data = tif.asarray()
         except Exception as exc:
-            raise InputError(f"{path.name} could not be decoded ({_first_line(exc)})") from None
+            raise InputError(f"{path.name} could not be decoded ({first_line(exc)})") from None
     data = np.squeeze(data) if data.ndim > 3 and 1 in data.shape[:-2] else data
     return TiffImage(data, pixel_size, path)
 
@@ -151,6 +151,3 @@ def tiff_write_options(dtype, ndim: int, pixel_size_nm: float | None = None,
     return kwargs
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io.volumes import Volume, open_volume
 from ..io.writers import ZarrSliceWriter, open_writer
 from .streaming import Progress, _Clock, output_shape
@@ -79,7 +79,7 @@ class ModelPlugin(_WorkerPluginBase):
                 os.unlink(state["file"])
 
     def model(self, worker):
-        """This worker's :class:`~napari_em_unet.model.files.LoadedModel`, loaded once."""
+        """This worker's :class:`~napari_em_unet.model.info.LoadedModel`, loaded once."""
         from ..model.files import load_model
 
         state = self._state.get(worker.id)
@@ -179,7 +179,7 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
             client = Client(scheduler, timeout=timeout)
         except OSError as exc:
             raise InputError(f"cannot reach the dask scheduler at {scheduler} "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
         with client:
             yield client
         return
@@ -250,7 +250,8 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     """
     from distributed import as_completed
 
-    from ..model.files import LoadedModel, bundled_model_path, read_info
+    from ..model.files import bundled_model_path, read_info
+    from ..model.info import LoadedModel
     from .pipeline import Output
 
     output = Output(output)
@@ -341,6 +342,3 @@ def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total
                 client.cancel(list(futures))
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]

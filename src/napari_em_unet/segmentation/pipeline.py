@@ -1,4 +1,4 @@
-"""Segment a stack: probabilities from :mod:`.inference`, cells from :mod:`.postprocessing`.
+"""Segment a stack: probabilities from :mod:`.tiling`, cells from :mod:`.watershed`.
 
 :func:`segment_stack` is the one generator behind ``em-unet segment`` and the napari
 Segment widget. It yields one :class:`SliceSegmentation` per slice, holding the output the
@@ -14,7 +14,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..model.files import LoadedModel
+from ..model.info import LoadedModel
 from .tiling import predict_stack
 from .watershed import WatershedParams, instances_from_probability, membranes_from_labels
 

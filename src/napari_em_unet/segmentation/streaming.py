@@ -162,14 +162,3 @@ def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float 
         writer.abort()
         raise
     return writer.commit()
-
-
-def run(progress: Iterator[Progress], callback=None):
-    """Drive a streaming generator to the end; return its return value (e.g. the path)."""
-    while True:
-        try:
-            record = next(progress)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(record)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.files import LoadedModel
+from ..model.info import LoadedModel
 from .preprocessing import as_stack, normalize, resample_factor, scaled_shape, zoom_to
 
 DEFAULT_TILE = 1024

@@ -8,19 +8,20 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.io import autosave
+from napari_em_unet.io import autosave, paths
 from napari_em_unet.io.autosave import (
-    ENV_HOME,
     discard_autosaves,
     find_autosave,
     list_autosaves,
     save_corrections,
 )
+from napari_em_unet.io.paths import ENV_HOME
 
 
 @pytest.fixture(autouse=True)
@@ -170,8 +171,7 @@ def test_default_folder_is_the_user_data_folder(monkeypatch):
     monkeypatch.delenv(ENV_HOME)
     from platformdirs import user_data_dir
 
-    assert autosave.data_home() == autosave.Path(user_data_dir("napari-em-unet",
-                                                               appauthor=False))
+    assert paths.data_home() == Path(user_data_dir("napari-em-unet", appauthor=False))
 
 
 def test_importing_the_store_pulls_in_no_gui_and_no_tensorflow():
