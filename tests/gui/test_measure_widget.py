@@ -170,6 +170,13 @@ def test_unusable_choices_explain_themselves(qtbot, viewer_and_widget):
     measure(qtbot, widget)
     assert widget.voxel_size() is None and "enter the voxel size" in widget._message.value
     assert widget.table.column_text("volume_um3") == [""] * 4
+    negative = viewer.add_labels(np.full((5, 40, 60), -3, np.int32), name="negative")
+    widget._labels_layer.value = negative
+    measure(qtbot, widget)  # refused in one sentence, in place; no task failed
+    assert widget._message.value == ("Not measured: labels must not be negative (slice 0 "
+                                     "holds -3)")
+    assert negative.features.shape[1] == 0
+    viewer.layers.remove(negative)
     viewer.layers.remove(layer)  # the user's other layers are untouched, nothing breaks
     assert widget._labels_layer.value is None and not widget._run.enabled
     assert [lay.name for lay in viewer.layers] == ["em", "short"]
