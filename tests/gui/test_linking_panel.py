@@ -66,6 +66,9 @@ def test_a_users_layer_and_an_edited_layer_are_not_overwritten(qtbot, make_napar
     viewer = make_napari_viewer()
     own = viewer.add_labels(per_slice_columns(), name="mine")  # not made by the plugin
     panel = LinkPanel(viewer)
+    assert panel.link_now.native.isHidden()  # shown with the option, like its controls
+    panel.wanted.value = True
+    assert not panel.link_now.native.isHidden()
     viewer.layers.selection.active = own
     panel.link_now.native.click()
     wait(qtbot, panel)
@@ -92,6 +95,7 @@ def test_refusals_are_one_sentence_and_change_nothing(qtbot, make_napari_viewer,
     assert not panel.link(flat) and "not a stack of 2 or more slices" in panel.status.value
     assert not panel.link(membranes) and "holds membranes" in panel.status.value
     viewer.layers.selection.active = viewer.add_image(np.zeros((4, 8, 8)), name="img")
+    panel.wanted.value = True
     panel.link_now.native.click()
     assert panel.status.value == "Select a labels layer in the layer list first."
     assert len(viewer.layers) == 3 and not panel.running

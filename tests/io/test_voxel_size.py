@@ -25,7 +25,7 @@ def test_imagej_without_spacing_or_unit(tmp_path):
     tifffile.imwrite(tmp_path / "b.tif", STACK, imagej=True, resolution=(250, 250),
                      metadata={"unit": "um", "axes": "ZYX"})
     assert read_voxel_size_nm(tmp_path / "b.tif") == pytest.approx((None, 4.0, 4.0))
-    tifffile.imwrite(tmp_path / "c.tif", STACK)
+    tifffile.imwrite(tmp_path / "c.tif", STACK, photometric="minisblack")
     assert read_voxel_size_nm(tmp_path / "c.tif") == (None, None, None)
 
 

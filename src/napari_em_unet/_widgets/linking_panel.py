@@ -107,7 +107,9 @@ class LinkPanel(Container):
             self.wanted.value = False
         for widget in (self.wanted, self.link_now):
             widget.enabled = reason is None and not self.running
-        self.bias.visible = self.min_sections.visible = bool(self.wanted.value)
+        # Compact until asked for: the Segment widget is tall enough already.
+        for widget in (self.bias, self.min_sections, self.link_now):
+            widget.visible = bool(self.wanted.value)
         if reason:
             self.status.value = reason
 

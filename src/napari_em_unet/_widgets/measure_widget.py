@@ -19,9 +19,9 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButto
 
 from ..analysis.measure import ObjectTable, measure_objects, write_csv
 from ..errors import EmUnetError
-from .layer_meta import is_plugin_layer, pixel_size_of, plugin_meta, unwrap
+from .layer_meta import is_probability_layer, pixel_size_of, plugin_meta, unwrap
 from .object_table import ObjectTableView
-from .object_view import ObjectViewControls, show_object
+from .object_view import ObjectViewControls, default_labels_layer, show_object
 from .ordering import CallbackQueue, if_alive
 from .session import session_for
 from .worker_results import Refused
@@ -80,14 +80,16 @@ class MeasureWidget(Container):
         self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
         self._image = ComboBox(label="image (optional)", choices=self._image_choices,
                                nullable=True, tooltip="Adds the mean_intensity column.")
-        self._voxel = [FloatSpinBox(label=f"voxel {axis} (nm)", min=0.0, max=1e6, step=0.1,
-                                    tooltip="0 = unknown (volume_um3 stays empty)")
-                       for axis in "zyx"]
+        self._voxel = [FloatSpinBox(min=0.0, max=1e6, step=0.1, tooltip=(
+            f"voxel size along {axis} in nm; 0 = unknown (volume_um3 stays empty)"))
+            for axis in "ZYX"]
+        voxel_row = Container(widgets=self._voxel, layout="horizontal", labels=False,
+                              label="voxel Z, Y, X (nm)")
         self._run = PushButton(text="Measure")
         self._export = PushButton(text="Export CSV...", enabled=False)
         self._message = Label(value="")
         self.view_controls = ObjectViewControls(self._viewer)
-        super().__init__(widgets=[self._labels_layer, self._image, *self._voxel, self._run,
+        super().__init__(widgets=[self._labels_layer, self._image, voxel_row, self._run,
                                   self._message, self.view_controls, self._export])
         self.table = ObjectTableView()
         self.native.layout().addWidget(self.table)
@@ -117,18 +119,14 @@ class MeasureWidget(Container):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image)]
+                if isinstance(layer, Image) and not is_probability_layer(layer)]
 
     def reset_choices(self, *_):
         super().reset_choices()
         self._update_state()
 
     def _pick_default_layer(self) -> None:
-        """The active labels layer, else one the plugin made."""
-        layers = [layer for _, layer in self._labels_choices()]
-        active = self._viewer.layers.selection.active
-        chosen = active if active in layers else next(
-            (layer for layer in layers if is_plugin_layer(layer)), None)
+        chosen = default_labels_layer(self._viewer)
         if chosen is not None:
             self._labels_layer.value = chosen
 

@@ -10,9 +10,22 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import CheckBox, Container, PushButton
 
-from .layer_meta import unwrap
+from .layer_meta import is_plugin_layer, unwrap
 from .layers import go_to_slice
 from .ordering import if_alive
+
+
+def default_labels_layer(viewer):
+    """The labels layer a widget should start with: the active one, else the last layer the
+    plugin made, else None."""
+    from napari.layers import Labels
+
+    active = viewer.layers.selection.active
+    if isinstance(active, Labels):
+        return active
+    made = [layer for layer in viewer.layers if isinstance(layer, Labels)
+            and is_plugin_layer(layer)]
+    return made[-1] if made else None
 
 
 def toggle_3d(viewer) -> int:

@@ -23,9 +23,9 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox
 
 from ..analysis.proofread import Edit, plan_delete_small, plan_merge, plan_split
 from ..errors import EmUnetError
-from .layer_meta import is_plugin_layer, unwrap
+from .layer_meta import unwrap
 from .layers import current_slice
-from .object_view import ObjectViewControls
+from .object_view import ObjectViewControls, default_labels_layer
 from .ordering import CallbackQueue, if_alive
 from .session import session_for
 from .worker_results import Refused
@@ -59,6 +59,7 @@ class ProofreadWidget(Container):
         self.last_edit: Edit | None = None
         self._picking_layer = None
         self._mode_before = None
+        self._reason_shown: str | None = None
         self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
         self._merge = PushButton(text="Merge: click two objects")
         self._split = PushButton(text="Split at this section: click an object")
@@ -80,12 +81,9 @@ class ProofreadWidget(Container):
                       self._viewer.layers.events.moved):
             event.connect(self.reset_choices)
         self.reset_choices()
-        active = self._viewer.layers.selection.active
-        if active in [layer for _, layer in self._labels_choices()]:
-            self._labels_layer.value = active
-        elif any(is_plugin_layer(layer) for _, layer in self._labels_choices()):
-            self._labels_layer.value = next(layer for _, layer in self._labels_choices()
-                                      if is_plugin_layer(layer))
+        chosen = default_labels_layer(self._viewer)
+        if chosen is not None:
+            self._labels_layer.value = chosen
         self._on_labels_changed()
 
     # ------------------------------------------------------------------ layer
@@ -130,7 +128,10 @@ class ProofreadWidget(Container):
             button.enabled = reason is None and not busy
         self._split.enabled = self._split.enabled and self.layer.ndim == 3
         if reason:
-            self._message.value = reason
+            self._message.value = self._reason_shown = reason
+        elif self._reason_shown and self._message.value == self._reason_shown:
+            self._message.value = INSTRUCTIONS[self.mode]  # the obstacle is gone
+            self._reason_shown = None
 
     # ------------------------------------------------------------------ picking by clicks
     def start_picking(self, mode: str) -> None:
