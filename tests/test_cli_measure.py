@@ -67,6 +67,9 @@ def test_voxel_size_option_wins_and_unknown_leaves_volume_empty(tmp_path, capsys
     assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "40,4,4",
                  "-o", str(out)]) == 0
     assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 40 * 4 * 4 / 1e9)
+    assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "10",
+                 "-o", str(out)]) == 0  # one number: isotropic voxels (FIB-SEM)
+    assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 10**3 / 1e9)
 
 
 def test_zarr_labels(tmp_path):

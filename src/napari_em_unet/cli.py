@@ -57,6 +57,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    """'50,4,4' (z, y, x in nm) or '10' (isotropic)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"voxel size must look like 50,4,4 (z,y,x in nm) or 10; got {text!r}") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"voxel size must be one or three positive numbers (z,y,x in nm); got {text!r}")
+    return tuple(values)
+
+
 def _progress(total: int, desc: str, unit: str):
     from tqdm import tqdm
 
@@ -224,20 +239,6 @@ def cmd_evaluate(args) -> int:
 
 
 # ----------------------------------------------------------------------------- measure
-def _voxel_size(text: str) -> tuple[float, float, float]:
-    """Parse 'Z,Y,X' (nm) into three positive numbers."""
-    parts = [p.strip() for p in text.replace("x", ",").split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or not all(0 < v < float("inf") for v in values):
-        raise argparse.ArgumentTypeError(
-            f"the voxel size must be three positive numbers Z,Y,X in nm, e.g. 50,4,4; "
-            f"got {text!r}")
-    return values
-
-
 def cmd_measure(args) -> int:
     from .analysis.measure import measure_objects, write_csv
     from .generators import drain
@@ -358,8 +359,9 @@ def _add_measure_parser(sub) -> None:
     p.add_argument("--image", default=None,
                    help="image of the same shape, for the mean_intensity column")
     p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
-                   help="voxel size in nm, e.g. 50,4,4 (default: as recorded in the labels "
-                        "or image file; without it volume_um3 is left empty)")
+                   help="voxel size in nm, e.g. 50,4,4, or 10 for isotropic voxels (default: "
+                        "as recorded in the labels or image file; without it volume_um3 is "
+                        "left empty)")
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
     p.set_defaults(func=cmd_measure)
 

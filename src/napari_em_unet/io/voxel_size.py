@@ -1,92 +1,98 @@
-"""The voxel size a file records: XY pixel size (see :mod:`.tiff`) and the section spacing Z.
+"""The section spacing (z voxel size) recorded in a TIFF or zarr, which linking needs.
 
-Z comes from the ImageJ ``spacing`` entry (in the file's ``unit``, the one its XY resolution
-uses), OME-XML ``PhysicalSizeZ``, an OME-Zarr scale on the ``z`` axis with a unit, or a
-``voxel_size_nm`` attribute of a zarr array or group. A value the file does not state is
-None: serial sections are often 10 times thicker than a pixel, so Z is never guessed
-from XY.
+The XY pixel size is read by :func:`~napari_em_unet.io.volumes.open_volume`; how far apart
+the sections are is read here, from where microscopy files keep it: ImageJ's ``spacing``
+(in the file's ``unit``), OME-XML ``PhysicalSizeZ``, the z scale of an OME-Zarr image, or
+a ``voxel_size_nm`` attribute ([z, y, x]) on a zarr array or group. Never fails: a file
+without it (or with nonsense in it) gives None.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-from .tiff import _UNIT_TO_NM
-from .volumes import _OME_UNIT_TO_NM, _is_zarr, open_volume
+_UNIT_TO_NM = {
+    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3,
+    "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3, "micrometre": 1e3,
+    "mm": 1e6, "millimeter": 1e6, "angstrom": 0.1,
+}
 
 
-def read_voxel_size_nm(path: str | os.PathLike) -> tuple[float | None, float | None,
-                                                          float | None]:
-    """``(Z, Y, X)`` in nm as the file at ``path`` records them (None where it does not).
-
-    Never raises because of metadata: an unreadable file raises
-    :class:`~napari_em_unet.errors.InputError` as :func:`.volumes.open_volume` does.
-    """
+def section_spacing_nm(source) -> float | None:
+    """Distance between sections in nm recorded with ``source`` (a path or a Volume)."""
+    path = getattr(source, "path", source)
+    if path is None:
+        return None
     path = Path(path)
-    volume = open_volume(path)
-    xy = volume.pixel_size_nm
     try:
-        z = _zarr_z_spacing(path) if _is_zarr(path) else _tiff_z_spacing(path)
-    except Exception:  # metadata is a bonus: a file we can read is never refused for it
-        z = None
-    return (z if _plausible(z) else None, xy, xy)
+        if path.suffix.lower() == ".zarr" or path.is_dir():
+            value = _zarr_spacing(path)
+        else:
+            value = _tiff_spacing(path)
+    except Exception:  # metadata is a bonus: never fail a run because of it
+        return None
+    return value if value is not None and 0.01 < value < 1e6 else None
 
 
-def _plausible(value) -> bool:
-    return value is not None and 0.01 < value < 1e7
-
-
-def _tiff_z_spacing(path: Path) -> float | None:
+def _tiff_spacing(path: Path) -> float | None:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if tif.is_ome and tif.ome_metadata:
-            spacing = _ome_xml_z(tif.ome_metadata)
-            if spacing:
-                return spacing
-        if tif.is_imagej and tif.imagej_metadata:
-            meta = tif.imagej_metadata
-            spacing, unit = meta.get("spacing"), str(meta.get("unit", "")).strip().lower()
-            if spacing is not None and unit in _UNIT_TO_NM:
-                return float(spacing) * _UNIT_TO_NM[unit]
+            match = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata)
+            if match:
+                unit = re.search(r'PhysicalSizeZUnit="([^"]+)"', tif.ome_metadata)
+                scale = _UNIT_TO_NM.get(unit.group(1).lower() if unit else "\u00b5m")
+                return float(match.group(1)) * scale if scale else None
+        meta = tif.imagej_metadata if tif.is_imagej else None
+        if meta and "spacing" in meta:
+            unit = str(meta.get("unit", "")).strip().lower()
+            scale = _UNIT_TO_NM.get(unit)
+            return float(meta["spacing"]) * scale if scale else None
     return None
 
 
-def _ome_xml_z(xml: str) -> float | None:
-    match = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', xml)
-    if not match:
-        return None
-    unit_match = re.search(r'PhysicalSizeZUnit="([^"]+)"', xml)
-    unit = unit_match.group(1).lower() if unit_match else "µm"  # the OME default
-    return float(match.group(1)) * _UNIT_TO_NM.get(unit, 1e3)
-
-
-def _zarr_z_spacing(path: Path) -> float | None:
+def _zarr_spacing(path: Path) -> float | None:
     import zarr
 
-    node = zarr.open(str(path.absolute()), mode="r")
+    node = zarr.open(str(path), mode="r")
+    nodes = [node]
+    if isinstance(node, zarr.Group):
+        nodes += [node[k] for k in sorted(node.array_keys())[:1]]
+    for item in nodes:
+        attrs = dict(item.attrs)
+        if isinstance(attrs.get("voxel_size_nm"), (list, tuple)) and attrs["voxel_size_nm"]:
+            return float(attrs["voxel_size_nm"][0])
     attrs = dict(node.attrs)
-    if "voxel_size_nm" in attrs:
-        return float(attrs["voxel_size_nm"][0])
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if not multiscales:
         return None
     multiscale = multiscales[0]
     axes = multiscale.get("axes") or []
-    names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes]
-    if "z" not in names or not isinstance(axes[names.index("z")], dict):
+    names = [a.get("name") if isinstance(a, dict) else str(a) for a in axes]
+    if "z" not in names:
         return None
-    z = names.index("z")
-    unit = axes[z].get("unit")
-    if unit is None or str(unit).lower() not in _OME_UNIT_TO_NM:
-        return None
+    index = names.index("z")
     scale = 1.0
-    dataset = multiscale["datasets"][0]
-    for transforms in (dataset.get("coordinateTransformations", []),
+    for transforms in (multiscale["datasets"][0].get("coordinateTransformations", []),
                        multiscale.get("coordinateTransformations", [])):
-        for transform in transforms:
-            if transform.get("type") == "scale":
-                scale *= float(transform["scale"][z])
-    return scale * _OME_UNIT_TO_NM[str(unit).lower()]
+        for t in transforms:
+            if t.get("type") == "scale":
+                scale *= float(t["scale"][index])
+    unit = axes[index].get("unit") if isinstance(axes[index], dict) else None
+    factor = _UNIT_TO_NM.get(str(unit).lower()) if unit else None
+    return scale * factor if factor else None
+
+
+def read_voxel_size_nm(path) -> tuple[float | None, float | None, float | None]:
+    """``(Z, Y, X)`` in nm as the file at ``path`` records them (None where it does not):
+    Z from :func:`section_spacing_nm`, XY as :func:`~napari_em_unet.io.volumes.open_volume`
+    reads it. Z is never guessed from XY (sections are often ten times thicker than a
+    pixel). An unreadable file raises :class:`~napari_em_unet.errors.InputError` as
+    ``open_volume`` does; missing metadata never does.
+    """
+    from .volumes import open_volume
+
+    xy = open_volume(path).pixel_size_nm
+    return (section_spacing_nm(path), xy, xy)
