@@ -1,4 +1,5 @@
-"""Z spacing and XY pixel size as TIFF (ImageJ, OME) and zarr / OME-Zarr files record them."""
+"""read_voxel_size_nm: Z spacing and XY pixel size as TIFF (ImageJ, OME) and zarr / OME-Zarr
+files record them."""
 
 from __future__ import annotations
 
