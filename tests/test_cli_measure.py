@@ -65,10 +65,10 @@ def test_voxel_size_option_wins_and_unknown_leaves_volume_empty(tmp_path, capsys
     assert "mean_intensity" not in rows[0] and rows[0]["volume_um3"] == ""
     assert "give --voxel-size" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "40,4,4",
-                 "-o", str(out)]) == 0
+                 "-o", str(out), "--overwrite"]) == 0
     assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 40 * 4 * 4 / 1e9)
     assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "10",
-                 "-o", str(out)]) == 0  # one number: isotropic voxels (FIB-SEM)
+                 "-o", str(out), "--overwrite"]) == 0  # one number: isotropic voxels
     assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 10**3 / 1e9)
 
 
@@ -112,3 +112,18 @@ def test_bad_input_is_one_error_line_and_no_output(tmp_path):
     result = run_cli("measure", tmp_path / "labels.tif", "-o", tmp_path / "taken" / "t.csv")
     assert result.returncode == 2 and result.stderr.startswith("error: cannot write"), \
         result.stderr
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("labels.tif", "the table must end in .csv"),
+    ("table.csv", "already exists; add --overwrite"),
+])
+def test_an_input_or_an_existing_table_is_never_replaced(tmp_path, output, message, capsys):
+    labels, _ = objects()
+    write(tmp_path / "labels.tif", labels)
+    (tmp_path / "table.csv").write_text("mine\n")
+    before = (tmp_path / "labels.tif").read_bytes()
+    assert main(["measure", str(tmp_path / "labels.tif"), "-o", str(tmp_path / output)]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "labels.tif").read_bytes() == before
+    assert (tmp_path / "table.csv").read_text() == "mine\n"

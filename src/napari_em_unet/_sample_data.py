@@ -38,6 +38,10 @@ ENV_URL = "NAPARI_EM_UNET_ISBI_URL"
 ENV_SHA256 = "NAPARI_EM_UNET_ISBI_SHA256"
 
 
+SECTION_NM = 50.0
+"""Section thickness of ISBI 2012, which the synthetic sample imitates."""
+
+
 def make_synthetic_sample() -> list[tuple]:
     """The packaged synthetic ssTEM stack (8 x 512 x 512, 4 nm) and its ground truth.
 
@@ -47,7 +51,6 @@ def make_synthetic_sample() -> list[tuple]:
         An image layer and a (hidden) labels layer, 0 = membrane, cells numbered.
     """
     from .io.tiff import read_tiff
-    from .io.voxel_size import read_voxel_size_nm
     from .learning.synthetic import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_PIXEL_SIZE_NM
 
     folder = resources.files("napari_em_unet.sample_data")
@@ -55,14 +58,12 @@ def make_synthetic_sample() -> list[tuple]:
             resources.as_file(folder / SAMPLE_LABELS) as labels_path:
         image = np.asarray(read_tiff(image_path, memmap=False).data)
         labels = np.asarray(read_tiff(labels_path, memmap=False).data)
-        voxel_size = read_voxel_size_nm(image_path)  # the sections' spacing is in the file
     meta = {"pixel_size_nm": SAMPLE_PIXEL_SIZE_NM, "source_path": "synthetic sample"}
-    if all(voxel_size):
-        meta["voxel_size_nm"] = voxel_size
+    size = _physical_scale(SAMPLE_PIXEL_SIZE_NM)
     return [
-        (image, {"name": "synthetic ssTEM", "metadata": dict(meta)}, "image"),
+        (image, {"name": "synthetic ssTEM", "metadata": dict(meta), **size}, "image"),
         (labels, {"name": "synthetic ssTEM ground truth", "metadata": dict(meta),
-                  "visible": False}, "labels"),
+                  "visible": False, **size}, "labels"),
     ]
 
 
@@ -84,11 +85,17 @@ def make_isbi_sample() -> list[tuple]:
     path = fetch_isbi()
     raw, membranes = _read_isbi(path)
     meta = {"pixel_size_nm": ISBI_PIXEL_SIZE_NM, "source_path": str(path)}
+    size = _physical_scale(ISBI_PIXEL_SIZE_NM)
     return [
-        (raw, {"name": "ISBI 2012", "metadata": dict(meta)}, "image"),
+        (raw, {"name": "ISBI 2012", "metadata": dict(meta), **size}, "image"),
         (membranes, {"name": "ISBI 2012 labels", "metadata": dict(meta),
-                     "visible": False}, "labels"),
+                     "visible": False, **size}, "labels"),
     ]
+
+
+def _physical_scale(pixel_size_nm: float) -> dict:
+    """Sizes in nm for napari's scale bar: serial sections are 50 nm thick (ISBI 2012)."""
+    return {"scale": (SECTION_NM, pixel_size_nm, pixel_size_nm), "units": "nm"}
 
 
 def fetch_isbi() -> Path:

@@ -21,7 +21,6 @@ from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.session import session_for
 
 TIMEOUT_MS = 300_000
-SECTION_OVER_PIXEL = 50.0 / 4.0  # the sample's voxel size: 50 nm sections, 4 nm pixels
 
 
 @pytest.fixture
@@ -81,9 +80,10 @@ def test_linked_volume_in_3d_with_the_measure_table(qtbot, make_napari_viewer, e
     measure.select_object(biggest)
     assert labels.selected_label == biggest
 
-    # 3D, sections at their true thickness, the image and probability out of the way.
+    # 3D (the layers are in nm, so sections show at their 50 nm thickness), the image and
+    # the probability map out of the way.
+    assert tuple(labels.scale) == (50.0, 4.0, 4.0)
     for layer in viewer.layers:
-        layer.scale = (SECTION_OVER_PIXEL, 1, 1)
         layer.visible = layer is labels
     measure.view_controls.view_3d.native.click()
     assert viewer.dims.ndisplay == 3

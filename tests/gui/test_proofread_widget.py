@@ -74,8 +74,10 @@ def test_merge_by_clicking_two_objects_then_undo(qtbot, setup):
     assert session_for(viewer).corrected(layer) == {0, 1, 2, 3, 4}  # every section of 5
     widget._undo.native.click()  # napari's own undo history
     np.testing.assert_array_equal(layer.data, before)
+    assert session_for(viewer).corrected(layer) == set()  # undone: no longer a correction
     layer.redo()
     np.testing.assert_array_equal(layer.data, expected)
+    assert session_for(viewer).corrected(layer) == {0, 1, 2, 3, 4}
 
 
 def test_split_at_the_section_on_screen_then_undo(qtbot, setup):

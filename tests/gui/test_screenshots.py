@@ -59,7 +59,7 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
     labels = segment.runner.labels_layer
     viewer.layers.selection = {labels}
-    viewer.dims.set_point(0, 2)
+    viewer.dims.set_current_step(0, 2)
     # A correction: draw a missed membrane with the eraser (label 0), as a user would.
     labels.brush_size = 3
     for y in range(150, 330, 2):

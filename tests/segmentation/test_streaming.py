@@ -219,8 +219,9 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_zarr(tiny_model_path, sta
     target = tmp_path / "results.zarr"
     target.mkdir()
     (target / "keep.txt").write_text("x")
-    assert main(["segment", str(stack_tif), "-o", str(target),
-                 "--model", str(tiny_model_path)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "not a zarr" in err[0]
-    assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []
+    for extra, reason in (([], "--overwrite"), (["--overwrite"], "not a zarr")):
+        assert main(["segment", str(stack_tif), "-o", str(target),
+                     "--model", str(tiny_model_path), *extra]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and reason in err[0]
+        assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []

@@ -23,6 +23,7 @@ from .layer_meta import is_probability_layer, pixel_size_of, plugin_meta, unwrap
 from .object_table import ObjectTableView
 from .object_view import ObjectViewControls, default_labels_layer, show_object
 from .ordering import CallbackQueue, if_alive
+from .scrolling import ScrollingDock
 from .session import session_for
 from .worker_results import Refused
 
@@ -34,22 +35,32 @@ REFRESH_DELAY_MS = 800
 
 
 def voxel_size_of(layer, viewer=None) -> tuple[float | None, float | None, float | None]:
-    """``(Z, Y, X)`` in nm from a layer's metadata (the reader records what the file says).
+    """``(Z, Y, X)`` in nm: a layer's scale when it is in nm (the reader and the samples set
+    it from the file), else its recorded ``voxel_size_nm``, else its pixel size for Y and X.
 
-    A segmentation made by the plugin carries only the pixel size; with ``viewer``, the
-    image it was made from (named in its metadata) supplies the rest.
+    A segmentation made by the plugin takes its image's scale but not its units; with
+    ``viewer``, the image it was made from (named in its metadata) supplies them.
     """
     meta = getattr(layer, "metadata", None) or {}
-    recorded = _three_sizes(meta.get("voxel_size_nm"))
-    if recorded is None and viewer is not None:
-        source = plugin_meta(layer).image
-        image = next((other for other in viewer.layers if other.name == source
-                      and other is not layer), None) if source else None
-        recorded = _three_sizes((getattr(image, "metadata", None) or {}).get("voxel_size_nm"))
-    if recorded is not None:
-        return recorded
+    found = _scale_in_nm(layer) or _three_sizes(meta.get("voxel_size_nm"))
+    if found is None and viewer is not None and plugin_meta(layer).image:
+        image = next((other for other in viewer.layers if other is not layer
+                      and other.name == plugin_meta(layer).image), None)
+        found = _scale_in_nm(image) if image is not None else None
+    if found is not None:
+        return found
     xy = pixel_size_of(layer)
     return (None, xy, xy)
+
+
+def _scale_in_nm(layer) -> tuple[float | None, ...] | None:
+    """The layer's (Z, Y, X) scale when its units are nanometres (Z None for 2D)."""
+    units = tuple(str(unit) for unit in (getattr(layer, "units", None) or ()))
+    ndim = 3 if layer.ndim >= 3 else 2
+    if len(units) < ndim or any(unit not in ("nanometer", "nm") for unit in units[-ndim:]):
+        return None
+    scale = [float(v) for v in layer.scale[-ndim:]]
+    return tuple(scale) if ndim == 3 else (None, *scale)
 
 
 def _three_sizes(value) -> tuple[float | None, ...] | None:
@@ -61,7 +72,7 @@ def _three_sizes(value) -> tuple[float | None, ...] | None:
         return None
 
 
-class MeasureWidget(Container):
+class MeasureWidget(ScrollingDock, Container):
     """Measure the objects of a labels layer.
 
     Parameters
@@ -90,9 +101,10 @@ class MeasureWidget(Container):
         self._message = Label(value="")
         self.view_controls = ObjectViewControls(self._viewer)
         super().__init__(widgets=[self._labels_layer, self._image, voxel_row, self._run,
-                                  self._message, self.view_controls, self._export])
+                                  self._message, self.view_controls, self._export],
+                         scrollable=True)  # a dock that scrolls on a small screen
         self.table = ObjectTableView()
-        self.native.layout().addWidget(self.table)
+        self.form.layout().addWidget(self.table)
         self._message.native.setWordWrap(True)
         self._refresh = _single_shot(REFRESH_DELAY_MS, self._refresh_after_edit)
 

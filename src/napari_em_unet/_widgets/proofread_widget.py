@@ -27,6 +27,7 @@ from .layer_meta import unwrap
 from .layers import current_slice
 from .object_view import ObjectViewControls, default_labels_layer
 from .ordering import CallbackQueue, if_alive
+from .scrolling import ScrollingDock
 from .session import session_for
 from .worker_results import Refused
 
@@ -42,7 +43,7 @@ INSTRUCTIONS = {
 }
 
 
-class ProofreadWidget(Container):
+class ProofreadWidget(ScrollingDock, Container):
     """Merge, split and delete objects of a labels layer, undoably.
 
     Parameters
@@ -70,7 +71,7 @@ class ProofreadWidget(Container):
         self._message = Label(value=INSTRUCTIONS[IDLE])
         super().__init__(widgets=[self._labels_layer, self._merge, self._split, self._min_voxels,
                                   self._delete, self._undo, self.view_controls,
-                                  self._message])
+                                  self._message], scrollable=True)
         self._message.native.setWordWrap(True)
         self._labels_layer.changed.connect(self._on_labels_changed)
         self._merge.changed.connect(lambda *_: self.start_picking(MERGE))

@@ -28,6 +28,7 @@ from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, pl
 from .layers import current_slice, depth_of, spatial_shape
 from .linking_panel import LinkPanel
 from .ordering import if_alive
+from .scrolling import ScrollingDock
 from .segment_runner import SegmentRunner
 from .session import session_for
 from .suggestions import SuggestionsWidget
@@ -40,7 +41,7 @@ OUTPUTS = ("instances", "membranes")
 NEW_LAYER = "new layer"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ScrollingDock, Container):
     """Segment an image layer with a U-Net, in the background.
 
     Parameters
@@ -55,7 +56,10 @@ class SegmentWidget(Container):
 
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
-        self._model_file = FileEdit(label="add model file", mode="r", filter="*.keras")
+        self._model_file = FileEdit(label="add model file", mode="r",
+                                    filter="Model files (*.keras *.zip rdf.yaml)",
+                                    tooltip="A .keras model, or a bioimage.io package (.zip, "
+                                            "or the rdf.yaml of an unpacked one).")
         self._scope = ComboBox(label="slices", choices=SCOPES, value="all slices")
         self._first = SpinBox(label="from slice", min=0, max=0)
         self._last = SpinBox(label="to slice", min=0, max=0)
@@ -76,7 +80,7 @@ class SegmentWidget(Container):
             self._image, self._model, self._model_file, self._scope, self._first,
             self._last, self._pixel_size, self._output, self._probability, self._target,
             self.linking, self._run, self._message, self.suggestions,
-        ])
+        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
         self._message.native.setWordWrap(True)
 
         self._image.changed.connect(self._on_image_changed)

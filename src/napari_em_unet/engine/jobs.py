@@ -63,7 +63,8 @@ def segment_job(request: SegmentRequest, stop: threading.Event | None = None) ->
             score = uncertainty(item.probability)
             scores[index] = score
             yield SliceDone(index, item.done, item.total, item.result,
-                            item.probability if request.probability else None, score)
+                            item.probability if request.probability else None, score,
+                            item.no_signal)
             if stop is not None and stop.is_set() and item.done < item.total:
                 stopped = True
                 break

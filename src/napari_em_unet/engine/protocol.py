@@ -76,6 +76,8 @@ class SliceDone:
     probability: np.ndarray | None
     uncertainty: float
     """Mean binary entropy of the membrane probability (bits): high = the model hesitates."""
+    no_signal: bool = False
+    """The slice showed nothing (black, constant, no finite pixel) and got no cells."""
 
 
 @dataclass(frozen=True)

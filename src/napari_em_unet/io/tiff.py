@@ -100,6 +100,22 @@ def pixel_size_nm(tif) -> float | None:
         return None
 
 
+def section_spacing_nm(tif) -> float | None:
+    """The distance between slices (Z) of an open ``tifffile.TiffFile`` in nm, when the file
+    records it (ImageJ's ``spacing``, in its ``unit``), else None."""
+    try:
+        meta = tif.imagej_metadata if tif.is_imagej else None
+        if not meta or "spacing" not in meta:
+            return None
+        unit = str(meta.get("unit", "")).strip().lower() or "um"
+        if unit not in _UNIT_TO_NM:
+            return None
+        spacing = float(meta["spacing"]) * _UNIT_TO_NM[unit]
+        return spacing if 0.01 < spacing < 1e7 else None
+    except Exception:  # metadata is a bonus: never fail a read because of it
+        return None
+
+
 def _ome_pixel_size(xml: str) -> float | None:
     import re
 

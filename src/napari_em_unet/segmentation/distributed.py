@@ -126,7 +126,7 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
                               pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
         index = item.index if volume_indices is None else volume_indices[item.index]
         if target is None:
-            results.append((index, item.result))
+            results.append((index, item.result, item.no_signal))
         else:
             if not os.path.exists(os.path.join(zarr_array, ".zarray")):
                 # The run failed elsewhere and the client removed the store: writing
@@ -136,7 +136,7 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
                 target[...] = item.result
             else:
                 target[index] = item.result
-            results.append((index, None))
+            results.append((index, None, item.no_signal))
     return results
 
 
@@ -330,11 +330,11 @@ def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total
                 new = submit()
                 futures.add(new)
                 running.add(new)
-            for index, plane in results:
+            for index, plane, no_signal in results:
                 if plane is not None:
                     writer.write(index, plane)
                 done += 1
-                yield clock.tick(index, done)
+                yield clock.tick(index, done, no_signal)
             del results
     finally:
         if futures:

@@ -62,6 +62,29 @@ def normalize(
     return out
 
 
+def has_signal(image: np.ndarray) -> bool:
+    """Whether a slice shows anything at all.
+
+    A missing section in a real stack is black, constant (a placeholder), or has no finite
+    pixel; the network would invent cells there (one slice-sized cell, typically). Constant
+    means that 99 % of the pixels share one value; for 8-bit data, a dark and flat slice
+    (99 % of pixels within 5 grey levels and below 13: a black section scanned with some
+    noise) counts too. Deeper types are not judged by their range: 10- or 12-bit cameras
+    store real images in a small part of 16 bits.
+    """
+    image = np.asarray(image)
+    values = image[np.isfinite(image)] if image.dtype.kind == "f" else image.ravel()
+    if values.size == 0:
+        return False
+    sample = values[:: max(1, values.size // 1_000_000)]
+    low, high = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
+    if not high > low:
+        return False
+    if image.dtype == np.uint8:
+        return not (high - low < 5 and high < 13)
+    return True
+
+
 def resample_factor(pixel_size_nm: float | None, model_pixel_size_nm: float | None) -> float:
     """How much to zoom the data so that its pixels match the model's (1.0 when unknown)."""
     if not pixel_size_nm or not model_pixel_size_nm:
