@@ -16,7 +16,6 @@ import pytest
 from napari_em_unet.errors import InputError
 from napari_em_unet.io import autosave, paths
 from napari_em_unet.io.autosave import (
-    discard_autosaves,
     find_autosave,
     list_autosaves,
     save_corrections,
@@ -143,13 +142,6 @@ def test_kill_9_during_saves_never_leaves_a_torn_autosave(image, home):
         with np.load(file) as data:
             assert data["labels"].shape == (8, 256, 256)
     assert len(list_autosaves(image)) == len(files)
-
-
-def test_discard(image):
-    save_corrections(_labels(), image, [0])
-    save_corrections(_labels(), image, [1])
-    assert discard_autosaves(image) == 2
-    assert find_autosave(image) is None and discard_autosaves(image) == 0
 
 
 @pytest.mark.parametrize(

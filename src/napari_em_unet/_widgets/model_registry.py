@@ -63,7 +63,7 @@ class ModelRegistry:
     Parameters
     ----------
     folder : Path, optional
-        The user's model folder (default :func:`user_model_dir`).
+        The user's model folder (default :func:`napari_em_unet.io.paths.models_dir`).
     bundled : Path or None, optional
         The bundled model file (default: the package's); ignored when it does not exist.
     """

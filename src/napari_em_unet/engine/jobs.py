@@ -34,8 +34,9 @@ def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
     """Import TensorFlow (so that the next job starts at once); return its version."""
     from ..model.backend import tensorflow_module
 
-    return tensorflow_module().__version__
-    yield  # a generator like the other jobs
+    version = tensorflow_module().__version__
+    yield from ()  # a generator like the other jobs, with nothing to report
+    return version
 
 
 def segment_job(request: SegmentRequest, stop: threading.Event | None = None) -> Generator[

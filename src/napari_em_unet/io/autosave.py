@@ -16,7 +16,6 @@ accidental erase that got autosaved can still be undone from the one before.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -170,22 +169,6 @@ def list_autosaves(image_path: str | os.PathLike) -> list[Autosave]:
         except Exception:  # a damaged autosave must not hide the older, good ones
             continue
     return found
-
-
-def discard_autosaves(image_path: str | os.PathLike) -> int:
-    """Delete every autosave of ``image_path`` (e.g. after the user saved the labels)."""
-    folder = autosave_folder(image_path)
-    if not folder.is_dir():
-        return 0
-    count = 0
-    for file in folder.glob("labels-*.npz"):
-        file.unlink(missing_ok=True)
-        count += 1
-    for part in folder.glob(".labels-*.part"):
-        part.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # another writer just added a file: keep it
-        folder.rmdir()
-    return count
 
 
 def _identity(image_path) -> str:

@@ -32,11 +32,6 @@ def as_stack(image: np.ndarray) -> tuple[np.ndarray, bool]:
     )
 
 
-def check_slice_size(shape: tuple[int, ...]) -> None:
-    if min(shape[-2:]) < 1:
-        raise InputError(f"the image is empty (shape {tuple(shape)})")
-
-
 def normalize(
     image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
 ) -> np.ndarray:
