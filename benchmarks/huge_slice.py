@@ -175,7 +175,7 @@ def main() -> None:
             out = folder / f"out{size}-{path}.tif"
             limit = "0" if path == "bands" else "1000000"
             cmd = [*em_unet, "segment", str(source), "-o", str(out), "--bands-above", limit,
-                   *extra]
+                   "--overwrite", *extra]
             rss, seconds, last = run(cmd)
             outputs[path] = out
             rows.append([f"{size} x {size}", path, f"{rss:.0f}", f"{seconds:.0f}"])

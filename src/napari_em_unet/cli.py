@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .errors import EmUnetError, InputError
+from .interrupt import EXIT_INTERRUPTED, Interrupt
+from .outputs import check_output
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def _slices(text: str | None) -> list[int] | None:
@@ -67,6 +66,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    """'50,4,4' (z, y, x in nm) or '10' (isotropic)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"voxel size must look like 50,4,4 (z,y,x in nm) or 10; got {text!r}") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"voxel size must be one or three positive numbers (z,y,x in nm); got {text!r}")
+    return tuple(values)
+
+
 def _progress(total: int, desc: str, unit: str):
     from tqdm import tqdm
 
@@ -83,6 +97,7 @@ def cmd_segment(args) -> int:
     from .segmentation.pipeline import Output
     from .segmentation.streaming import output_shape, segment_to
 
+    check_output(args.output, [args.input, args.model], overwrite=args.overwrite)
     # Lazy input and streaming output: memory depends on one slice, not on the stack, and
     # for slices over --bands-above megapixels on a band of rows, not on the slice.
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
@@ -100,11 +115,13 @@ def cmd_segment(args) -> int:
     else:
         from .model.files import load_model
 
-        progress = segment_to(load_model(args.model), volume, args.output, output=output,
-                              bands=bands, **predict)
+        model = load_model(args.model)
+        progress = segment_to(model, volume, args.output, output=output, bands=bands,
+                              **predict)
     where = f"on {args.scheduler}" if args.scheduler else (
         f"on {args.workers} local workers" if args.workers else "locally")
-    last = None
+    last, silent = None, []
+    args.interrupt.working()
     with _progress(volume.shape[0], "segment", "slice") as bar:
         for record in progress:
             if isinstance(record, BandProgress):
@@ -115,12 +132,24 @@ def cmd_segment(args) -> int:
                 bar.n = round((last.done if last else 0) + record.fraction, 3)
             else:
                 bar.n, last = record.done, record
+                if record.no_signal:
+                    silent.append(record.index)
             bar.refresh()
+            args.interrupt.check()
+    _warn_no_signal(silent)
     rate = "" if last is None else (
         f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
     print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where}{rate}; "
           f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
+
+
+def _warn_no_signal(slices: list[int]) -> None:
+    if slices:
+        from .slices import format_slices
+
+        print(f"warning: slice(s) {format_slices(slices)} have no signal (black, constant or "
+              "without a finite pixel): no cells there", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- training
@@ -165,31 +194,36 @@ def _train_config(args, defaults):
     )
 
 
-def _train_common(args, base, defaults) -> int:
+def _train_common(args, defaults, base_path=None, finetune: bool = False) -> int:
     from .generators import drain
     from .io.tiff import read_tiff
     from .learning.training import train
-    from .model.files import save_model
+    from .model.files import bundled_model_path, load_model, save_model
 
+    if finetune and base_path is None:
+        base_path = bundled_model_path()
+    output = check_output(args.output, [args.image, args.labels, base_path],
+                          overwrite=args.overwrite, suffixes=(".keras",),
+                          what="the model file")
     image = read_tiff(args.image)
     labels = read_tiff(args.labels)
-    output = Path(args.output)
-    if output.suffix != ".keras":
-        raise InputError(f"the model file name must end in .keras: {output}")
-    stop = threading.Event()
-    previous = _install_stop_handler(stop)
+    base = load_model(base_path) if finetune else _load_tensorflow()
     report = _TrainingReport()
+    args.interrupt.working()
+    args.interrupt.graceful = True
     try:
         result = drain(train(
             np.asarray(image.data), np.asarray(labels.data),
             base=base, slices=args.slices, validation_slices=args.validation_slices,
             pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
             config=_train_config(args, defaults), name=output.stem,
-            source=str(Path(args.image).name), stop=stop,
+            source=str(Path(args.image).name), stop=args.interrupt.requested,
         ), report)
     finally:
         report.close()
-        signal.signal(signal.SIGINT, previous)
+    args.interrupt.graceful = False
+    if result.stopped and not any(h.get("loss") is not None for h in result.history):
+        raise KeyboardInterrupt  # stopped before a single training step: nothing to save
     save_model(result.model.keras_model, result.model.info, output)
     how = "stopped early; " if result.stopped else ""
     score = "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
@@ -198,17 +232,11 @@ def _train_common(args, base, defaults) -> int:
     return 0
 
 
-def _install_stop_handler(stop: threading.Event):
-    """First Ctrl-C: finish the step and save the best weights. Second: abort, write nothing."""
+def _load_tensorflow() -> None:
+    """Import TensorFlow while Ctrl-C still ends the command at once (it takes seconds)."""
+    from .model.backend import keras_module
 
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after this step and keeping the best weights so far "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
-
-    return signal.signal(signal.SIGINT, handler)
+    keras_module()
 
 
 def cmd_train(args) -> int:
@@ -216,14 +244,13 @@ def cmd_train(args) -> int:
     from .model.unet import UNetConfig
 
     args.architecture = UNetConfig(base_filters=args.base_filters, depth=args.depth)
-    return _train_common(args, None, TrainConfig.from_scratch())
+    return _train_common(args, TrainConfig.from_scratch())
 
 
 def cmd_finetune(args) -> int:
     from .learning.config import TrainConfig
-    from .model.files import load_model
 
-    return _train_common(args, load_model(args.model), TrainConfig())
+    return _train_common(args, TrainConfig(), base_path=args.model, finetune=True)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -233,6 +260,7 @@ def cmd_evaluate(args) -> int:
 
     prediction = np.asarray(read_tiff(args.prediction).data)
     truth = np.asarray(read_tiff(args.ground_truth).data)
+    _check_order(prediction, truth)
     scores = score_stack(prediction, truth)
     if args.json:
         print(json.dumps(scores.to_dict()))
@@ -244,6 +272,58 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- measure
+def cmd_measure(args) -> int:
+    from .analysis.measure import measure_objects, write_csv
+    from .generators import drain
+    from .io.volumes import open_volume
+
+    check_output(args.output, [args.labels, args.image], overwrite=args.overwrite,
+                 suffixes=(".csv",), what="the table")
+    labels = open_volume(args.labels)
+    image = open_volume(args.image) if args.image else None
+    voxel_size, where = args.voxel_size, "--voxel-size"
+    if voxel_size is None:
+        voxel_size, where = _recorded_voxel_size(args.labels, args.image)
+    with _progress(labels.shape[0], "measure", "slice") as bar:
+        table = drain(measure_objects(labels, image, voxel_size_nm=voxel_size),
+                      lambda _record: bar.update(1))
+    try:
+        write_csv(table, args.output)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output} ({exc.strerror or exc})") from None
+    size = "volume_um3 left empty: the voxel size is not recorded in the file; give " \
+        "--voxel-size Z,Y,X (nm)" if voxel_size is None else \
+        f"voxel size {' x '.join(f'{v:g}' for v in voxel_size)} nm from {where}"
+    print(f"wrote {args.output} ({len(table)} objects; {size})", file=sys.stderr)
+    return 0
+
+
+def _recorded_voxel_size(*paths) -> tuple[tuple[float, float, float] | None, str]:
+    """The first complete (Z, Y, X) recorded in one of ``paths`` (labels first)."""
+    from .io.voxel_size import read_voxel_size_nm
+
+    for path in paths:
+        if path is None:
+            continue
+        size = read_voxel_size_nm(path)
+        if all(v is not None for v in size):
+            return size, Path(path).name
+    return None, ""
+def _check_order(prediction: np.ndarray, truth: np.ndarray) -> None:
+    """Catch ``evaluate TRUTH PREDICTION``: plausible numbers for the wrong question."""
+    order = "the order is: em-unet evaluate PREDICTION GROUND_TRUTH"
+    if truth.dtype.kind == "f" and not np.array_equal(truth, np.round(truth)):
+        raise InputError("the ground truth has fractional values, like a probability map; "
+                         f"did you swap the two files? ({order})")
+    first = (slice(None),) if prediction.ndim == 2 else (0,)
+    kinds = len(np.unique(prediction[first])), len(np.unique(truth[first]))
+    if kinds[0] <= 2 < kinds[1]:
+        print(f"warning: the prediction looks like a ground-truth mask ({kinds[0]} values) and "
+              f"the ground truth like instance labels ({kinds[1]} values); {order}",
+              file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
     from .model.export_bioimageio import export_bioimageio
@@ -251,9 +331,10 @@ def cmd_export(args) -> int:
     from .model.files import load_model
 
     suffix = {"bioimageio": ".zip", "onnx": ".onnx"}[args.format]
-    if Path(args.output).suffix.lower() != suffix:
-        raise InputError(f"--format {args.format} writes a {suffix} file; got {args.output}")
+    check_output(args.output, [args.model], overwrite=args.overwrite, suffixes=(suffix,),
+                 what=f"--format {args.format}'s output")
     model = load_model(args.model)
+    args.interrupt.working()  # temporary files from here on: Ctrl-C waits for the cleanup
     if args.format == "onnx":
         result = export_onnx(model, args.output)
         print(f"wrote {result.path} (ONNX; max |ONNX - Keras| = {result.onnx_max_abs_diff:.1e} "
@@ -287,6 +368,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
                    help="TIFF labels of the same shape: 0 = membrane, other values = cells "
                         "(ISBI 0/255 masks or napari instance labels)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.keras)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never an input)")
     p.add_argument("--slices", type=_slices, default=None,
                    help="training slices, e.g. 0,5,9 or 0-15 (default: every slice whose "
                         "labels are not all 0)")
@@ -316,10 +399,34 @@ def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
                         f"(default {d.border_weight:g})")
 
 
+def _add_measure_parser(sub) -> None:
+    p = sub.add_parser("measure", help="measure every object of a labels volume (CSV)",
+                       description="One row per object (label): voxels, volume in um^3, "
+                                   "first and last section, centroid (z, y, x in voxels) and, "
+                                   "with --image, the mean intensity. Reads one slice at a "
+                                   "time, so volumes larger than memory work.")
+    p.add_argument("labels", help="labels TIFF, zarr array or OME-Zarr (0 = background, every "
+                                  "other value one object, e.g. 3D objects from linking)")
+    p.add_argument("--image", default=None,
+                   help="image of the same shape, for the mean_intensity column")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4, or 10 for isotropic voxels (default: "
+                        "as recorded in the labels or image file; without it volume_um3 is "
+                        "left empty)")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write (.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.set_defaults(func=cmd_measure)
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line like every other failure."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .learning.config import TrainConfig
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="em-unet",
         description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
                     "corrected slices.",
@@ -338,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="output: a TIFF (BigTIFF past 4 GB), or an OME-Zarr folder when the "
                         "name ends in .zarr")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never the input)")
     p.add_argument("--model", default=None,
                    help="model file (default: the bundled ISBI 2012 model)")
     p.add_argument("--output-kind", "--output-type", dest="output_kind",
@@ -391,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+    _add_measure_parser(sub)  # its own function: this one stays within a screen
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "
@@ -403,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["bioimageio", "onnx"],
                    help="bioimageio: model package (.zip); onnx: network only (.onnx)")
     p.add_argument("-o", "--output", required=True, help="file to write (.zip or .onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     p.add_argument("--author", action="append", default=None, metavar="NAME",
                    help="author named in the package (repeat for several)")
     p.add_argument("--license", default="CC-BY-4.0",
@@ -422,8 +533,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":  # napari's window: closing it is how one stops
+        args.interrupt = Interrupt()
+        return _run(args)
+    with Interrupt() as interrupt:  # before TensorFlow: Ctrl-C works from the first second
+        args.interrupt = interrupt
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except EmUnetError as exc:

@@ -59,7 +59,7 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
     labels = segment.runner.labels_layer
     viewer.layers.selection = {labels}
-    viewer.dims.set_point(0, 2)
+    viewer.dims.set_current_step(0, 2)
     # A correction: draw a missed membrane with the eraser (label 0), as a user would.
     labels.brush_size = 3
     for y in range(150, 330, 2):
@@ -77,5 +77,5 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     _check_png(window, (1200, 800))
     for name, widget in (("segment", segment), ("finetune", finetune)):
         path = out_dir / f"{name}-widget.png"
-        assert widget.native.grab().save(str(path))
+        assert widget.form.grab().save(str(path))  # the whole form, not its scroll view
         _check_png(path, (250, 250))

@@ -92,19 +92,19 @@ def test_several_rows_of_tiles_are_really_used(tiny_model):
     assert records[-1] == (16, 16) and len(sink.chunks) >= 4
 
 
-def test_a_lost_section_has_no_probability_and_no_tiles(tiny_model):
+@pytest.mark.parametrize("image", [
+    np.full((40, 30), np.nan, dtype=np.float32),  # no finite pixel
+    np.full((40, 30), 7, dtype=np.uint16),  # constant
+    np.random.default_rng(0).integers(0, 4, (40, 30), dtype=np.uint8),  # black, some noise
+], ids=["NaN", "constant", "black"])
+def test_a_slice_without_signal_gets_no_probability_and_no_tiles(tiny_model, image):
+    """As in the whole-slice path (preprocessing.has_signal): NaN everywhere, no network."""
     sink = Rows()
-    records = list(predict_rows(tiny_model, open_volume(np.full((40, 30), np.nan,
-                                                                dtype=np.float32)), 0, sink))
-    assert records == [(0, 0)] and sink.array.shape == (40, 30) and np.isnan(sink.array).all()
-
-
-def test_a_constant_section_is_predicted_like_the_whole_slice(tiny_model):
-    volume = open_volume(np.full((70, 60), 7, dtype=np.uint16))
-    sink = Rows()
-    list(predict_rows(tiny_model, volume, 0, sink, tile_size=64, overlap=16))
-    expected = next(predict_stack(tiny_model, volume, tile_size=64, overlap=16)).probability
-    np.testing.assert_allclose(sink.array, expected, atol=1e-6)
+    volume = open_volume(image)
+    records = list(predict_rows(tiny_model, volume, 0, sink))
+    expected = next(predict_stack(tiny_model, volume))
+    assert records == [(0, 0)] and expected.no_signal
+    assert sink.array.shape == (40, 30) and np.isnan(sink.array).all()
 
 
 @pytest.mark.parametrize("kind", ["uint16", "float with NaN"])

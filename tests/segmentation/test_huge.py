@@ -126,12 +126,15 @@ def test_rows_in_rows_out_and_progress_inside_each_slice(bundled, crops):
         assert bands[-1].bands_done == bands[-1].bands == 5 and end.done == z + 1
 
 
-def test_a_lost_section_in_bands_has_no_cells(bundled):
-    image = np.full((2, 120, 90), np.nan, dtype=np.float32)
-    image[1] = 100.0
+def test_a_lost_section_in_bands_has_no_cells_and_says_so(bundled, crops):
+    image = np.full((2, *crops.shape[1:]), np.nan, dtype=np.float32)
+    image[1] = crops[1]
     target = np.ones(image.shape, np.uint32)
-    drain(segment_into(bundled, image, target, bands=FORCED))
-    assert not target[0].any()
+    records = list(segment_into(bundled, image, target, bands=FORCED))
+    assert not target[0].any() and target[1].max() > 15
+    ends = [r for r in records if isinstance(r, Progress)]
+    assert [r.no_signal for r in ends] == [True, False]
+    assert all(r.no_signal == (r.index == 0) for r in records if isinstance(r, BandProgress))
 
 
 def test_stopping_early_leaves_no_output_and_no_scratch(bundled, crops, tmp_path):

@@ -40,9 +40,10 @@ from ..engine.protocol import (
 from ..slices import format_slices, parse_slices
 from .finetune_runner import FineTuneRunner
 from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
-from .layers import depth_of, spatial_shape
+from .layers import current_slice, depth_of, spatial_shape
 from .loss_plot import LossPlot
 from .ordering import if_alive
+from .scrolling import ScrollingDock
 from .segment_runner import SegmentRunner
 from .session import session_for
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     import napari
 
 
-class FineTuneWidget(Container):
+class FineTuneWidget(ScrollingDock, Container):
     """Fine-tune a model on corrected slices of a labels layer.
 
     Parameters
@@ -75,6 +76,10 @@ class FineTuneWidget(Container):
         self._slices = LineEdit(label="training slices",
                                 tooltip="e.g. 0, 3, 5-7. Default: the slices you corrected.")
         self._use_corrected = PushButton(text="Use the corrected slices")
+        self._unmark = PushButton(
+            text="Not a correction: un-mark the slice on screen",
+            tooltip="Edits stay in the layer; the slice is no longer trained on or kept "
+                    "when re-segmenting.")
         self._validation = LineEdit(
             label="validation slices",
             tooltip="Slices held out to pick the best epoch and tune the watershed. Blank: "
@@ -95,12 +100,13 @@ class FineTuneWidget(Container):
         self._message = Label(value="")
         super().__init__(widgets=[
             self._image, self._labels_layer, self._base, self._slices, self._use_corrected,
+            self._unmark,
             self._validation, self._epochs, self._steps, self._batch, self._patch,
             self._learning_rate, self._augment, self._model_name, self._run, self._progress,
             self._status, self._resegment, self._message,
-        ])
+        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
         # The plot is a plain QWidget; it sits under the progress line.
-        self.native.layout().insertWidget(self.index(self._status) + 1, self.plot)
+        self.form.layout().insertWidget(self.index(self._status) + 1, self.plot)
         self._message.native.setWordWrap(True)
         self._status.native.setWordWrap(True)
 
@@ -108,6 +114,7 @@ class FineTuneWidget(Container):
         self._labels_layer.changed.connect(self._on_labels_changed)
         self._slices.changed.connect(self._on_slices_typed)
         self._use_corrected.changed.connect(self._on_use_corrected)
+        self._unmark.changed.connect(self._on_unmark)
         for widget in (self._base, self._validation, self._epochs, self._steps, self._batch,
                        self._patch, self._learning_rate, self._model_name):
             widget.changed.connect(self._update_state)
@@ -193,6 +200,11 @@ class FineTuneWidget(Container):
         if not self._setting_slices:
             self._slices_typed = True
         self._update_state()
+
+    def _on_unmark(self, *_) -> None:
+        labels = self._labels_layer.value
+        if labels is not None:
+            self._session.tracker(labels).forget({current_slice(self._viewer, labels)})
 
     def _on_use_corrected(self, *_) -> None:
         self._slices_typed = False

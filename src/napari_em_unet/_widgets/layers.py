@@ -74,10 +74,10 @@ def needs_zarr(source, shape: tuple[int, ...], dtype) -> bool:
 
 def new_store_path(name: str) -> Path:
     """A new ``<data folder>/segmentations/<name>-<date>-<time>.zarr`` path (not created)."""
-    from ..io.autosave import data_home
+    from ..io.paths import segmentations_dir
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:60] or "layer"
-    folder = data_home() / "segmentations"
+    folder = segmentations_dir()
     stem = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = folder / f"{stem}.zarr", 2
     while path.exists():

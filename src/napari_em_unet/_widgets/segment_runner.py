@@ -75,6 +75,7 @@ class SegmentRunner:
         self._pbar = None
         self._protect: frozenset[int] = frozenset()
         self._skipped: set[int] = set()
+        self._silent: list[int] = []
         self._written: list[int] = []
         self._summary = None
         self._write_failed: str | None = None
@@ -129,6 +130,7 @@ class SegmentRunner:
         self._status = status or (lambda text: None)
         self._protect = frozenset(protect)
         self._skipped, self._written, self._summary = set(), [], None
+        self._silent = []
         self._write_failed = None
         try:
             self._make_layers(request, image_layer, labels_layer, init_labels, model_name,
@@ -275,6 +277,8 @@ class SegmentRunner:
         if not isinstance(record, SliceDone):
             return
         self._pbar.update(1)
+        if record.no_signal:
+            self._silent.append(record.index)
         labels = self.labels_layer
         if self._write_failed:
             return  # slices already in flight when the disk gave up
@@ -340,6 +344,14 @@ class SegmentRunner:
                 text += f"; it is stored on disk in {store}"
             show_info(text + ".")
             self._status(text + ".")
+            self._warn_no_signal()
+
+    def _warn_no_signal(self) -> None:
+        from napari.utils.notifications import show_warning
+
+        if self._silent:
+            show_warning(f"Slice(s) {format_slices(self._silent)} have no signal (black, "
+                         "constant or without a finite pixel): no cells there.")
 
     def _on_aborted(self) -> None:
         # napari quit the worker (window closing, or cancelled from the activity dock): the

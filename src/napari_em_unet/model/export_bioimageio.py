@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmUnetError
+from ..io.atomic import atomic_path
 from .export_common import (
     HALO,
     INPUT_ID,
     OUTPUT_ID,
     ExportResult,
-    atomic_target,
     quiet_converters,
     reference_output,
     require,
@@ -230,51 +230,54 @@ def export_bioimageio(
     _, size = test_sizes(multiple)
     raw = sample_tile(size)
     x, y = reference_output(model, raw)
-    stem = _file_stem(model.info.name)
-    tmp = atomic_target(output)
-    diff = None
-    try:
-        with tempfile.TemporaryDirectory(prefix="em-unet-export-") as folder:
-            folder = Path(folder)
-            files = {"readme": "README.md", "cover": "cover.png",
-                     "test_input": "test_input.npy", "test_output": "test_output.npy",
-                     "sample_input": "sample_input.tif", "sample_output": "sample_output.tif"}
-            (folder / files["readme"]).write_text(_readme(model.info, formats, multiple),
-                                                  encoding="utf-8")
-            _cover(raw, y[0, :, :, 0], folder / files["cover"])
-            np.save(folder / files["test_input"], x)
-            np.save(folder / files["test_output"], y)
-            # Sample tensors are the same data as images, for people and zoo previews.
-            import tifffile
+    with atomic_path(output) as tmp, \
+            tempfile.TemporaryDirectory(prefix="em-unet-export-") as folder:
+        folder = Path(folder)
+        files, opset, diff = _write_contents(model, folder, formats, raw, x, y)
+        rdf = _rdf(model, files, formats, authors=authors, license=license, opset=opset)
+        _write_yaml(rdf, folder / "rdf.yaml")
+        descr = validate_package(folder / "rdf.yaml")
+        from bioimageio.spec import save_bioimageio_package
 
-            tifffile.imwrite(folder / files["sample_input"], raw)
-            tifffile.imwrite(folder / files["sample_output"], y[0, :, :, 0])
-            opset = None
-            if "keras_v3" in formats:
-                files["keras_v3"] = f"{stem}.keras"
-                _write_keras_v3(model, folder / files["keras_v3"])
-            if "keras_hdf5" in formats:
-                files["keras_hdf5"] = f"{stem}.h5"
-                with quiet_converters(), _no_legacy_warning():
-                    model.keras_model.save(folder / files["keras_hdf5"])
-            if "tensorflow_saved_model_bundle" in formats:
-                files["tensorflow_saved_model_bundle"] = f"{stem}_savedmodel.zip"
-                _write_saved_model(model, folder / files["tensorflow_saved_model_bundle"])
-            if "onnx" in formats:
-                files["onnx"] = f"{stem}.onnx"
-                opset, diff = convert_onnx_checked(model, folder / files["onnx"], raw, y)
-            rdf = _rdf(model, files, formats, authors=authors, license=license, opset=opset)
-            _write_yaml(rdf, folder / "rdf.yaml")
-            descr = validate_package(folder / "rdf.yaml")
-            from bioimageio.spec import save_bioimageio_package
-
-            with quiet_converters():
-                save_bioimageio_package(descr, output_path=tmp)
+        with quiet_converters():
+            save_bioimageio_package(descr, output_path=tmp)
         validate_package(tmp)  # what is written, not only what was described
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportResult(output, formats, diff, rdf["format_version"])
+
+
+def _write_contents(model: LoadedModel, folder: Path, formats: tuple[str, ...],
+                    raw: np.ndarray, x: np.ndarray, y: np.ndarray):
+    """Write the package's files into ``folder``; return their names, the ONNX opset and
+    the largest |ONNX - Keras| (None without ONNX weights)."""
+    import tifffile
+
+    stem = _file_stem(model.info.name)
+    files = {"readme": "README.md", "cover": "cover.png",
+             "test_input": "test_input.npy", "test_output": "test_output.npy",
+             "sample_input": "sample_input.tif", "sample_output": "sample_output.tif"}
+    (folder / files["readme"]).write_text(_readme(model.info, formats, size_multiple(model)),
+                                          encoding="utf-8")
+    _cover(raw, y[0, :, :, 0], folder / files["cover"])
+    np.save(folder / files["test_input"], x)
+    np.save(folder / files["test_output"], y)
+    # Sample tensors are the same data as images, for people and zoo previews.
+    tifffile.imwrite(folder / files["sample_input"], raw)
+    tifffile.imwrite(folder / files["sample_output"], y[0, :, :, 0])
+    opset = diff = None
+    if "keras_v3" in formats:
+        files["keras_v3"] = f"{stem}.keras"
+        _write_keras_v3(model, folder / files["keras_v3"])
+    if "keras_hdf5" in formats:
+        files["keras_hdf5"] = f"{stem}.h5"
+        with quiet_converters(), _no_legacy_warning():
+            model.keras_model.save(folder / files["keras_hdf5"])
+    if "tensorflow_saved_model_bundle" in formats:
+        files["tensorflow_saved_model_bundle"] = f"{stem}_savedmodel.zip"
+        _write_saved_model(model, folder / files["tensorflow_saved_model_bundle"])
+    if "onnx" in formats:
+        files["onnx"] = f"{stem}.onnx"
+        opset, diff = convert_onnx_checked(model, folder / files["onnx"], raw, y)
+    return files, opset, diff
 
 
 def _write_keras_v3(model: LoadedModel, path: Path) -> None:

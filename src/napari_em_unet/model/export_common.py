@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,16 +85,6 @@ def reference_output(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, n
     normalised = normalize(raw, model.info.percentiles)[np.newaxis, :, :, np.newaxis]
     y = np.asarray(model.keras_model(normalised, training=False), dtype=np.float32)
     return x, y
-
-
-def atomic_target(output: Path) -> Path:
-    """A temporary path beside ``output``; the caller renames it over ``output`` when done.
-
-    Only named, not created: the writer creates it, so the file gets the user's usual
-    permissions (``mkstemp`` would make it private, 0600).
-    """
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return output.parent / f".{output.name}.{secrets.token_hex(6)}.part"
 
 
 @contextlib.contextmanager

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EmUnetError
+from ..io.atomic import atomic_path
 from .export_common import (
     INPUT_ID,
     ONNX_OPSET,
     ONNX_TOLERANCE,
     OUTPUT_ID,
     ExportResult,
-    atomic_target,
     normalised_test_input,
     quiet_converters,
     reference_output,
@@ -61,7 +61,7 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     meta = {
         "napari_em_unet.layout": "input (batch, height, width, 1) float32, output (batch, height, "
                                  "width, 1) membrane probability",
-        "napari_em_unet.segmentation.preprocessing": json.dumps(
+        "napari_em_unet.preprocessing": json.dumps(
             {"method": "percentile per slice", "percentiles": list(info.percentiles),
              "formula": "(x - p_low) / (p_high - p_low)", "size_multiple": size_multiple(model)}),
         "napari_em_unet.pixel_size_nm": "" if info.pixel_size_nm is None
@@ -133,7 +133,7 @@ def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
     """Write ``model``'s network as ONNX, after checking it matches Keras within 1e-4.
 
     The ONNX graph is the bare network: feed it slices normalised as described in its
-    ``napari_em_unet.segmentation.preprocessing`` metadata, with height and width multiples of
+    ``napari_em_unet.preprocessing`` metadata, with height and width multiples of
     ``size_multiple``.
     """
     require("tf2onnx", "onnx", "onnxruntime", what="ONNX export")
@@ -143,11 +143,9 @@ def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
     _, size = test_sizes(size_multiple(model))
     raw = sample_tile(size)
     _, expected = reference_output(model, raw)
-    tmp = atomic_target(output)
-    try:
-        _, diff = convert_onnx_checked(model, tmp, raw, expected)
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".raw.onnx").unlink(missing_ok=True)
+    with atomic_path(output) as tmp:
+        try:
+            _, diff = convert_onnx_checked(model, tmp, raw, expected)
+        finally:
+            tmp.with_suffix(".raw.onnx").unlink(missing_ok=True)
     return ExportResult(output, ("onnx",), diff)

@@ -14,14 +14,13 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
-import time
 import zipfile
 from importlib import resources
 from pathlib import Path
 
 from .. import __version__
 from ..errors import ModelFileError, first_line
+from ..io.atomic import publish, remove_stale_temporaries, temporary_beside
 from . import package
 from .info import FORMAT_VERSION, METADATA_ENTRY, LoadedModel, ModelInfo
 
@@ -125,20 +124,17 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
         package_version=__version__,
     )
     # Keras only writes files named *.keras, so the partial file lives in a hidden folder:
-    # after a kill -9 mid-save no half-written *.keras sits beside the real models. Such
-    # folders left by a killed save of the same file are removed once they are old.
-    for stale in path.parent.glob(f".{path.name}.*.part"):
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    tmp = tmp_dir / path.name
+    # after a kill -9 mid-save no half-written *.keras sits beside the real models, and the
+    # next save (or napari listing the models) removes the folder of a save that died.
+    remove_stale_temporaries(path.parent, path.name)
+    tmp_dir = temporary_beside(path)
+    tmp_dir.mkdir()
     try:
+        tmp = tmp_dir / path.name
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(METADATA_ENTRY, json.dumps(info.to_dict(), indent=1))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path

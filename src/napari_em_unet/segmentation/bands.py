@@ -26,6 +26,7 @@ from .preprocessing import (
     apply_normalization,
     normalization_range,
     resample_factor,
+    sample_has_signal,
     sample_step,
     scaled_shape,
 )
@@ -57,6 +58,8 @@ class SliceLevels:
     finite: int
     value_range: tuple[float, float] | None
     """For :func:`.preprocessing.apply_normalization` (None: constant slice, all 0.5)."""
+    signal: bool = True
+    """False for a slice that shows nothing (:func:`.preprocessing.has_signal`)."""
 
 
 def slice_levels(volume, index: int, percentiles, rows: int = READ_ROWS) -> SliceLevels:
@@ -72,14 +75,16 @@ def slice_levels(volume, index: int, percentiles, rows: int = READ_ROWS) -> Slic
         count = sum(int(np.isfinite(volume.read_rows(index, a, b)).sum())
                     for a, b in row_spans(height, rows))
     if count == 0:
-        return SliceLevels(0, None)
+        return SliceLevels(0, None, signal=False)
     step, position, parts = sample_step(count), 0, []
     for a, b in row_spans(height, rows):
         values = np.asarray(volume.read_rows(index, a, b), dtype=np.float32)
         values = values[np.isfinite(values)] if floating else values.ravel()
         parts.append(values[(-position) % step :: step])
         position += values.size
-    return SliceLevels(count, normalization_range(np.concatenate(parts), percentiles))
+    sample = np.concatenate(parts)
+    return SliceLevels(count, normalization_range(sample, percentiles),
+                       sample_has_signal(sample, volume.dtype))
 
 
 # ----------------------------------------------------------------------------- rows in order
@@ -293,12 +298,13 @@ def predict_rows(model, volume, index: int, sink, *, pixel_size_nm: float | None
     """Push the membrane probability of slice ``index`` of ``volume`` into ``sink``, in rows.
 
     Equal to ``predict_stack(model, volume, slices=[index], ...)`` within float rounding,
-    with only a row of tiles in memory. Yields ``(tiles done, tiles)`` after every batch.
+    with only a row of tiles in memory. Yields ``(tiles done, tiles)`` after every batch;
+    only ``(0, 0)`` for a slice that shows nothing (all NaN, as in the whole-slice path).
     """
     height, width = volume.shape[1:]
     levels = slice_levels(volume, index, model.info.percentiles)
     out = _Finish(sink, volume, index)
-    if levels.finite == 0:  # a lost section: say nothing rather than invent cells
+    if not levels.signal:  # a lost section: say nothing rather than invent cells
         for a, b in row_spans(height, READ_ROWS):
             out.push(np.full((b - a, width), np.nan, dtype=np.float32))
         out.close()

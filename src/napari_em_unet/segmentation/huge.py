@@ -21,7 +21,7 @@ where a watershed flood would have crossed more than a halo (tested and measured
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -79,6 +79,8 @@ class BandProgress:
     bands: int
     rows_written: int
     rows: int
+    no_signal: bool = False
+    """The slice shows nothing (black, constant, no finite pixel): it gets no cells."""
 
     @property
     def fraction(self) -> float:
@@ -108,12 +110,13 @@ class _RowSink:
 def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output: str,
                            pixel_size_nm: float | None = None,
                            params: WatershedParams | None = None, bands: Bands = Bands(),
-                           scratch_dir=None, **predict_kwargs) -> Iterator[BandProgress]:
+                           scratch_dir=None, **predict_kwargs) -> Generator[BandProgress, None, bool]:
     """Segment slice ``index`` of ``volume`` into ``put``, yielding progress per tile batch.
 
     ``output`` is ``"instances"``, ``"membranes"`` or ``"probabilities"``; ``scratch_dir``
     holds the provisional labels (4 bytes per pixel; default: the temporary folder);
-    ``predict_kwargs`` are ``tile_size``, ``overlap``, ``batch_size``.
+    ``predict_kwargs`` are ``tile_size``, ``overlap``, ``batch_size``. Returns whether the
+    slice showed nothing (the generator's return value).
     """
     height, width = volume.shape[1:]
     params = params or WatershedParams.from_dict(model.info.postprocessing)
@@ -122,13 +125,15 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
                "pixel_size_nm": pixel_size_nm}
 
     def record(stage, tiles=(0, 0), band_count=(0, 0), written=0) -> BandProgress:
-        return BandProgress(index, stage, *tiles, *band_count, written, height)
+        # predict_rows runs no tile at all only when the slice shows nothing.
+        return BandProgress(index, stage, *tiles, *band_count, written, height,
+                            no_signal=tiles == (0, 0))
 
     if output == "probabilities":
         for tiles in predict_rows(model, volume, index, _RowSink(put), **predict):
             yield record("predict", tiles, (0, 0))
         yield record("write", tiles, (0, 0), height)
-        return
+        return tiles == (0, 0)
     factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
     halo = math.ceil(bands.halo / factor)
     with ScratchRows((height, width), np.uint32, scratch_dir) as store, \
@@ -142,3 +147,4 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
             labels = lut[store.read(a, b)]
             put(a, labels if output == "instances" else membranes_from_labels(labels))
             yield record("write", tiles, (stitcher.bands, stitcher.bands), b)
+    return tiles == (0, 0)

@@ -35,6 +35,8 @@ class Progress:
     """Seconds since the run started."""
     eta_s: float | None
     """Estimated seconds left (None before the first slice is done)."""
+    no_signal: bool = False
+    """The slice showed nothing (black, constant, no finite pixel) and got no cells."""
 
     @property
     def slices_per_second(self) -> float:
@@ -49,13 +51,13 @@ class _Clock:
         self.start = time.perf_counter()
         self.first: float | None = None
 
-    def tick(self, index: int, done: int) -> Progress:
+    def tick(self, index: int, done: int, no_signal: bool = False) -> Progress:
         now = time.perf_counter() - self.start
         if self.first is None:
             self.first = now
         per_slice = (now - self.first) / (done - 1) if done >= 2 else now
         eta = per_slice * (self.total - done)
-        return Progress(index, done, self.total, now, eta)
+        return Progress(index, done, self.total, now, eta, no_signal)
 
 
 def output_shape(volume: Volume) -> tuple[int, ...]:
@@ -121,12 +123,12 @@ def segment_into(model, volume, target, *, output="instances",
         return
     for item in segment_stack(model, volume, output=output, slices=indices,
                               pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
-        index, done = item.index, item.done
+        index, done, no_signal = item.index, item.done, item.no_signal
         put(index, item.result)
         # Drop our references before handing control back, so that a slow consumer does
         # not keep a finished slice alive while the next one is computed.
         del item
-        yield clock.tick(index, done)
+        yield clock.tick(index, done, no_signal)
 
 
 def _segment_in_bands(model, volume: Volume, target, indices: list[int], clock: _Clock, *,
@@ -149,10 +151,10 @@ def _segment_in_bands(model, volume: Volume, target, indices: list[int], clock: 
                 target[index, where] = rows
 
     for done, index in enumerate(indices, start=1):
-        yield from segment_slice_in_bands(
+        no_signal = yield from segment_slice_in_bands(
             model, volume, index, lambda start, rows, i=index: put_rows(i, start, rows),
             output=output, bands=bands, scratch_dir=_scratch_folder(folder), **kwargs)
-        yield clock.tick(index, done)
+        yield clock.tick(index, done, no_signal)
 
 
 def _scratch_folder(path) -> Path | None:

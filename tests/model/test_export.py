@@ -146,7 +146,7 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     assert line.startswith("wrote") and "\n" not in line
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["napari_em_unet.segmentation.preprocessing"])["percentiles"] == [1.0, 99.0]
+    assert json.loads(meta["napari_em_unet.preprocessing"])["percentiles"] == [1.0, 99.0]
     raw = export_common.sample_tile(96)
     _, expected = export_common.reference_output(tiny_model, raw)
     normalised = _preprocess(raw[None, :, :, None], {"inputs": [{"preprocessing": [
