@@ -216,10 +216,16 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(scores.to_dict()))
         return 0
-    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}")
+    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}  "
+          f"{'V_rand grown':>12}")
     for i, s in enumerate(scores.per_slice):
-        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}")
-    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}")
+        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}  "
+              f"{s.v_rand_grown:12.4f}")
+    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}  "
+          f"{scores.v_rand_grown:12.4f}")
+    if scores.v_rand_threshold is not None:
+        print(f"best proposal threshold (1 - probability > t): V_rand t = "
+              f"{scores.v_rand_threshold:.1f}, V_info t = {scores.v_info_threshold:.1f}")
     return 0
 
 
@@ -345,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
+                       description="ISBI 2012 leaderboard scores per slice: V_rand and V_info "
+                                   "after border thinning (Fiji's definition, best threshold "
+                                   "for a probability map), pixel error, and the grown-"
+                                   "membrane V_rand.")
     p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
                                       "float probabilities")
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")

@@ -257,7 +257,8 @@ def train(
         if config.tune_postprocessing:
             tuned, score = tune_watershed(probs, gts, start)
         else:
-            score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
+            score = float(np.mean([score_slice(instances_from_probability(p, start), g,
+                                                   grown=False).v_rand
                                    for p, g in zip(probs, gts, strict=True)]))
         return float(np.mean(losses)), score, tuned
 

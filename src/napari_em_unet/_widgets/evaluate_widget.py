@@ -1,7 +1,8 @@
 """The Evaluate widget: ISBI scores of a segmentation against ground truth, per slice.
 
-V_rand and V_info (higher is better, 1 = perfect) and pixel error (lower is better) as
-defined in :mod:`napari_em_unet.metrics`, the same numbers ``em-unet evaluate`` prints.
+V_rand and V_info (the ISBI leaderboard's scores after border thinning; higher is better,
+1 = perfect) and pixel error (lower is better) as defined in :mod:`napari_em_unet.metrics`,
+the same numbers ``em-unet evaluate`` prints.
 Only slices where the ground truth labels something are scored (an all-0 slice has nothing
 to compare). Every evaluation's mean is kept in a one-line history under the table, so
 the effect of fine-tuning shows at a glance.
@@ -151,25 +152,30 @@ class EvaluateWidget(Container):
 
     def _show(self) -> None:
         rows, index = [], []
-        for s in sorted(self.scores):
-            score = self.scores[s]
+        stack = self._stack()
+        for s, score in zip(sorted(self.scores), stack.per_slice if stack else [], strict=True):
             rows.append([round(score.v_rand, 4), round(score.v_info, 4),
                          round(score.pixel_error, 4)])
             index.append(str(s))
         if rows:
-            means = np.mean(np.array(rows, dtype=float), axis=0)
-            rows.append([round(float(v), 4) for v in means])
+            rows.append([round(stack.v_rand, 4), round(stack.v_info, 4),
+                         round(stack.pixel_error, 4)])
             index.append("mean")
         self.table.value = {"data": rows, "index": index, "columns": list(COLUMNS)}
 
+    def _stack(self):
+        """The scores so far as a stack: for a probability layer every slice is read at the
+        threshold that is best for the whole stack, as the ISBI leaderboard does."""
+        from ..metrics import combine
+
+        return combine([self.scores[s] for s in sorted(self.scores)]) if self.scores else None
+
     def mean(self) -> dict[str, float] | None:
         """Mean scores of the last evaluation."""
-        if not self.scores:
+        stack = self._stack()
+        if stack is None:
             return None
-        values = list(self.scores.values())
-        return {"v_rand": float(np.mean([v.v_rand for v in values])),
-                "v_info": float(np.mean([v.v_info for v in values])),
-                "pixel_error": float(np.mean([v.pixel_error for v in values]))}
+        return {"v_rand": stack.v_rand, "v_info": stack.v_info, "pixel_error": stack.pixel_error}
 
     def _on_finished(self) -> None:
         self.worker = None
