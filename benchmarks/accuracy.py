@@ -16,16 +16,16 @@ import numpy as np
 from _common import ISBI, ROOT, VNC, machine, require_data, table
 from baseline_random_forest import RandomForestBaseline
 
-from napari_em_unet.metrics import score_stack
-from napari_em_unet.model_files import load_model
-from napari_em_unet.postprocessing import (
+from napari_em_unet.io.tiff import read_tiff
+from napari_em_unet.learning.metrics import score_stack
+from napari_em_unet.model.files import load_model
+from napari_em_unet.segmentation.pipeline import segment_stack
+from napari_em_unet.segmentation.preprocessing import normalize
+from napari_em_unet.segmentation.watershed import (
     WatershedParams,
     instances_from_probability,
     tune_watershed,
 )
-from napari_em_unet.preprocessing import normalize
-from napari_em_unet.segmentation import segment_stack
-from napari_em_unet.tiff_io import read_tiff
 
 VAL = [16, 17, 18, 19]
 

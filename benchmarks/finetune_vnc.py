@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from _common import VNC, machine, napari_like_labels, require_data, table
 
-from napari_em_unet.metrics import score_stack
-from napari_em_unet.model_files import load_model
-from napari_em_unet.segmentation import segment_stack
-from napari_em_unet.tiff_io import read_tiff, write_tiff
+from napari_em_unet.io.tiff import read_tiff, write_tiff
+from napari_em_unet.learning.metrics import score_stack
+from napari_em_unet.model.files import load_model
+from napari_em_unet.segmentation.pipeline import segment_stack
 
 
 def span(text: str) -> list[int]:

@@ -88,7 +88,7 @@ def spin_until(predicate, timeout: float) -> None:
 
 def load_data():
     """(image, labels, pixel size, name): ISBI slices 0-7 if available, else the sample."""
-    from napari_em_unet.tiff_io import read_tiff
+    from napari_em_unet.io.tiff import read_tiff
 
     if (ISBI / "train-volume.tif").exists():
         image = read_tiff(ISBI / "train-volume.tif", memmap=False)
@@ -181,8 +181,8 @@ from gui_responsiveness import StallMonitor, spin, spin_until, load_data
 from qtpy.QtWidgets import QApplication
 app = QApplication([])
 image, labels, pixel_size, _ = load_data()
-from napari_em_unet.model_files import load_model
-from napari_em_unet.training import TrainConfig, train
+from napari_em_unet.model.files import load_model
+from napari_em_unet.learning.training import TrainConfig, train
 model_path = sys.argv[2] or None
 done = []
 def work():

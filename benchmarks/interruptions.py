@@ -8,7 +8,7 @@ training), or the moment the model save begins (when its temporary entry appears
 output folder). After every run:
 
 * every ``*.keras`` file in the output folder (hidden ones included) must load with
-  ``napari_em_unet.model_files.load_model``: no damaged or half-written model;
+  ``napari_em_unet.model.files.load_model``: no damaged or half-written model;
 * the base model's sha256 must be unchanged: fine-tuning never writes to its base.
 
 Defaults: 8 runs (4 SIGINT, 4 SIGKILL; 3 during the save, 2 in training, 3 at random), the
@@ -65,8 +65,8 @@ def make_inputs(folder: Path, tiny: bool, model: str | None) -> tuple[Path, Path
     """The base model and a small synthetic image/labels pair."""
     import tifffile
 
-    from napari_em_unet.model_files import bundled_model_path
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
+    from napari_em_unet.model.files import bundled_model_path
 
     image, labels = make_synthetic_stack((3, 96, 96), seed=11, cell_size=24)
     tifffile.imwrite(folder / "image.tif", image)
@@ -76,8 +76,8 @@ def make_inputs(folder: Path, tiny: bool, model: str | None) -> tuple[Path, Path
     elif not tiny and bundled_model_path().is_file():
         base = bundled_model_path()
     else:
-        from napari_em_unet.model import UNetConfig, build_unet
-        from napari_em_unet.model_files import ModelInfo, save_model
+        from napari_em_unet.model.files import ModelInfo, save_model
+        from napari_em_unet.model.unet import UNetConfig, build_unet
 
         config = UNetConfig(base_filters=4, depth=2)
         base = save_model(build_unet(config, seed=0),
@@ -96,7 +96,7 @@ def command(base: Path, image: Path, labels: Path, output: Path) -> list[str]:
 def check_folder(folder: Path) -> tuple[int, list, list]:
     """Load every model file in ``folder``; list the damaged ones and any other entries."""
     from napari_em_unet.errors import ModelFileError
-    from napari_em_unet.model_files import load_model
+    from napari_em_unet.model.files import load_model
 
     models = sorted(p for p in folder.iterdir() if p.name.endswith(".keras") and p.is_file())
     damaged = []

@@ -49,7 +49,7 @@ def make_input(folder: Path, depth: int, size: int) -> Path:
         source = tifffile.imread(ISBI / "test-volume.tif")
         source_name = "ISBI 2012 test volume, mirrored tiles"
     else:
-        from napari_em_unet.synthetic import make_synthetic_stack
+        from napari_em_unet.learning.synthetic import make_synthetic_stack
 
         source = make_synthetic_stack((min(depth, 8), 512, 512), seed=0)[0]
         source_name = "synthetic ssTEM, mirrored tiles"
@@ -60,7 +60,7 @@ def make_input(folder: Path, depth: int, size: int) -> Path:
         full = np.concatenate([row, row[::-1]] * (size // (2 * plane.shape[0]) + 1), 0)
         return np.ascontiguousarray(full[:size, :size])
 
-    from napari_em_unet.streaming import TiffSliceWriter
+    from napari_em_unet.io.writers import TiffSliceWriter
 
     with TiffSliceWriter(path, (depth, size, size), np.uint8, pixel_size_nm=4.0) as writer:
         for z in range(depth):
@@ -73,7 +73,7 @@ def to_zarr(tif: Path) -> Path:
     """The same stack as a zarr array (one chunk per slice), copied slice by slice."""
     import zarr
 
-    from napari_em_unet.volumes import open_volume
+    from napari_em_unet.io.volumes import open_volume
 
     volume = open_volume(tif)
     path = tif.with_suffix(".zarr")
@@ -86,16 +86,16 @@ def to_zarr(tif: Path) -> Path:
 
 
 def choose_model(folder: Path, requested: str | None, calibrate_on: Path) -> tuple[Path, str]:
-    from napari_em_unet.model_files import bundled_model_path
+    from napari_em_unet.model.files import bundled_model_path
 
     if requested:
         return Path(requested), Path(requested).name
     if bundled_model_path().exists():
         return bundled_model_path(), "bundled ISBI 2012 model"
-    from napari_em_unet.model import UNetConfig, build_unet
-    from napari_em_unet.model_files import LoadedModel, ModelInfo, save_model
-    from napari_em_unet.segmentation import segment_stack
-    from napari_em_unet.volumes import open_volume
+    from napari_em_unet.io.volumes import open_volume
+    from napari_em_unet.model.files import LoadedModel, ModelInfo, save_model
+    from napari_em_unet.model.unet import UNetConfig, build_unet
+    from napari_em_unet.segmentation.pipeline import segment_stack
 
     config = UNetConfig()
     network = build_unet(config, seed=0)
@@ -141,7 +141,7 @@ def segment(inp: Path, out: Path, model: Path, *extra: str) -> dict:
 
 def compare(a: Path, b: Path) -> tuple[bool, int]:
     """Exact equality slice by slice (never both volumes in memory); and the labels seen."""
-    from napari_em_unet.volumes import open_volume
+    from napari_em_unet.io.volumes import open_volume
 
     left, right = open_volume(a), open_volume(b)
     if left.shape != right.shape or left.dtype != right.dtype:
@@ -169,8 +169,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     big = make_input(work, args.slices, args.size)
     small = work / f"stack{args.small}.tif"
-    from napari_em_unet.streaming import TiffSliceWriter
-    from napari_em_unet.volumes import open_volume
+    from napari_em_unet.io.volumes import open_volume
+    from napari_em_unet.io.writers import TiffSliceWriter
 
     source = open_volume(big)
     with TiffSliceWriter(small, (args.small, *source.shape[1:]), np.uint8, 4.0) as writer:

@@ -27,7 +27,7 @@ from _common import ISBI, machine, require_data, table
 
 
 def classic_unet():
-    from napari_em_unet._keras import keras_module
+    from napari_em_unet.model.backend import keras_module
 
     keras = keras_module()
     layers = keras.layers
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--classic-slices", type=int, default=4)
     args = parser.parse_args()
     require_data()
-    from napari_em_unet._keras import tensorflow_module
+    from napari_em_unet.model.backend import tensorflow_module
 
     tf = tensorflow_module()
     volume = tifffile.imread(ISBI / "test-volume.tif")

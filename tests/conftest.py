@@ -24,7 +24,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def small_stack() -> tuple[np.ndarray, np.ndarray]:
     """A 3 x 96 x 96 synthetic ssTEM stack (uint8) and its instance labels (uint16)."""
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
 
     return make_synthetic_stack((3, 96, 96), seed=1, cell_size=24)
 
@@ -32,8 +32,8 @@ def small_stack() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """A real but tiny U-Net (4 base filters, depth 2) saved as a model file."""
-    from napari_em_unet.model import UNetConfig, build_unet
-    from napari_em_unet.model_files import ModelInfo, save_model
+    from napari_em_unet.model.files import ModelInfo, save_model
+    from napari_em_unet.model.unet import UNetConfig, build_unet
 
     config = UNetConfig(base_filters=4, depth=2)
     model = build_unet(config, seed=0)
@@ -44,7 +44,7 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def tiny_model(tiny_model_path):
-    from napari_em_unet.model_files import load_model
+    from napari_em_unet.model.files import load_model
 
     return load_model(tiny_model_path)
 

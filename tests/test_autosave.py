@@ -12,15 +12,15 @@ import time
 import numpy as np
 import pytest
 
-from napari_em_unet import autosave
-from napari_em_unet.autosave import (
+from napari_em_unet.errors import InputError
+from napari_em_unet.io import autosave
+from napari_em_unet.io.autosave import (
     ENV_HOME,
     discard_autosaves,
     find_autosave,
     list_autosaves,
     save_corrections,
 )
-from napari_em_unet.errors import InputError
 
 
 @pytest.fixture(autouse=True)
@@ -120,7 +120,7 @@ def test_kill_9_during_saves_never_leaves_a_torn_autosave(image, home):
     """Kill a process that autosaves in a loop at random moments; every file must load."""
     script = textwrap.dedent(f"""
         import numpy as np, sys
-        from napari_em_unet.autosave import save_corrections
+        from napari_em_unet.io.autosave import save_corrections
         labels = np.random.default_rng(0).integers(0, 9, (8, 256, 256)).astype(np.uint32)
         for i in range(10_000):
             save_corrections(labels, {str(image)!r}, [i % 8])
@@ -175,7 +175,7 @@ def test_default_folder_is_the_user_data_folder(monkeypatch):
 
 
 def test_importing_the_store_pulls_in_no_gui_and_no_tensorflow():
-    code = ("import sys, napari_em_unet.autosave; "
+    code = ("import sys, napari_em_unet.io.autosave; "
             "print([m for m in ('tensorflow', 'napari', 'qtpy', 'PyQt6') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)

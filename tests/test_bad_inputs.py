@@ -207,7 +207,7 @@ def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
 
 def test_16_bit_gives_the_same_result_as_8_bit(tiny_model):
     """No silent change with the dtype: percentile normalisation sees the same image."""
-    from napari_em_unet.segmentation import segment_stack
+    from napari_em_unet.segmentation.pipeline import segment_stack
 
     results = [
         np.stack([s.result for s in segment_stack(tiny_model, data, output="probabilities")])
@@ -229,7 +229,7 @@ def _pair(image, labels):
 
 
 def _synthetic():
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
 
     return make_synthetic_stack((2, 64, 64), seed=5, cell_size=20)
 
@@ -277,7 +277,7 @@ def test_finetune(case: Case, tiny_model_path, tmp_path, capfd):
     else:
         assert code == 0, lines
         assert after == before, "an input or the base model was changed"
-        from napari_em_unet.model_files import load_model
+        from napari_em_unet.model.files import load_model
 
         assert load_model(out).info.base_model == "tiny"
         assert [p.name for p in out_dir.iterdir()] == ["tuned.keras"]
@@ -286,7 +286,7 @@ def test_finetune(case: Case, tiny_model_path, tmp_path, capfd):
 
 # ----------------------------------------------------------------------------- model files
 def _keras_model(kind: str, folder: Path) -> Path:
-    from napari_em_unet._keras import keras_module
+    from napari_em_unet.model.backend import keras_module
 
     keras = keras_module()
     path = folder / f"{kind}.keras"

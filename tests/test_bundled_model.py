@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_em_unet.model_files import bundled_model_path, load_model, read_info
+from napari_em_unet.model.files import bundled_model_path, load_model, read_info
 
 
 def test_bundled_model_is_small_and_documented():
@@ -16,9 +16,9 @@ def test_bundled_model_is_small_and_documented():
 
 
 def test_bundled_model_segments_a_held_out_isbi_slice(shared_data):
-    from napari_em_unet.metrics import score_stack
-    from napari_em_unet.segmentation import segment_stack
-    from napari_em_unet.tiff_io import read_tiff
+    from napari_em_unet.io.tiff import read_tiff
+    from napari_em_unet.learning.metrics import score_stack
+    from napari_em_unet.segmentation.pipeline import segment_stack
 
     image = read_tiff(shared_data / "isbi2012" / "train-volume.tif")
     truth = np.asarray(read_tiff(shared_data / "isbi2012" / "train-labels.tif").data)[19]
@@ -35,8 +35,8 @@ def test_bundled_model_on_the_packaged_sample():
 
     import tifffile
 
-    from napari_em_unet.metrics import score_stack
-    from napari_em_unet.segmentation import segment_stack
+    from napari_em_unet.learning.metrics import score_stack
+    from napari_em_unet.segmentation.pipeline import segment_stack
 
     folder = resources.files("napari_em_unet.sample_data")
     image = tifffile.imread(folder / "synthetic-sstem.tif")[:1]

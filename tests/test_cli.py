@@ -88,7 +88,7 @@ def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, t
                  "--model", str(tiny_model_path), "--epochs", "1", "--steps-per-epoch", "2",
                  "--batch-size", "2", "--patch-size", "64"])
     assert code == 0
-    from napari_em_unet.model_files import read_info
+    from napari_em_unet.model.files import read_info
 
     info = read_info(out)
     assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]

@@ -15,10 +15,10 @@ import tifffile
 
 from napari_em_unet.cli import main
 from napari_em_unet.errors import InputError
-from napari_em_unet.postprocessing import WatershedParams
-from napari_em_unet.segmentation import segment_stack
-from napari_em_unet.streaming import run, segment_to
-from napari_em_unet.volumes import open_volume
+from napari_em_unet.io.volumes import open_volume
+from napari_em_unet.segmentation.pipeline import segment_stack
+from napari_em_unet.segmentation.streaming import run, segment_to
+from napari_em_unet.segmentation.watershed import WatershedParams
 
 distributed = pytest.importorskip("distributed")
 TIMEOUT = 60
@@ -40,14 +40,14 @@ def client(cluster):
 
 @pytest.fixture(scope="module")
 def model(tiny_model_path):
-    from napari_em_unet.model_files import load_model
+    from napari_em_unet.model.files import load_model
 
     return load_model(tiny_model_path)
 
 
 @pytest.fixture(scope="module")
 def stack():
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
 
     return make_synthetic_stack((6, 80, 80), seed=3, cell_size=20)[0]
 
@@ -78,7 +78,7 @@ def local_result(model, stack, params, output="instances"):
 def test_distributed_output_is_identical_and_the_model_loads_once_per_worker(
         client, model, tiny_model_path, stack, stack_tif, params, tmp_path, monkeypatch,
         suffix, per_task):
-    from napari_em_unet import model_files
+    from napari_em_unet.model import files as model_files
 
     loads = []
     real = model_files.load_model
@@ -101,7 +101,7 @@ def test_distributed_output_is_identical_and_the_model_loads_once_per_worker(
 
 
 def segment_distributed_(model_path, volume, out, client, params, **kwargs):
-    from napari_em_unet.distributed import segment_distributed
+    from napari_em_unet.segmentation.distributed import segment_distributed
 
     return segment_distributed(model_path, volume, out, client=client, params=params,
                                timeout=TIMEOUT, **kwargs)
@@ -156,7 +156,7 @@ def test_cli_scheduler_address(cluster, model, tiny_model_path, stack, stack_tif
 
 def test_cli_unreachable_scheduler_is_one_error_line(tiny_model_path, stack_tif, tmp_path,
                                                      capsys, monkeypatch):
-    from napari_em_unet import distributed as dist
+    from napari_em_unet.segmentation import distributed as dist
 
     with socket.socket() as sock:  # a free loopback port with nothing listening
         sock.bind(("127.0.0.1", 0))

@@ -24,10 +24,10 @@ for _module in ("bioimageio.spec", "onnxruntime", "tf2onnx"):
     if importlib.util.find_spec(_module) is None:
         pytest.skip(f"{_module} is not installed (the [export] extra)", allow_module_level=True)
 
-from napari_em_unet import export  # noqa: E402
 from napari_em_unet.cli import main  # noqa: E402
 from napari_em_unet.errors import EmUnetError, ModelFileError  # noqa: E402
-from napari_em_unet.model_files import load_model, read_info  # noqa: E402
+from napari_em_unet.model import export  # noqa: E402
+from napari_em_unet.model.files import load_model, read_info  # noqa: E402
 
 TOLERANCE = 1e-4
 
@@ -83,7 +83,7 @@ def test_package_validates_with_bioimageio_spec(package, unpacked):
 def test_every_weight_format_reproduces_the_test_output(unpacked):
     import onnxruntime as ort
 
-    from napari_em_unet._keras import keras_module, tensorflow_module
+    from napari_em_unet.model.backend import keras_module, tensorflow_module
 
     keras, tf = keras_module(), tensorflow_module()
     folder, rdf = unpacked
@@ -115,7 +115,7 @@ def test_package_is_a_model_for_segment_and_finetune(package, tiny_model_path, t
     loaded = load_model(package)
     assert loaded.path == package and loaded.info.postprocessing["threshold"] == 0.5
 
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
 
     image, labels = make_synthetic_stack((2, 64, 64), seed=2, cell_size=20)
     tifffile.imwrite(tmp_path / "img.tif", image)
@@ -146,7 +146,7 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     assert line.startswith("wrote") and "\n" not in line
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(meta["napari_em_unet.preprocessing"])["percentiles"] == [1.0, 99.0]
+    assert json.loads(meta["napari_em_unet.segmentation.preprocessing"])["percentiles"] == [1.0, 99.0]
     raw = export.sample_tile(96)
     _, expected = export.reference_output(tiny_model, raw)
     normalised = _preprocess(raw[None, :, :, None], {"inputs": [{"preprocessing": [

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.targets import derived_borders, labelled_slices, training_target
-from napari_em_unet.tiff_io import read_tiff, write_tiff
+from napari_em_unet.io.tiff import read_tiff, write_tiff
+from napari_em_unet.learning.targets import derived_borders, labelled_slices, training_target
 
 FUZZ = settings(
     max_examples=int(os.environ.get("EM_UNET_FUZZ_EXAMPLES", 120)),
@@ -53,7 +53,7 @@ def _write(folder: Path, content: bytes) -> Path:
 
 def _read_all(path: Path) -> None:
     """Both readers, every slice: only InputError may come out."""
-    from napari_em_unet.volumes import open_volume
+    from napari_em_unet.io.volumes import open_volume
 
     for memmap in (True, False):
         try:

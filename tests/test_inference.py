@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from napari_em_unet.inference import predict_slice, predict_stack
-from napari_em_unet.preprocessing import normalize
-from napari_em_unet.segmentation import Output, segment_stack, uncertainty
+from napari_em_unet.segmentation.pipeline import Output, segment_stack, uncertainty
+from napari_em_unet.segmentation.preprocessing import normalize
+from napari_em_unet.segmentation.tiling import predict_slice, predict_stack
 
 
 def test_tiled_prediction_equals_untiled(tiny_model, small_stack):

@@ -35,8 +35,8 @@ def _sha(path: Path) -> str:
 
 
 def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_path):
-    from napari_em_unet.model_files import load_model, read_info
-    from napari_em_unet.synthetic import make_synthetic_stack
+    from napari_em_unet.learning.synthetic import make_synthetic_stack
+    from napari_em_unet.model.files import load_model, read_info
 
     # 96 px tall slices keep a validation band, so the base model is scored first and
     # "epoch 0" is printed before any training step.
@@ -71,7 +71,7 @@ def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_p
     for name in leftovers:
         old = time.time() - 7200
         os.utime(out_dir / name, (old, old))
-    from napari_em_unet.model_files import save_model
+    from napari_em_unet.model.files import save_model
 
     save_model(load_model(output).keras_model, read_info(output), output)
     assert sorted(p.name for p in out_dir.iterdir()) == ["tuned.keras"]

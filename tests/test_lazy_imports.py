@@ -11,8 +11,11 @@ def test_import_and_tiff_reading_do_not_import_tensorflow(tmp_path):
         import sys, numpy, tifffile
         tifffile.imwrite({str(tmp_path / 'x.tif')!r}, numpy.zeros((2, 8, 8), 'uint8'))
         import napari_em_unet
-        from napari_em_unet import tiff_io, metrics, postprocessing, targets, synthetic, cli
-        from napari_em_unet.model_files import read_info, bundled_model_path
+        from napari_em_unet import cli
+        from napari_em_unet.io import tiff as tiff_io
+        from napari_em_unet.learning import metrics, targets, synthetic
+        from napari_em_unet.segmentation import watershed
+        from napari_em_unet.model.files import read_info, bundled_model_path
         tiff_io.read_tiff({str(tmp_path / 'x.tif')!r})
         heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
         print(",".join(heavy) or "clean")

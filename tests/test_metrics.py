@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.metrics import (
+from napari_em_unet.learning.metrics import (
     THRESHOLDS,
     SliceScore,
     combine,
@@ -223,7 +223,7 @@ def test_thinning_agrees_with_a_sequential_watershed_on_isbi(shared_data):
     import tifffile
     from scipy import ndimage
 
-    from napari_em_unet.metrics import _official_pair, prepare_truth
+    from napari_em_unet.learning.metrics import _official_pair, prepare_truth
 
     gt = tifffile.imread(shared_data / "isbi2012" / "train-labels.tif")[3, :200, :200]
     truth = prepare_truth(gt)

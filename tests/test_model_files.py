@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import ModelFileError
-from napari_em_unet.model_files import (
+from napari_em_unet.model.files import (
     ModelInfo,
     load_model,
     read_info,
@@ -67,7 +67,7 @@ def test_missing_file(tmp_path):
 
 
 def test_model_carrying_code_is_refused(tmp_path):
-    from napari_em_unet._keras import keras_module
+    from napari_em_unet.model.backend import keras_module
 
     keras = keras_module()
     inputs = keras.Input((None, None, 1))
@@ -79,7 +79,7 @@ def test_model_carrying_code_is_refused(tmp_path):
 
 
 def test_model_with_another_input_shape_is_refused(tmp_path):
-    from napari_em_unet._keras import keras_module
+    from napari_em_unet.model.backend import keras_module
 
     keras = keras_module()
     inputs = keras.Input((32, 32, 3))

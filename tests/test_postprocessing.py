@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from napari_em_unet.metrics import score_slice
-from napari_em_unet.postprocessing import (
+from napari_em_unet.learning.metrics import score_slice
+from napari_em_unet.segmentation.watershed import (
     WatershedParams,
     instances_from_probability,
     membranes_from_labels,

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.preprocessing import as_stack, normalize, resample_factor, to_grey, zoom_to
+from napari_em_unet.segmentation.preprocessing import (
+    as_stack,
+    normalize,
+    resample_factor,
+    to_grey,
+    zoom_to,
+)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32, np.float64])

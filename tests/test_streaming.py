@@ -12,23 +12,17 @@ import tifffile
 
 from napari_em_unet.cli import main
 from napari_em_unet.errors import InputError
-from napari_em_unet.postprocessing import WatershedParams
-from napari_em_unet.segmentation import Output, segment_stack
-from napari_em_unet.streaming import (
-    TiffSliceWriter,
-    ZarrSliceWriter,
-    create_zarr_output,
-    run,
-    segment_into,
-    segment_to,
-)
-from napari_em_unet.tiff_io import read_tiff
-from napari_em_unet.volumes import open_volume
+from napari_em_unet.io.tiff import read_tiff
+from napari_em_unet.io.volumes import open_volume
+from napari_em_unet.io.writers import TiffSliceWriter, ZarrSliceWriter, create_zarr_output
+from napari_em_unet.segmentation.pipeline import Output, segment_stack
+from napari_em_unet.segmentation.streaming import run, segment_into, segment_to
+from napari_em_unet.segmentation.watershed import WatershedParams
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_path):
-    from napari_em_unet.model_files import load_model
+    from napari_em_unet.model.files import load_model
 
     return load_model(tiny_model_path)
 

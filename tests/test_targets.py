@@ -2,7 +2,12 @@
 
 import numpy as np
 
-from napari_em_unet.targets import derived_borders, labelled_slices, membrane_width, training_target
+from napari_em_unet.learning.targets import (
+    derived_borders,
+    labelled_slices,
+    membrane_width,
+    training_target,
+)
 
 
 def test_isbi_mask_maps_zero_to_membrane_and_255_to_interior():

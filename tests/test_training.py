@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.model import UNetConfig
-from napari_em_unet.training import (
+from napari_em_unet.learning.training import (
     EpochProgress,
     StepProgress,
     TrainConfig,
     run_to_completion,
     train,
 )
+from napari_em_unet.model.unet import UNetConfig
 
 TINY = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=2, patch_size=64, learning_rate=3e-3,
                    architecture=UNetConfig(base_filters=4, depth=2), tune_postprocessing=False)

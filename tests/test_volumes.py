@@ -12,9 +12,9 @@ import pytest
 import tifffile
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.preprocessing import as_stack
-from napari_em_unet.tiff_io import read_tiff
-from napari_em_unet.volumes import Volume, open_volume
+from napari_em_unet.io.tiff import read_tiff
+from napari_em_unet.io.volumes import Volume, open_volume
+from napari_em_unet.segmentation.preprocessing import as_stack
 
 STACK = np.random.default_rng(0).integers(0, 255, (6, 40, 50), dtype=np.uint8)
 
@@ -226,7 +226,7 @@ def test_opening_a_volume_imports_neither_tensorflow_nor_napari(tmp_path):
     tifffile.imwrite(path, STACK, imagej=True)
     code = textwrap.dedent(f"""
         import sys
-        from napari_em_unet.volumes import open_volume
+        from napari_em_unet.io.volumes import open_volume
         v = open_volume({str(path)!r}); v[2]; v.to_dask()[1].compute()
         print(",".join(m for m in ("tensorflow", "keras", "napari", "qtpy") if m in sys.modules)
               or "clean")

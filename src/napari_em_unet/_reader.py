@@ -6,7 +6,7 @@ must be cheap and must never raise: it opens the TIFF header or the zarr metadat
 that it is something the plugin can show, and returns ``None`` otherwise so that napari
 can try the next reader. Volumes larger than :data:`LARGE_FILE_BYTES` (the TIFF file, or
 a zarr's uncompressed pixels) are not loaded: they open through
-:func:`napari_em_unet.volumes.open_volume` as a dask array that reads one slice when napari
+:func:`napari_em_unet.io.volumes.open_volume` as a dask array that reads one slice when napari
 shows it (RGB data then appear grey, as the network sees them). An OME-Zarr opens at its
 full resolution, as one (non-multiscale) layer that the widgets can segment.
 
@@ -68,7 +68,7 @@ def _is_zarr_store(path: Path) -> bool:
 
 def _probe(path: Path) -> bool:
     if _is_zarr_store(path):
-        from .volumes import open_volume
+        from .io.volumes import open_volume
 
         try:
             open_volume(path)  # metadata only: one small JSON file or two
@@ -114,11 +114,11 @@ def read_tiff_layers(path: str | list[str]) -> list[tuple]:
 def _read_one(path: Path) -> tuple:
     import tifffile
 
-    from .tiff_io import pixel_size_nm, read_tiff
+    from .io.tiff import pixel_size_nm, read_tiff
 
     zarr = _is_zarr_store(path)
     if zarr or path.stat().st_size > LARGE_FILE_BYTES:
-        from .volumes import open_volume
+        from .io.volumes import open_volume
 
         volume = open_volume(path)
         # A large TIFF stays lazy; a zarr by the same rule applied to its pixels rather than

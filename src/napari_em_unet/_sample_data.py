@@ -45,8 +45,8 @@ def make_synthetic_sample() -> list[tuple]:
     list of tuple
         An image layer and a (hidden) labels layer, 0 = membrane, cells numbered.
     """
-    from .synthetic import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_PIXEL_SIZE_NM
-    from .tiff_io import read_tiff
+    from .io.tiff import read_tiff
+    from .learning.synthetic import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_PIXEL_SIZE_NM
 
     folder = resources.files("napari_em_unet.sample_data")
     with resources.as_file(folder / SAMPLE_IMAGE) as image_path, \

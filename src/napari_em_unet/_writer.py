@@ -1,6 +1,6 @@
 """napari writers: a Labels or Image layer to a TIFF file, with its pixel size.
 
-Files are written atomically by :func:`napari_em_unet.tiff_io.write_tiff` (temporary name,
+Files are written atomically by :func:`napari_em_unet.io.tiff.write_tiff` (temporary name,
 then rename), so a failed save never leaves a half-written file over an older one.
 Labels are stored in the smallest unsigned integer type that holds them, so a label
 stack saved from napari (often int64 in memory) is not eight times larger than needed.
@@ -62,7 +62,7 @@ def write_image(path: str, data: Any, meta: dict) -> list[str]:
 
 
 def _write(path: str, data: np.ndarray, meta: dict) -> Path:
-    from .tiff_io import write_tiff
+    from .io.tiff import write_tiff
 
     target = Path(path)
     if target.suffix.lower() not in TIFF_SUFFIXES:

@@ -77,9 +77,9 @@ def _progress(total: int, desc: str, unit: str):
 def cmd_segment(args) -> int:
     import time
 
-    from .segmentation import Output
-    from .streaming import output_shape, segment_to
-    from .volumes import open_volume
+    from .io.volumes import open_volume
+    from .segmentation.pipeline import Output
+    from .segmentation.streaming import output_shape, segment_to
 
     # Lazy input and streaming output: memory depends on one slice, not on the stack.
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
@@ -87,13 +87,13 @@ def cmd_segment(args) -> int:
     predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
     started = time.perf_counter()
     if args.scheduler or args.workers:
-        from .distributed import segment_distributed
+        from .segmentation.distributed import segment_distributed
 
         progress = segment_distributed(args.model, volume, args.output, output=output,
                                        scheduler=args.scheduler, n_workers=args.workers,
                                        slices_per_task=args.slices_per_task, **predict)
     else:
-        from .model_files import load_model
+        from .model.files import load_model
 
         progress = segment_to(load_model(args.model), volume, args.output, output=output,
                               **predict)
@@ -113,9 +113,9 @@ def cmd_segment(args) -> int:
 
 # ----------------------------------------------------------------------------- training
 def _train_common(args, base) -> int:
-    from .model_files import save_model
-    from .tiff_io import read_tiff
-    from .training import EpochProgress, StepProgress, TrainConfig, train
+    from .io.tiff import read_tiff
+    from .learning.training import EpochProgress, StepProgress, TrainConfig, train
+    from .model.files import save_model
 
     image = read_tiff(args.image)
     labels = read_tiff(args.labels)
@@ -193,22 +193,22 @@ def _install_stop_handler(stop: threading.Event):
 
 
 def cmd_train(args) -> int:
-    from .model import UNetConfig
+    from .model.unet import UNetConfig
 
     args.architecture = UNetConfig(base_filters=args.base_filters, depth=args.depth)
     return _train_common(args, base=None)
 
 
 def cmd_finetune(args) -> int:
-    from .model_files import load_model
+    from .model.files import load_model
 
     return _train_common(args, base=load_model(args.model))
 
 
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
-    from .metrics import score_stack
-    from .tiff_io import read_tiff
+    from .io.tiff import read_tiff
+    from .learning.metrics import score_stack
 
     prediction = np.asarray(read_tiff(args.prediction).data)
     truth = np.asarray(read_tiff(args.ground_truth).data)
@@ -231,8 +231,8 @@ def cmd_evaluate(args) -> int:
 
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
-    from .export import export_bioimageio, export_onnx
-    from .model_files import load_model
+    from .model.export import export_bioimageio, export_onnx
+    from .model.files import load_model
 
     suffix = {"bioimageio": ".zip", "onnx": ".onnx"}[args.format]
     if Path(args.output).suffix.lower() != suffix:

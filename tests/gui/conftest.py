@@ -18,9 +18,9 @@ import pytest
 _MAKE_MODELS = r"""
 import sys
 from pathlib import Path
-from napari_em_unet._keras import keras_module
-from napari_em_unet.model import UNetConfig, build_unet
-from napari_em_unet.model_files import ModelInfo, save_model
+from napari_em_unet.model.backend import keras_module
+from napari_em_unet.model.unet import UNetConfig, build_unet
+from napari_em_unet.model.files import ModelInfo, save_model
 
 keras = keras_module()
 folder = Path(sys.argv[1])
@@ -73,7 +73,7 @@ def _models_build(tmp_path_factory):
 @pytest.fixture(scope="session")
 def engine():
     """One TensorFlow process for the whole GUI suite (segmentation and fine-tuning)."""
-    from napari_em_unet._widgets.engine import Engine
+    from napari_em_unet.engine.client import Engine
 
     shared = Engine()
     threading.Thread(target=shared.warm_up, daemon=True, name="warm-up").start()

@@ -9,8 +9,8 @@ import tifffile
 from napari.utils.notifications import notification_manager
 
 from napari_em_unet._widgets.session import session_for
-from napari_em_unet.autosave import find_autosave, list_autosaves
-from napari_em_unet.synthetic import make_synthetic_stack
+from napari_em_unet.io.autosave import find_autosave, list_autosaves
+from napari_em_unet.learning.synthetic import make_synthetic_stack
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from napari_em_unet._widgets.corrections import slices_in_history_item
-from napari_em_unet._widgets.engine import segment_remote
-from napari_em_unet._widgets.jobs import JobFailed, SegmentRequest
 from napari_em_unet._widgets.layers import format_slices, parse_slices
 from napari_em_unet._widgets.model_registry import ModelRegistry
 from napari_em_unet._widgets.suggestions import rank_slices
+from napari_em_unet.engine.client import segment_remote
+from napari_em_unet.engine.protocol import JobFailed, SegmentRequest
 from napari_em_unet.errors import ModelFileError
-from napari_em_unet.model_files import METADATA_ENTRY
+from napari_em_unet.model.files import METADATA_ENTRY
 
 
 def test_parse_and_format_slices():

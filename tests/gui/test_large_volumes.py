@@ -19,7 +19,7 @@ from napari_em_unet._sample_data import make_synthetic_sample
 from napari_em_unet._widgets.layers import ENV_ZARR_LAYER_BYTES
 from napari_em_unet._widgets.segment_widget import NEW_LAYER, SegmentWidget
 from napari_em_unet._widgets.session import META_KEY, session_for
-from napari_em_unet.streaming import create_zarr_output
+from napari_em_unet.io.writers import create_zarr_output
 
 TIMEOUT_MS = 240_000
 
@@ -202,8 +202,8 @@ def test_initial_labels_are_copied_slice_by_slice(qtbot, sample_viewer, gui_mode
                                                   monkeypatch):
     # What "re-segment the rest" does for a user's own layer: a new layer that starts as a
     # copy of it, with the slices it keeps protected.
-    from napari_em_unet._widgets.jobs import SegmentRequest
     from napari_em_unet._widgets.segment_runner import SegmentRunner
+    from napari_em_unet.engine.protocol import SegmentRequest
 
     monkeypatch.setenv(ENV_ZARR_LAYER_BYTES, "1000")
     image = sample_viewer.layers["synthetic ssTEM"]

@@ -15,8 +15,8 @@ from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
 from napari_em_unet._widgets.finetune_widget import FineTuneWidget
 from napari_em_unet._widgets.segment_widget import SegmentWidget
 from napari_em_unet._widgets.session import META_KEY, session_for
-from napari_em_unet.autosave import find_autosave
-from napari_em_unet.model_files import read_info
+from napari_em_unet.io.autosave import find_autosave
+from napari_em_unet.model.files import read_info
 
 TIMEOUT_MS = 300_000
 

@@ -42,7 +42,7 @@ def _check_png(path: Path, min_size: tuple[int, int]) -> np.ndarray:
 def _model(gui_models) -> Path:
     chosen = os.environ.get("EM_UNET_SCREENSHOT_MODEL")
     if chosen == "bundled":
-        from napari_em_unet.model_files import bundled_model_path
+        from napari_em_unet.model.files import bundled_model_path
 
         return bundled_model_path()
     return Path(chosen) if chosen else gui_models["threshold"]

@@ -1,7 +1,7 @@
 """No lost edits in napari: when corrected labels are autosaved, and how they come back.
 
 The store itself (atomic files, the newest few kept per image) is the core module
-:mod:`napari_em_unet.autosave`. This module decides *when*, for every Labels layer of the
+:mod:`napari_em_unet.io.autosave`. This module decides *when*, for every Labels layer of the
 viewer on which the user corrected slices with napari's label tools:
 
 * :data:`DEFAULT_SECONDS` after the first edit not yet saved (so edits are on disk a couple of
@@ -77,7 +77,7 @@ class _CorrectedPlanes:
 
 
 def _write(labels, identity: str, corrected, all_slices: bool):
-    from ..autosave import save_corrections
+    from ..io.autosave import save_corrections
 
     return save_corrections(labels, identity, corrected, all_slices=all_slices)
 
@@ -217,7 +217,7 @@ class AutosaveKeeper:
         """Offer the newest autosave of ``image`` (once per image and session)."""
         from napari.utils.notifications import Notification, notification_manager
 
-        from ..autosave import find_autosave
+        from ..io.autosave import find_autosave
 
         identity = image_identity(image)
         if identity in self._offered or identity in self._saved_here:

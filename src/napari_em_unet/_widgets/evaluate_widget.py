@@ -1,8 +1,8 @@
 """The Evaluate widget: ISBI scores of a segmentation against ground truth, per slice.
 
 V_rand and V_info (the ISBI leaderboard's scores after border thinning; higher is better,
-1 = perfect) and pixel error (lower is better) as defined in :mod:`napari_em_unet.metrics`,
-the same numbers ``em-unet evaluate`` prints.
+1 = perfect) and pixel error (lower is better) as defined in
+:mod:`napari_em_unet.learning.metrics`, the same numbers ``em-unet evaluate`` prints.
 Only slices where the ground truth labels something are scored (an all-0 slice has nothing
 to compare). Every evaluation's mean is kept in a one-line history under the table, so
 the effect of fine-tuning shows at a glance.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 
-from .jobs import SliceScored
+from ..learning.metrics import SliceScored
 from .layers import format_slices
 from .ordering import CallbackQueue, if_alive
 from .session import is_plugin_layer, session_for, unwrap
@@ -166,7 +166,7 @@ class EvaluateWidget(Container):
     def _stack(self):
         """The scores so far as a stack: for a probability layer every slice is read at the
         threshold that is best for the whole stack, as the ISBI leaderboard does."""
-        from ..metrics import combine
+        from ..learning.metrics import combine
 
         return combine([self.scores[s] for s in sorted(self.scores)]) if self.scores else None
 
@@ -204,6 +204,6 @@ def _snapshot(data):
 
 def evaluate_job_entry(prediction, truth, slices):
     """Module-level wrapper so that napari names the task after the job, not a lambda."""
-    from .jobs import evaluate_job
+    from ..learning.metrics import score_slices
 
-    yield from evaluate_job(prediction, truth, slices)
+    yield from score_slices(prediction, truth, slices)

@@ -30,7 +30,13 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .jobs import FineTuneOutcome, FineTuneRequest, JobFailed, ModelReady, SegmentRequest
+from ..engine.protocol import (
+    FineTuneOutcome,
+    FineTuneRequest,
+    JobFailed,
+    ModelReady,
+    SegmentRequest,
+)
 from .layers import depth_of, format_slices, parse_slices, pixel_size_of, spatial_shape
 from .loss_plot import LossPlot
 from .ordering import CallbackQueue, if_alive
@@ -288,7 +294,7 @@ class FineTuneWidget(Container):
 
     def training_request(self) -> FineTuneRequest:
         """A snapshot of the form and copies of the training and validation slices."""
-        from ..training import TrainConfig
+        from ..learning.training import TrainConfig
 
         image, labels = self._image.value, self._labels_layer.value
         depth = depth_of(spatial_shape(image))
@@ -321,7 +327,7 @@ class FineTuneWidget(Container):
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        from .engine import finetune_remote
+        from ..engine.client import finetune_remote
 
         request = self.training_request()
         # The corrections are the user's work of the last hour: on disk before TensorFlow
@@ -360,7 +366,7 @@ class FineTuneWidget(Container):
 
     @if_alive
     def _on_yielded(self, record) -> None:
-        from ..training import EpochProgress, StepProgress
+        from ..learning.training import EpochProgress, StepProgress
 
         if isinstance(record, ModelReady):
             self._pbar.set_description(f"Fine-tune {record.name}")

@@ -139,7 +139,7 @@ def needs_zarr(source, shape: tuple[int, ...], dtype) -> bool:
 
 def new_store_path(name: str) -> Path:
     """A new ``<data folder>/segmentations/<name>-<date>-<time>.zarr`` path (not created)."""
-    from ..autosave import data_home
+    from ..io.autosave import data_home
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:60] or "layer"
     folder = data_home() / "segmentations"
@@ -179,7 +179,7 @@ def create_layer_store(name: str, shape: tuple[int, ...], dtype, *,
         The folder cannot be created or written (permissions, disk full); nothing is
         left behind.
     """
-    from ..streaming import create_zarr_output
+    from ..io.writers import create_zarr_output
 
     path = new_store_path(name)
     try:

@@ -1,12 +1,11 @@
 """The models a napari session can choose from: bundled, the user's model folder, added files.
 
 Plain Python (no Qt, no TensorFlow): listing reads only each file's metadata
-(:func:`napari_em_unet.model_files.read_info`, a zip entry). Fine-tuned models are saved
+(:func:`napari_em_unet.model.files.read_info`, a zip entry). Fine-tuned models are saved
 in the user's model folder, ``platformdirs.user_data_dir("napari-em-unet")/models`` (or
 ``$NAPARI_EM_UNET_HOME/models``), so they are still there in the next session and for
-``em-unet segment --model``. Loaded Keras models are kept in a small cache keyed by path
-and modification time, shared by the workers of all widgets, so re-segmenting with the same
-model does not reload it and a model just fine-tuned is used from memory.
+``em-unet segment --model``. Loading models is the TensorFlow process's business
+(:mod:`napari_em_unet.engine.model_cache`).
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ import contextlib
 import datetime as _dt
 import os
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +22,6 @@ from psygnal import Signal
 from ..errors import ModelFileError
 
 ENV_HOME = "NAPARI_EM_UNET_HOME"
-_CACHE_SIZE = 4
-_cache: OrderedDict[tuple[str, int], object] = OrderedDict()
-_cache_lock = threading.Lock()
 
 
 def user_model_dir() -> Path:
@@ -89,7 +83,7 @@ class ModelRegistry:
     """A model was fine-tuned in this session or added by the user (the ModelEntry)."""
 
     def __init__(self, folder: Path | None = None, bundled: Path | None = None):
-        from ..model_files import bundled_model_path
+        from ..model.files import bundled_model_path
 
         self.folder = Path(folder) if folder is not None else user_model_dir()
         self.bundled = Path(bundled) if bundled is not None else bundled_model_path()
@@ -142,12 +136,10 @@ class ModelRegistry:
         self.added.emit(entry)
         return entry
 
-    def add_session_model(self, path: str | os.PathLike, loaded=None) -> ModelEntry:
-        """Register a model fine-tuned in this session (``loaded`` is kept in the cache)."""
+    def add_session_model(self, path: str | os.PathLike) -> ModelEntry:
+        """Register a model fine-tuned in this session."""
         path = Path(path).resolve()
         self._extra[path] = "session"
-        if loaded is not None:
-            remember(path, loaded)
         self.refresh()
         entry = self.find(path)
         if entry is None:
@@ -167,7 +159,7 @@ class ModelRegistry:
 
 
 def _entry(path: Path, kind: str, strict: bool = False) -> ModelEntry | None:
-    from ..model_files import read_info
+    from ..model.files import read_info
 
     try:
         info = read_info(path)
@@ -181,45 +173,3 @@ def _entry(path: Path, kind: str, strict: bool = False) -> ModelEntry | None:
             created = _dt.datetime.fromisoformat(info.created).timestamp()
     name = info.name if info.name and info.name != "unnamed" else path.stem
     return ModelEntry(path, name, kind, created, info.pixel_size_nm)
-
-
-def _key(path: Path) -> tuple[str, int]:
-    path = Path(path).resolve()
-    return str(path), path.stat().st_mtime_ns
-
-
-def remember(path: str | os.PathLike, loaded) -> None:
-    """Put an already loaded model in the cache (e.g. the result of fine-tuning)."""
-    with _cache_lock:
-        _cache[_key(Path(path))] = loaded
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-
-
-def load_cached(path: str | os.PathLike):
-    """Load a model file (imports TensorFlow: call it from a worker thread).
-
-    Parameters
-    ----------
-    path : str or PathLike
-        The ``.keras`` file.
-
-    Returns
-    -------
-    LoadedModel
-        From the cache when the same file (same modification time) was loaded before.
-    """
-    from ..model_files import load_model
-
-    try:
-        key = _key(Path(path))
-    except OSError:
-        return load_model(path)  # raises the one-sentence "model file not found"
-    with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
-    loaded = load_model(path)
-    remember(path, loaded)
-    return loaded

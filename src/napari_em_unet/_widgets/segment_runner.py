@@ -23,8 +23,8 @@ from collections.abc import Callable
 import numpy as np
 from psygnal import Signal
 
-from .engine import segment_remote
-from .jobs import JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
+from ..engine.client import segment_remote
+from ..engine.protocol import JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
 from .layers import (
     create_layer_store,
     current_slice,

@@ -22,8 +22,8 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from ..engine.protocol import SegmentRequest
 from ..errors import EmUnetError
-from .jobs import SegmentRequest
 from .layers import current_slice, depth_of, pixel_size_of, spatial_shape
 from .ordering import if_alive
 from .segment_runner import SegmentRunner

@@ -94,7 +94,7 @@ class PluginSession:
         """The TensorFlow process used for segmentation (started by its first job and kept,
         with its loaded models, for the next ones)."""
         if self._engine is None:
-            from .engine import Engine
+            from ..engine.client import Engine
 
             self._engine = Engine()
             self._owned.append(self._engine)
@@ -117,7 +117,7 @@ class PluginSession:
         while the segmentation process works, and its memory is returned when it ends."""
         if self._shared_training is not None:
             return self._shared_training
-        from .engine import Engine
+        from ..engine.client import Engine
 
         return Engine()
 

@@ -1,7 +1,7 @@
 """Suggest what to correct next: the slices where the model hesitated most.
 
 After a segmentation, each slice has an uncertainty score (mean binary entropy of its
-membrane probability, :func:`napari_em_unet.segmentation.uncertainty`, stored in the
+membrane probability, :func:`napari_em_unet.segmentation.pipeline.uncertainty`, stored in the
 labels layer's metadata). Correcting the most uncertain slices first teaches the model
 most per minute of brush work; slices already corrected drop out of the list.
 """

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .preprocessing import to_grey
+from ..errors import InputError
+from ..segmentation.preprocessing import to_grey
 
 # Units of OME-Zarr axes (the UDUNITS-2 names the NGFF specification uses), in nm.
 _OME_UNIT_TO_NM = {
@@ -109,7 +109,7 @@ class _TiffPageSource:
             try:
                 plane = self._tif.asarray(key=index or 0, series=0)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-                from .tiff_io import _first_line
+                from .tiff import _first_line
 
                 raise InputError(f"{self.path.name} slice {index or 0} could not be decoded "
                                  f"({_first_line(exc)})") from None
@@ -147,7 +147,7 @@ class _TiffWholeSource:
             try:
                 self._data = tifffile.imread(self.path, series=0).reshape(self.shape)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-                from .tiff_io import _first_line
+                from .tiff import _first_line
 
                 raise InputError(f"{self.path.name} could not be decoded "
                                  f"({_first_line(exc)})") from None
@@ -325,7 +325,7 @@ def _from_array(array, *, kind: str, drop: tuple[int, ...] | None = None,
 
 # -- TIFF
 def _open_tiff(path: Path) -> Volume:
-    from .tiff_io import _first_line, _open, pixel_size_nm
+    from .tiff import _first_line, _open, pixel_size_nm
 
     if path.is_dir():
         raise InputError(f"{path} is a folder, neither a TIFF file nor a zarr store")

@@ -1,15 +1,15 @@
-"""TensorFlow runs in a child process: the napari process never imports it.
+"""The napari side of the TensorFlow process: start it, send it jobs, read their records.
 
-Why not a thread (measured, see docs/plugin.md): on Linux, Mesa's OpenGL drivers load
-``libLLVM`` and TensorFlow's ``libtensorflow_framework.so`` carries another LLVM; in one
-process, whichever loads second crashes (TensorFlow imported after napari's canvas
+Why a process and not a thread (measured, see docs/plugin.md): on Linux, Mesa's OpenGL
+drivers load ``libLLVM`` and TensorFlow's ``libtensorflow_framework.so`` carries another LLVM;
+in one process, whichever loads second crashes (TensorFlow imported after napari's canvas
 exists dies in its static initialisers; a napari window opened after TensorFlow dies in
 Mesa). Loading TensorFlow ``RTLD_LOCAL | RTLD_DEEPBIND`` avoided both crashes but then
 crashed fine-tuning inside a napari thread worker (pybind11 error handling). A child
 process has none of this, and as a bonus cannot hold the GUI's GIL or compete with it for
 CPU at the same priority (the child lowers its own priority with ``nice``).
 
-The child is a fresh ``python -m napari_em_unet._widgets.engine`` (not a multiprocessing
+The child is a fresh ``python -m napari_em_unet.engine.process`` (not a multiprocessing
 fork or spawn: forking a Qt process is unsafe, and spawn re-imports the user's ``__main__``
 script, which would open a second napari). It connects back over a localhost socket
 authenticated with a random key, then serves one job at a time: the parent sends
@@ -19,36 +19,38 @@ job's cooperative stop event (training keeps its best weights; segmentation ends
 current slice). Loaded models stay cached in the child between jobs, so the second
 segmentation does not pay for TensorFlow's import again.
 
-The parent side (:class:`Engine` and the generators :func:`segment_remote` and
-:func:`finetune_remote`) is plain Python meant to run inside napari thread workers.
+:class:`Engine` and the generators :func:`segment_remote` and :func:`finetune_remote` are
+plain Python meant to run inside napari thread workers; this module imports no TensorFlow.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Generator
 from dataclasses import replace
 
 import numpy as np
 
-from .jobs import FineTuneRequest, JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
+from .protocol import (
+    KEY_ENV,
+    EngineCrashed,
+    FineTuneRequest,
+    JobFailed,
+    ModelReady,
+    SegmentRequest,
+    SegmentSummary,
+    SliceDone,
+)
 
 ENGINE_NICE = 10
 """How much the child lowers its priority: the GUI wins every contest for a CPU core."""
 CHUNK_BYTES = 64 * 2**20
 """Image slices are sent to the child in chunks of about this size."""
-_KEY_ENV = "NAPARI_EM_UNET_ENGINE_KEY"
 _CONNECT_TIMEOUT = 120.0
-
-
-class EngineCrashed(Exception):
-    """The child process ended in the middle of a job."""
 
 
 class Engine:
@@ -86,9 +88,9 @@ class Engine:
         listener = Listener(("127.0.0.1", 0), authkey=key)
         host, port = listener.address
         env = dict(os.environ)
-        env[_KEY_ENV] = key.hex()
+        env[KEY_ENV] = key.hex()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        cmd = [sys.executable, "-m", "napari_em_unet._widgets.engine", host, str(port),
+        cmd = [sys.executable, "-m", "napari_em_unet.engine.process", host, str(port),
                str(self.nice)]
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         accepted: list = []
@@ -271,78 +273,3 @@ def finetune_remote(engine: Engine, request: FineTuneRequest) -> Generator:
         return (yield from engine.run("finetune", request))
     except EngineCrashed as exc:
         return JobFailed(str(exc)[0].upper() + str(exc)[1:] + "; nothing was saved.")
-
-
-# ---------------------------------------------------------------------- child side
-def serve(conn, nice: int = 0) -> None:
-    """The child's loop: run jobs sent over ``conn`` until told to exit."""
-    from . import jobs
-
-    # Full priority while TensorFlow is imported and the first model loaded (the user is
-    # waiting for the first labels and napari is idle), lower once that is done: from then
-    # on the GUI must win every contest for a core. Measured on 2 cores under Xvfb: niced
-    # from the start, the first labels came after 13.5 s; niced after the model, 8.6 s.
-    lowered = not (nice and hasattr(os, "nice"))
-
-    def lower_priority() -> None:
-        nonlocal lowered
-        if not lowered:
-            lowered = True
-            with contextlib.suppress(OSError):
-                os.nice(nice)
-
-    handlers = {"segment": jobs.segment_job, "finetune": jobs.finetune_job,
-                "warm_up": jobs.warm_up_job}
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            return
-        if message[0] == "exit":
-            return
-        if message[0] != "run":
-            continue  # a stop that arrived after its job ended
-        _, name, request = message
-        stop = threading.Event()
-        try:
-            gen = handlers[name](request, stop)
-            while True:
-                while conn.poll():
-                    control = conn.recv()
-                    if control[0] == "stop":
-                        stop.set()
-                    elif control[0] == "exit":
-                        gen.close()
-                        return
-                try:
-                    record = next(gen)
-                except StopIteration as done:
-                    lower_priority()
-                    conn.send(("return", done.value))
-                    break
-                if isinstance(record, jobs.ModelReady):
-                    lower_priority()
-                conn.send(("yield", record))
-        except (EOFError, OSError, BrokenPipeError):
-            return
-        except BaseException as exc:  # report, keep serving: the next job may work
-            try:
-                conn.send(("raise", type(exc).__name__, str(exc), traceback.format_exc()))
-            except (OSError, EOFError):
-                return
-
-
-def main(argv: list[str]) -> None:
-    from multiprocessing.connection import Client
-
-    host, port, nice = argv[0], int(argv[1]), int(argv[2])
-    key = bytes.fromhex(os.environ.pop(_KEY_ENV))
-    conn = Client((host, port), authkey=key)
-    try:
-        serve(conn, nice)
-    finally:
-        conn.close()
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

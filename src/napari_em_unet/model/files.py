@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
-from .errors import ModelFileError
-from .preprocessing import DEFAULT_PERCENTILES
+from .. import __version__
+from ..errors import ModelFileError
+from ..segmentation.preprocessing import DEFAULT_PERCENTILES
 
 FORMAT_VERSION = 1
 METADATA_ENTRY = "napari_em_unet.json"
@@ -122,7 +122,7 @@ def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
             f"{path.name} was written by a newer napari-em-unet (model format "
             f"{info.format_version}); please upgrade the package"
         )
-    from ._keras import keras_module
+    from .backend import keras_module
 
     keras = keras_module()
     try:
@@ -160,7 +160,7 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
     ``path`` only when complete, so an interrupted save (Ctrl-C, kill -9, full disk) leaves
     either the previous file or the new one, never a broken model.
     """
-    from ._keras import keras_module, tensorflow_module
+    from .backend import keras_module, tensorflow_module
 
     keras = keras_module()
     path = Path(path)

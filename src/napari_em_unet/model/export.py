@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EmUnetError, ModelFileError
-from .model_files import LoadedModel, ModelInfo
+from ..errors import EmUnetError, ModelFileError
+from .files import LoadedModel, ModelInfo
 
 PACKAGE_SUFFIX = ".zip"
 ONNX_OPSET = 17
@@ -89,13 +89,13 @@ def sample_tile(size: int = TEST_SIZE) -> np.ndarray:
     """A ``size`` x ``size`` crop of the packaged ssTEM sample (float32 raw grey values)."""
     from importlib import resources
 
-    from .tiff_io import read_tiff
+    from ..io.tiff import read_tiff
 
     try:
         sample = Path(str(resources.files("napari_em_unet.sample_data"))) / "synthetic-sstem.tif"
         plane = np.asarray(read_tiff(sample, memmap=False).data[0])
     except Exception:  # an unusual install without the sample: make one
-        from .synthetic import make_synthetic_stack
+        from ..learning.synthetic import make_synthetic_stack
 
         plane = make_synthetic_stack((1, 2 * size, 2 * size), seed=3)[0][0]
     top, left = (plane.shape[0] - size) // 2, (plane.shape[1] - size) // 2
@@ -110,7 +110,7 @@ def _test_size(multiple: int) -> tuple[int, int]:
 
 def reference_output(model: LoadedModel, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The (batch, y, x, channel) test input and Keras' output for it, as consumers compute it."""
-    from .preprocessing import normalize
+    from ..segmentation.preprocessing import normalize
 
     x = raw[np.newaxis, :, :, np.newaxis].astype(np.float32)
     normalised = normalize(raw, model.info.percentiles)[np.newaxis, :, :, np.newaxis]
@@ -141,7 +141,7 @@ def _quiet_converters():
         loguru_logger = None
     if loguru_logger is not None:
         loguru_logger.disable("bioimageio")
-    from ._keras import _quiet_native_stderr
+    from .backend import _quiet_native_stderr
 
     try:
         # TensorFlow's graph optimiser (run by tf2onnx) logs through absl in C++.
@@ -159,7 +159,7 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     """Write the network (no pre- or postprocessing) as ONNX with dynamic batch, height, width."""
     import onnx
 
-    from ._keras import tensorflow_module
+    from .backend import tensorflow_module
 
     tf = tensorflow_module()
     spec = [tf.TensorSpec([None, None, None, 1], tf.float32, name=INPUT_ID)]
@@ -184,7 +184,7 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     meta = {
         "napari_em_unet.layout": "input (batch, height, width, 1) float32, output (batch, height, "
                                  "width, 1) membrane probability",
-        "napari_em_unet.preprocessing": json.dumps(
+        "napari_em_unet.segmentation.preprocessing": json.dumps(
             {"method": "percentile per slice", "percentiles": list(info.percentiles),
              "formula": "(x - p_low) / (p_high - p_low)", "size_multiple": _multiple(model)}),
         "napari_em_unet.pixel_size_nm": "" if info.pixel_size_nm is None
@@ -223,7 +223,7 @@ def _run_onnx(onnx_path: Path, x_normalised: np.ndarray) -> np.ndarray:
 
 
 def _normalised_test_input(model: LoadedModel, raw: np.ndarray) -> np.ndarray:
-    from .preprocessing import normalize
+    from ..segmentation.preprocessing import normalize
 
     return normalize(raw, model.info.percentiles)[np.newaxis, :, :, np.newaxis]
 
@@ -265,7 +265,7 @@ def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
     """Write ``model``'s network as ONNX, after checking it matches Keras within 1e-4.
 
     The ONNX graph is the bare network: feed it slices normalised as described in its
-    ``napari_em_unet.preprocessing`` metadata, with height and width multiples of
+    ``napari_em_unet.segmentation.preprocessing`` metadata, with height and width multiples of
     ``size_multiple``.
     """
     require("tf2onnx", "onnx", "onnxruntime", what="ONNX export")
@@ -287,7 +287,7 @@ def export_onnx(model: LoadedModel, output: str | os.PathLike) -> ExportResult:
 
 # ----------------------------------------------------------------------------- bioimage.io
 def _multiple(model: LoadedModel) -> int:
-    from .model import size_multiple_of
+    from .unet import size_multiple_of
 
     return size_multiple_of(model.keras_model)
 
@@ -351,7 +351,7 @@ def _cover(raw: np.ndarray, probability: np.ndarray, path: Path) -> None:
 
 def _rdf(model: LoadedModel, files: dict, formats: tuple[str, ...], *, authors, license,
          opset: int | None) -> dict:
-    from ._keras import keras_module, tensorflow_module
+    from .backend import keras_module, tensorflow_module
 
     keras, tf = keras_module(), tensorflow_module()
     info = model.info
@@ -517,7 +517,7 @@ def export_bioimageio(
 
 def _write_keras_v3(model: LoadedModel, path: Path) -> None:
     """The model file itself when it is at hand (byte for byte), else a fresh save."""
-    from .model_files import save_model
+    from .files import save_model
 
     if model.path is not None and Path(model.path).suffix == ".keras" and \
             Path(model.path).is_file():
@@ -528,7 +528,7 @@ def _write_keras_v3(model: LoadedModel, path: Path) -> None:
 
 def _write_saved_model(model: LoadedModel, path: Path) -> None:
     """A TensorFlow SavedModel (``serving_default`` signature), zipped as the spec asks."""
-    from ._keras import keras_module, tensorflow_module
+    from .backend import keras_module, tensorflow_module
 
     keras, tf = keras_module(), tensorflow_module()
     network = model.keras_model
@@ -620,7 +620,7 @@ def _info_from_rdf(rdf: dict, path: Path) -> ModelInfo | None:
 
 def read_package_info(path: str | os.PathLike) -> ModelInfo:
     """The :class:`ModelInfo` of a bioimage.io package (no TensorFlow)."""
-    from .model_files import METADATA_ENTRY, _existing_model_path
+    from .files import METADATA_ENTRY, _existing_model_path
 
     path = _existing_model_path(path)
     try:
@@ -638,7 +638,7 @@ def read_package_info(path: str | os.PathLike) -> ModelInfo:
 
 def load_package(path: str | os.PathLike) -> LoadedModel:
     """Load the Keras 3 weights of a bioimage.io package, in safe mode, with their metadata."""
-    from .model_files import load_model
+    from .files import load_model
 
     path = Path(path)
     info = read_package_info(path)

@@ -4,7 +4,7 @@ Cells are a power-weighted Voronoi tessellation whose seeds drift slowly from sl
 (as in serial sections); boundaries are dark membranes of varying thickness; interiors get
 a grey level of their own, low-frequency texture, mitochondria-like dark ellipses with
 cristae-like stripes and small vesicles; the whole is blurred and noised. Pixel size 4 nm,
-like ISBI 2012, so the bundled model applies as is. ``python -m napari_em_unet.synthetic
+like ISBI 2012, so the bundled model applies as is. ``python -m napari_em_unet.learning.synthetic
 sample_data`` regenerates the files shipped with the package.
 """
 
@@ -114,7 +114,7 @@ def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     labels = labels.copy()
     labels[small[parts]] = 0
     # Each cell keeps only its largest piece; splinters become membrane.
-    from .postprocessing import relabel_sequential
+    from ..segmentation.watershed import relabel_sequential
 
     return relabel_sequential(labels).astype(np.uint16)
 

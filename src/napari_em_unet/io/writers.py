@@ -1,8 +1,4 @@
-"""Segment a volume slice by slice and write each result at once: memory does not grow with Z.
-
-The loop is read a slice, predict, post-process, write, next (:func:`segment_into`), so a run
-holds one slice's working arrays whatever the number of slices. Outputs are written as they
-go:
+"""Streaming writers: a volume's output written one slice at a time, renamed when complete.
 
 * **TIFF** (:class:`TiffSliceWriter`): the file's structure is laid out first, then each
   slice's pixels are written at their offset. Uncompressed and contiguous (memory-mappable
@@ -15,9 +11,8 @@ go:
 
 Both write under a temporary name (``.NAME.*.part`` beside a TIFF, ``NAME.zarr.partial``)
 and rename it when complete: a failed or interrupted run leaves no partial output.
-
-For a viewer, :func:`create_zarr_output` makes a zarr array that :func:`segment_into` fills
-slice by slice while it is displayed (a zarr-backed napari labels layer).
+For a viewer, :func:`create_zarr_output` makes a zarr array that is filled slice by slice
+while it is displayed (a zarr-backed napari labels layer).
 """
 
 from __future__ import annotations
@@ -25,16 +20,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 import warnings
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volumes import Volume, open_volume
+from ..errors import InputError
 
 ZARR_ARRAY = "0"
 """Name of the full-resolution array inside an output ``.zarr`` (OME-Zarr level 0)."""
@@ -42,44 +33,6 @@ _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 _MAX_CHUNK = 1024
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One finished slice of a streaming run."""
-
-    index: int
-    """Index of the slice just written."""
-    done: int
-    """Slices finished so far, this one included."""
-    total: int
-    """Slices in the run."""
-    elapsed_s: float
-    """Seconds since the run started."""
-    eta_s: float | None
-    """Estimated seconds left (None before the first slice is done)."""
-
-    @property
-    def slices_per_second(self) -> float:
-        return self.done / self.elapsed_s if self.elapsed_s > 0 else float("nan")
-
-
-class _Clock:
-    """Elapsed time and an ETA that leaves out the first slice, which pays for warm-up."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.start = time.perf_counter()
-        self.first: float | None = None
-
-    def tick(self, index: int, done: int) -> Progress:
-        now = time.perf_counter() - self.start
-        if self.first is None:
-            self.first = now
-        per_slice = (now - self.first) / (done - 1) if done >= 2 else now
-        eta = per_slice * (self.total - done)
-        return Progress(index, done, self.total, now, eta)
-
-
-# ----------------------------------------------------------------------------- writers
 class SliceWriter:
     """Base of the streaming writers: ``write`` slices, then ``commit`` (or ``abort``).
 
@@ -138,7 +91,7 @@ class TiffSliceWriter(SliceWriter):
     def __init__(self, path, shape, dtype, pixel_size_nm: float | None = None):
         import tifffile
 
-        from .tiff_io import tiff_write_options
+        from .tiff import tiff_write_options
 
         self.path = Path(path)
         self.shape = tuple(int(n) for n in shape)
@@ -290,7 +243,7 @@ def create_zarr_output(path, shape, dtype, *, pixel_size_nm: float | None = None
         E.g. ``Output.INSTANCES.dtype``.
     pixel_size_nm : float, optional
         Recorded as the OME-Zarr scale of Y and X (in nanometres) and as the
-        ``pixel_size_nm`` attribute, which :func:`~napari_em_unet.volumes.open_volume` reads.
+        ``pixel_size_nm`` attribute, which :func:`~napari_em_unet.io.volumes.open_volume` reads.
     chunks : tuple of int, optional
         Default one slice deep and up to 1024 x 1024.
     overwrite : bool
@@ -339,122 +292,3 @@ def open_writer(path, shape, dtype, *, pixel_size_nm: float | None = None) -> Sl
     if path.suffix.lower() == ".zarr":
         return ZarrSliceWriter(path, shape, dtype, pixel_size_nm=pixel_size_nm)
     return TiffSliceWriter(path, shape, dtype, pixel_size_nm=pixel_size_nm)
-
-
-def output_shape(volume: Volume) -> tuple[int, ...]:
-    """The shape a segmentation of ``volume`` is written with: 2D images stay 2D."""
-    return tuple(volume.shape[1:]) if volume.was_2d else tuple(volume.shape)
-
-
-# ----------------------------------------------------------------------------- segmenting
-def segment_into(model, volume, target, *, output="instances",
-                 slices: Iterable[int] | None = None, pixel_size_nm: float | None = None,
-                 params=None, **predict_kwargs) -> Iterator[Progress]:
-    """Segment ``volume`` slice by slice into ``target``, yielding progress after each slice.
-
-    Each slice is read, predicted, post-processed and written before the next one is read,
-    so memory stays at about one slice's working arrays however many slices there are.
-
-    Parameters
-    ----------
-    model : LoadedModel
-        From :func:`~napari_em_unet.model_files.load_model`.
-    volume : Volume or path or array-like
-        Anything :func:`~napari_em_unet.volumes.open_volume` accepts.
-    target : SliceWriter or array-like
-        A streaming writer, or any array supporting ``target[z] = slice`` (a zarr array from
-        :func:`create_zarr_output`, a numpy memory map), shaped like the volume (2D for a
-        2D image).
-    output : Output or str
-        ``"instances"``, ``"membranes"`` or ``"probabilities"``.
-    slices : iterable of int, optional
-        Slices to segment (default: all); the others are left as they are in ``target``.
-    pixel_size_nm : float, optional
-        Default: the volume's.
-    params : WatershedParams, optional
-        Default: the model's tuned values.
-    **predict_kwargs
-        ``tile_size``, ``overlap``, ``batch_size``, as for
-        :func:`~napari_em_unet.inference.predict_stack`.
-
-    Yields
-    ------
-    Progress
-        After each slice is written.
-    """
-    from .segmentation import segment_stack
-
-    volume = open_volume(volume)
-    pixel_size_nm = pixel_size_nm or volume.pixel_size_nm
-    indices = list(range(volume.shape[0])) if slices is None else [int(i) for i in slices]
-    clock = _Clock(len(indices))
-    put = target.write if isinstance(target, SliceWriter) else _setter(target, volume)
-    for item in segment_stack(model, volume, output=output, slices=indices,
-                              pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
-        index, done = item.index, item.done
-        put(index, item.result)
-        # Drop our references before handing control back, so that a slow consumer does
-        # not keep a finished slice alive while the next one is computed.
-        del item
-        yield clock.tick(index, done)
-
-
-def _setter(target, volume: Volume):
-    two_d = len(getattr(target, "shape", ())) == 2
-
-    def put(index: int, plane: np.ndarray) -> None:
-        if two_d:
-            target[...] = plane
-        else:
-            target[index] = plane
-
-    if not two_d and tuple(target.shape) != tuple(volume.shape):
-        raise InputError(f"the output has shape {tuple(target.shape)} but the volume "
-                         f"{tuple(volume.shape)}")
-    return put
-
-
-def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float | None = None,
-               slices: Iterable[int] | None = None, params=None,
-               **predict_kwargs) -> Iterator[Progress]:
-    """Segment ``volume`` into the file ``path`` (TIFF, or zarr for ``.zarr``), streaming.
-
-    The output appears under its name only when every slice is written; if the run fails
-    or the caller stops iterating, the temporary output is deleted. Parameters are those of
-    :func:`segment_into`; the output has the volume's shape (2D for a 2D image) and records
-    the pixel size.
-
-    Yields
-    ------
-    Progress
-        After each slice is written.
-
-    Returns
-    -------
-    pathlib.Path
-        The written file (the generator's return value).
-    """
-    from .segmentation import Output
-
-    volume = open_volume(volume)
-    pixel_size_nm = pixel_size_nm or volume.pixel_size_nm
-    writer = open_writer(path, output_shape(volume), Output(output).dtype,
-                         pixel_size_nm=pixel_size_nm)
-    try:
-        yield from segment_into(model, volume, writer, output=output, slices=slices,
-                                pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs)
-    except BaseException:  # including GeneratorExit when the caller stops early
-        writer.abort()
-        raise
-    return writer.commit()
-
-
-def run(progress: Iterator[Progress], callback=None):
-    """Drive a streaming generator to the end; return its return value (e.g. the path)."""
-    while True:
-        try:
-            record = next(progress)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(record)

@@ -14,9 +14,9 @@ from enum import Enum
 
 import numpy as np
 
-from .inference import predict_stack
-from .model_files import LoadedModel
-from .postprocessing import WatershedParams, instances_from_probability, membranes_from_labels
+from ..model.files import LoadedModel
+from .tiling import predict_stack
+from .watershed import WatershedParams, instances_from_probability, membranes_from_labels
 
 
 class Output(str, Enum):

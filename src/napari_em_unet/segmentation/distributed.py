@@ -6,7 +6,7 @@ of ``n_workers`` processes on this machine. Each worker loads the model once: th
 travels to every worker inside a worker plugin (so workers need no access to the client's
 files for it) and is loaded on the worker's first task, then reused by every later task.
 
-Each task runs the same :func:`~napari_em_unet.segmentation.segment_stack` as a local run
+Each task runs the same :func:`~napari_em_unet.segmentation.pipeline.segment_stack` as a local run
 on its own slices, which are independent, so the result is identical to the local one.
 Workers read their slices themselves (file-backed volumes pickle as a path) and, for a
 ``.zarr`` output, write them straight into the output store; for a TIFF output the slices
@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .streaming import Progress, ZarrSliceWriter, _Clock, open_writer, output_shape
-from .volumes import Volume, open_volume
+from ..errors import InputError
+from ..io.volumes import Volume, open_volume
+from ..io.writers import ZarrSliceWriter, open_writer
+from .streaming import Progress, _Clock, output_shape
 
 PLUGIN_PREFIX = "napari-em-unet-model"
 _PORTABLE_KINDS = ("tiff", "zarr", "ome-zarr", "dask")
@@ -78,8 +79,8 @@ class ModelPlugin(_WorkerPluginBase):
                 os.unlink(state["file"])
 
     def model(self, worker):
-        """This worker's :class:`~napari_em_unet.model_files.LoadedModel`, loaded once."""
-        from .model_files import load_model
+        """This worker's :class:`~napari_em_unet.model.files.LoadedModel`, loaded once."""
+        from ..model.files import load_model
 
         state = self._state.get(worker.id)
         if state is None:  # registered before this worker joined and setup not yet run
@@ -111,7 +112,7 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
     """
     from distributed import get_worker
 
-    from .segmentation import segment_stack
+    from .pipeline import segment_stack
 
     worker = get_worker()
     model = worker.plugins[plugin_name].model(worker)
@@ -214,13 +215,13 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     model : str, os.PathLike, LoadedModel or None
         Model file (None: the bundled model). Its bytes are sent to the workers once.
     volume : Volume or path or array-like
-        What :func:`~napari_em_unet.volumes.open_volume` accepts. Files must be readable by
+        What :func:`~napari_em_unet.io.volumes.open_volume` accepts. Files must be readable by
         the workers under the same path.
     path : str or os.PathLike
         Output, TIFF or ``.zarr`` (written by the workers themselves, so on a shared file
         system). Written under a temporary name and renamed when complete.
     output : Output or str
-        As for :func:`~napari_em_unet.segmentation.segment_stack`.
+        As for :func:`~napari_em_unet.segmentation.pipeline.segment_stack`.
     client, scheduler, n_workers
         Where to run: an existing ``distributed.Client``, a scheduler address, or a
         number of local worker processes.
@@ -249,8 +250,8 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     """
     from distributed import as_completed
 
-    from .model_files import LoadedModel, bundled_model_path, read_info
-    from .segmentation import Output
+    from ..model.files import LoadedModel, bundled_model_path, read_info
+    from .pipeline import Output
 
     output = Output(output)
     volume = open_volume(volume)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model_files import LoadedModel
+from ..model.files import LoadedModel
 from .preprocessing import as_stack, normalize, resample_factor, scaled_shape, zoom_to
 
 DEFAULT_TILE = 1024
@@ -46,7 +46,7 @@ def _forward(keras_model):
     """A traced inference function per model; faster than ``model.predict`` on small batches."""
     fn = _compiled.get(keras_model)
     if fn is None:
-        from ._keras import tensorflow_module
+        from ..model.backend import tensorflow_module
 
         tf = tensorflow_module()
         fn = tf.function(
@@ -58,7 +58,7 @@ def _forward(keras_model):
 
 
 def _size_multiple(keras_model) -> int:
-    from .model import size_multiple_of
+    from ..model.unet import size_multiple_of
 
     return size_multiple_of(keras_model)
 

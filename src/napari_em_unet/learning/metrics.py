@@ -34,11 +34,12 @@ label 0, or probability >= 0.5).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def _java_thresholds(start: float = 0.0, stop: float = 1.0, step: float = 0.1) -> tuple:
@@ -375,3 +376,23 @@ def score_stack(prediction: np.ndarray, ground_truth: np.ndarray, *,
         raise InputError(f"expected 2D or ZYX arrays, got shape {prediction.shape}")
     return combine([score_slice(p, g, grown=grown)
                     for p, g in zip(prediction, ground_truth, strict=True)])
+
+
+@dataclass(frozen=True)
+class SliceScored:
+    index: int
+    done: int
+    total: int
+    score: SliceScore
+
+
+def score_slices(prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
+                 ) -> Generator[SliceScored, None, None]:
+    """Yield the ISBI scores of each slice (prediction and truth: ZYX copies, or zarr/dask
+    arrays read here one slice at a time).
+
+    No TensorFlow: this one runs in a napari thread worker.
+    """
+    for done, index in enumerate(slices, start=1):
+        yield SliceScored(index, done, len(slices), score_slice(np.asarray(prediction[index]),
+                                                      np.asarray(truth[index])))

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .atomic import atomic_path
-from .errors import InputError
 
 _UNIT_TO_NM = {
     "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,

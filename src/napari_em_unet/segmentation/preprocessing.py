@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # Percentiles rather than min/max: a few saturated or dead pixels (or NaNs) in a slice
 # must not squeeze the useful grey range. These values are stored in every model file.

@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .augmentation import AugmentConfig, random_patch
-from .errors import InputError
-from .inference import predict_slice
-from .metrics import score_slice
-from .model import UNetConfig, build_unet
-from .model_files import LoadedModel, ModelInfo
-from .postprocessing import WatershedParams, instances_from_probability, tune_watershed
-from .preprocessing import (
+from ..errors import InputError
+from ..model.files import LoadedModel, ModelInfo
+from ..model.unet import UNetConfig, build_unet
+from ..segmentation.preprocessing import (
     as_stack,
     normalize,
     resample_factor,
     scaled_shape,
     zoom_to,
 )
+from ..segmentation.tiling import predict_slice
+from ..segmentation.watershed import WatershedParams, instances_from_probability, tune_watershed
+from .augmentation import AugmentConfig, random_patch
+from .metrics import score_slice
 from .targets import labelled_slices, membrane_width, training_target
 
 
@@ -337,13 +337,13 @@ def _weighted_bce(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 
 def _keras():
-    from ._keras import keras_module
+    from ..model.backend import keras_module
 
     return keras_module()
 
 
 def _tf():
-    from ._keras import tensorflow_module
+    from ..model.backend import tensorflow_module
 
     return tensorflow_module()
 

@@ -96,7 +96,7 @@ def tune_watershed(
     shape. Coordinate ascent from ``base`` (one parameter at a time over a few values, until
     nothing improves) needs about a dozen watersheds per slice instead of a full grid's 40.
     """
-    from .metrics import prepare_truth, score_slice
+    from ..learning.metrics import prepare_truth, score_slice
 
     truths = [prepare_truth(gt) for gt in ground_truths]
     cache: dict[WatershedParams, float] = {}

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError
+from .. import __version__
+from ..errors import InputError
 
 ENV_HOME = "NAPARI_EM_UNET_HOME"
 FORMAT = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ._keras import keras_module
+from .backend import keras_module
 
 
 @dataclass(frozen=True)

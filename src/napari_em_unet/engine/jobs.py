@@ -1,11 +1,9 @@
 """The jobs: plain generators over plain values, run in the TensorFlow process.
 
-Each job receives a frozen, picklable request (arrays, slice numbers, file paths, a
-config), never a widget or a layer, and yields small records that the widgets turn into
-layer updates and progress on napari's main thread. They run in the child process of
-:mod:`.engine`, which is the only place TensorFlow is imported. Problems the user can fix
-(:class:`~napari_em_unet.errors.EmUnetError`) end a job with a :class:`JobFailed` record
-carrying the one-sentence message; anything else is reported with its traceback.
+Each job receives a request from :mod:`.protocol` and yields its records. They run in the
+child process (:mod:`.process`), the only place TensorFlow is imported. Problems the user
+can fix (:class:`~napari_em_unet.errors.EmUnetError`) end a job with a :class:`JobFailed`
+record carrying the one-sentence message; anything else is reported with its traceback.
 """
 
 from __future__ import annotations
@@ -14,98 +12,27 @@ import dataclasses
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import EmUnetError
-
-
-@dataclass(frozen=True)
-class SegmentRequest:
-    """A snapshot of what to segment."""
-
-    image: Any
-    """The image: 2D, ZYX, or either with a trailing RGB axis. In the TensorFlow process,
-    only the planes of ``slices``, stacked."""
-    slices: tuple[int, ...]
-    """Slice numbers in the user's stack."""
-    output: str = "instances"
-    probability: bool = False
-    """Also return each slice's membrane probability (for the probability layer)."""
-    pixel_size_nm: float | None = None
-    model_path: Path | None = None
-    rgb: bool = False
-
-
-@dataclass(frozen=True)
-class FineTuneRequest:
-    """A snapshot of what to fine-tune on: copies of the training and validation planes."""
-
-    image: np.ndarray
-    """The planes listed in ``numbers`` (k x Y x X, or k x Y x X x 3)."""
-    labels: np.ndarray
-    numbers: tuple[int, ...]
-    """Slice number in the user's stack of each plane of ``image`` and ``labels``."""
-    slices: tuple[int, ...]
-    """Training slices (slice numbers)."""
-    validation_slices: tuple[int, ...]
-    output_path: Path
-    base_path: Path | None
-    config: Any  # training.TrainConfig
-    pixel_size_nm: float | None = None
-    name: str = "fine-tuned"
-    source: str = ""
-
-
-@dataclass(frozen=True)
-class ModelReady:
-    """The model is loaded (TensorFlow imported); real work starts."""
-
-    name: str
-    seconds: float
-
-
-@dataclass(frozen=True)
-class SliceDone:
-    index: int
-    done: int
-    total: int
-    result: np.ndarray
-    probability: np.ndarray | None
-    uncertainty: float
-    """Mean binary entropy of the membrane probability (bits): high = the model hesitates."""
-
-
-@dataclass(frozen=True)
-class SegmentSummary:
-    total: int
-    uncertainty: dict[int, float] = field(default_factory=dict)
-    model_name: str = ""
-    stopped: bool = False
-
-
-@dataclass(frozen=True)
-class FineTuneOutcome:
-    path: Path
-    info: Any  # model_files.ModelInfo
-    best_epoch: int
-    best_v_rand: float | None
-    v_rand_before: float | None
-    stopped: bool
-    epochs_run: int
-
-
-@dataclass(frozen=True)
-class JobFailed:
-    message: str
+from .model_cache import load_cached
+from .protocol import (
+    FineTuneOutcome,
+    FineTuneRequest,
+    JobFailed,
+    ModelReady,
+    SegmentRequest,
+    SegmentSummary,
+    SliceDone,
+)
 
 
 def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
     """Import TensorFlow (so that the next job starts at once); return its version."""
-    from .._keras import tensorflow_module
+    from ..model.backend import tensorflow_module
 
     return tensorflow_module().__version__
     yield  # a generator like the other jobs
@@ -114,8 +41,7 @@ def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
 def segment_job(request: SegmentRequest, stop: threading.Event | None = None) -> Generator[
         ModelReady | SliceDone, None, SegmentSummary | JobFailed]:
     """Load the model, then yield one :class:`SliceDone` per plane of ``request.image``."""
-    from ..segmentation import segment_stack, uncertainty
-    from .model_registry import load_cached
+    from ..segmentation.pipeline import segment_stack, uncertainty
 
     started = time.perf_counter()
     try:
@@ -156,9 +82,8 @@ def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
     ``stop`` is the core's cooperative stop: set it and the training finishes its step,
     restores the best weights, and the model is saved as usual.
     """
-    from ..model_files import save_model
-    from ..training import train
-    from .model_registry import load_cached
+    from ..learning.training import train
+    from ..model.files import save_model
 
     started = time.perf_counter()
     try:
@@ -200,25 +125,3 @@ def _with_slice_numbers(info, numbers: tuple[int, ...]):
     for key in ("slices", "validation_slices"):
         last[key] = [int(numbers[i]) for i in last.get(key) or []]
     return dataclasses.replace(info, trained_on=[*info.trained_on[:-1], last])
-
-
-@dataclass(frozen=True)
-class SliceScored:
-    index: int
-    done: int
-    total: int
-    score: Any  # metrics.SliceScore
-
-
-def evaluate_job(prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
-                 ) -> Generator[SliceScored, None, None]:
-    """Yield the ISBI scores of each slice (prediction and truth: ZYX copies, or zarr/dask
-    arrays read here one slice at a time).
-
-    No TensorFlow: this one runs in a napari thread worker.
-    """
-    from ..metrics import score_slice
-
-    for done, index in enumerate(slices, start=1):
-        yield SliceScored(index, done, len(slices), score_slice(np.asarray(prediction[index]),
-                                                      np.asarray(truth[index])))
