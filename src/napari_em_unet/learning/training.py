@@ -55,6 +55,8 @@ class TrainConfig:
     """Width derived borders are widened to; None: the membrane width of the base model (or
     of the training labels when training from scratch). 1 takes one-pixel borders literally."""
     tune_postprocessing: bool = True
+    extra_share: float = 0.5
+    """Share of training patches drawn from ``extra`` sources (when there are any)."""
     seed: int = 0
     architecture: UNetConfig = field(default_factory=UNetConfig)
 
@@ -86,6 +88,16 @@ class TrainResult:
     best_v_rand: float | None
     stopped: bool
     history: list[dict]
+
+
+@dataclass(frozen=True)
+class TrainingSource:
+    """More labelled data for training only (another volume, at its own pixel size)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    pixel_size_nm: float | None = None
+    name: str = ""
 
 
 @dataclass
@@ -167,13 +179,16 @@ def train(
     config: TrainConfig = TrainConfig(),
     name: str = "em-unet",
     source: str = "",
+    extra: Sequence[TrainingSource] = (),
     stop=None,
 ) -> Generator[StepProgress | EpochProgress, None, TrainResult]:
     """Train a new U-Net (``base=None``) or fine-tune ``base`` on the labelled slices.
 
     ``labels`` follows the rule in :mod:`.targets`; ``slices`` defaults to every slice with
     a non-zero label (minus ``validation_slices``). ``pixel_size_nm`` is the data's pixel
-    size, used to resample to the base model's scale (and stored in a new model).
+    size, used to resample to the base model's scale (and stored in a new model). ``extra``
+    volumes are resampled to the same scale and add training patches only
+    (``config.extra_share`` of them), never validation data.
     """
     stack, _ = as_stack(image)
     label_stack = _labels_array(labels)
@@ -242,8 +257,9 @@ def train(
         return loss
 
     augment = AugmentConfig(enabled=config.augment, elastic=config.elastic)
-    sample_weights = np.array([s.image.size for s in train_samples], dtype=float)
-    sample_weights /= sample_weights.sum()
+    extra_samples = _extra_samples(extra, model_px, prep)
+    sample_weights = _mixed_weights(train_samples, extra_samples, config.extra_share)
+    train_samples = train_samples + extra_samples
 
     def evaluate(start: WatershedParams) -> tuple[float | None, float | None, WatershedParams]:
         """Validation loss, V_rand and the watershed parameters tuned from ``start``."""
@@ -315,7 +331,10 @@ def train(
         postprocessing=best_params.to_dict(),
         trained_on=list(info.trained_on if base is not None else [])
         + [{"source": source, "slices": slices, "validation_slices": validation_slices,
-            "pixel_size_nm": pixel_size_nm, "epochs": epoch, "best_epoch": best_epoch}],
+            "pixel_size_nm": pixel_size_nm, "epochs": epoch, "best_epoch": best_epoch,
+            **({"extra": [{"source": e.name, "pixel_size_nm": e.pixel_size_nm,
+                           "slices": labelled_slices(_labels_array(e.labels))} for e in extra],
+                "extra_share": config.extra_share} if extra else {})}],
         base_model=(base.info.name if base is not None else None),
         epochs=info.epochs + best_epoch if base is not None else best_epoch,
         validation={"v_rand": best_score,
@@ -324,6 +343,33 @@ def train(
         history=history,
     )
     return TrainResult(LoadedModel(model, new_info, None), best_epoch, best_score, stopped, history)
+
+
+def _extra_samples(extra: Sequence[TrainingSource], model_px, prep: dict) -> list[_Sample]:
+    samples = []
+    for source in extra:
+        stack, _ = as_stack(source.image)
+        labels = _labels_array(source.labels)
+        labels = labels[np.newaxis] if labels.ndim == 2 else labels
+        if stack.shape != labels.shape:
+            raise InputError(f"extra source {source.name!r}: image {tuple(stack.shape)} and "
+                             f"labels {tuple(labels.shape)} differ in shape")
+        factor = resample_factor(source.pixel_size_nm, model_px)
+        samples += prepare(stack, labels, labelled_slices(labels), **{**prep, "factor": factor})
+    return samples
+
+
+def _mixed_weights(main: list[_Sample], extra: list[_Sample], extra_share: float) -> np.ndarray:
+    """Patch-sampling probabilities: by slice area within each group, ``extra_share`` to the
+    extra volumes, so a large extra volume does not drown the data the model is for."""
+    def by_area(samples):
+        w = np.array([s.image.size for s in samples], dtype=float)
+        return w / w.sum() if w.size else w
+
+    if not extra:
+        return by_area(main)
+    share = float(np.clip(extra_share, 0.0, 1.0))
+    return np.concatenate([by_area(main) * (1 - share), by_area(extra) * share])
 
 
 def _pick(rng, samples: list[_Sample], weights: np.ndarray):
