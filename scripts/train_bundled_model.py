@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     from napari_em_unet.model.unet import UNetConfig
 
     args = arguments(argv)
+    version = code_version()  # now: the checkout may change while this trains
     isbi = read_tiff(DATA / "isbi2012" / "train-volume.tif")
     isbi_labels = np.asarray(read_tiff(DATA / "isbi2012" / "train-labels.tif").data)
     holdout = slice_range(args.holdout)
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
                 source="isbi2012 train-volume.tif / train-labels.tif", extra=extra)
     result = _drain(gen, started)
     info = result.model.info
-    info.trained_on[-1]["code_version"] = code_version()
+    info.trained_on[-1]["code_version"] = version
     info.trained_on[-1]["command"] = "python scripts/train_bundled_model.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     info.trained_on[-1]["minutes"] = round((time.perf_counter() - started) / 60, 1)
