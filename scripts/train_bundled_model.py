@@ -12,7 +12,8 @@ benchmarks/benchmark.py). The git commit of the code is recorded in the model.
 
     python scripts/train_bundled_model.py -o src/napari_em_unet/models/isbi2012_unet.keras \\
         --postprocessing /work/ml-artifacts/cv/postprocessing.json
-    python scripts/train_bundled_model.py --holdout 0-4 -o /work/ml-artifacts/fold0.keras
+    python scripts/train_bundled_model.py --holdout 0-9 -o /work/ml-artifacts/fold0.keras
+    python scripts/train_bundled_model.py --set-postprocessing P.json -o M.keras  # no training
 """
 
 from __future__ import annotations
@@ -66,7 +67,22 @@ def arguments(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--postprocessing", default=None,
                    help="JSON file with the watershed parameters to store")
+    p.add_argument("--set-postprocessing", default=None, metavar="JSON",
+                   help="do not train: store these watershed parameters in the -o model")
     return p.parse_args(argv)
+
+
+def set_postprocessing(model_path: str, params_path: str) -> int:
+    """Store cross-validation's watershed parameters in an already trained model."""
+    from napari_em_unet.model.files import load_model, save_model
+
+    model = load_model(model_path)
+    model.info.postprocessing = json.loads(Path(params_path).read_text())
+    model.info.trained_on[-1]["postprocessing"] = (
+        "tuned on out-of-fold predictions of ISBI 0-19 by benchmarks/benchmark.py")
+    save_model(model.keras_model, model.info, model_path)
+    print(f"stored {model.info.postprocessing} in {model_path}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -76,6 +92,8 @@ def main(argv=None) -> int:
     from napari_em_unet.model.unet import UNetConfig
 
     args = arguments(argv)
+    if args.set_postprocessing:
+        return set_postprocessing(args.output, args.set_postprocessing)
     version = code_version()  # now: the checkout may change while this trains
     isbi = read_tiff(DATA / "isbi2012" / "train-volume.tif")
     isbi_labels = np.asarray(read_tiff(DATA / "isbi2012" / "train-labels.tif").data)

@@ -85,6 +85,8 @@ def cmd_segment(args) -> int:
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
     predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
+    if args.flips:
+        predict["flips"] = True
     started = time.perf_counter()
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
@@ -325,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=_positive_int, default=1024,
                    help="largest tile fed to the network, in pixels (default 1024)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch")
+    p.add_argument("--flips", action="store_true",
+                   help="test-time augmentation: average the four mirror images (4x slower)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run on an existing dask.distributed cluster, e.g. "
