@@ -2,24 +2,27 @@
 
 Accuracy is the ISBI 2012 leaderboard's V_rand / V_info after border thinning
 (``napari_em_unet.learning.metrics``) of the instance output, by blocked cross-validation
-over ISBI slices 0-19 with contiguous folds (one fold model per fold: 2 models give folds
-0-9 and 10-19, 4 give 0-4, 5-9, 10-14, 15-19). For fold k:
+over ISBI slices 0-19. Each fold model (``--folds``, made by
+``scripts/train_bundled_model.py --holdout``: the shipped recipe and fixed schedule, no
+epoch selection) was trained without a contiguous block of slices (``--holdouts``, by
+default 0-9 and 10-19 for two models). Those slices are scored in blocks of 5; for each
+block:
 
-* the network is the fold model trained without fold k (``--folds``, made by
-  ``scripts/train_bundled_model.py --holdout``; fixed schedule, no epoch selection), or the
-  random forest fitted on the other 15 slices;
-* the watershed parameters are tuned on the out-of-fold predictions of the *other* folds
-  (each made by a model that never saw them), never on fold k;
-* fold k's slices are then segmented and scored. No figure below saw its slices in
-  training, selection or tuning, except the previous bundled model's (labelled as such).
+* the network is the fold model that never saw it (or a random forest fitted on the same
+  training slices as that model, for the baseline);
+* the watershed parameters are tuned on the out-of-fold maps of the *other* blocks (each
+  made by a model that never saw them), never on the block itself;
+* the block is segmented with them and scored. No figure of the new recipe or the forest
+  saw its slices in training, selection or tuning; the previous bundled model's figures
+  are labelled with what it saw.
 
-The parameters tuned on all 20 out-of-fold predictions are what the shipped model stores
+The parameters tuned on all out-of-fold maps are what the shipped model stores
 (``--write-postprocessing``). Speed: ``em-unet segment`` end to end on the 30-slice ISBI
 test volume, per slice after the first, against the classic U-Net's bare network in the
 same run (as benchmarks/speed.py), medians of ``--repeats`` alternating rounds.
 
-    python benchmarks/benchmark.py --folds F0.keras F1.keras [F2.keras F3.keras] \\
-        [--model M.keras] [--write-postprocessing P.json] [--repeats 2]
+    python benchmarks/benchmark.py --folds F0.keras F1.keras [--holdouts 0-9 10-19] \\
+        [--model M.keras] [--write-postprocessing P.json] [--cache DIR] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -46,14 +49,19 @@ from napari_em_unet.segmentation.watershed import (
 )
 
 ISBI_SLICES = 20
-FOLDS: list[list[int]] = []  # set from the number of fold models
+BLOCK = 5
+HOLDOUTS: list[list[int]] = []  # the slices each fold model never saw
+FOLDS: list[list[int]] = []  # blocks of 5 of those slices, scored one by one
 PREVIOUS_COMMIT = "5ce5730"  # the bundled model before issue 8: ISBI 0-15, selected on 16-19
 
 
 def arguments():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--folds", nargs="+", required=True,
-                   help="fold models in fold order (each trained without its block of slices)")
+                   help="fold models, each trained without one block of ISBI slices")
+    p.add_argument("--holdouts", nargs="+", default=None,
+                   help="the slices each fold model left out, e.g. 0-9 10-19 (default: 0-19 "
+                        "split evenly over the models, in order)")
     p.add_argument("--model", default=None, help="the shipped model (default: bundled)")
     p.add_argument("--write-postprocessing", default=None)
     p.add_argument("--repeats", type=int, default=2)
@@ -73,6 +81,23 @@ def unet_probabilities(path, image, slices, flips=False):
     model = load_model(path)
     return {r.index: r.probability for r in predict_stack(model, image, slices=slices,
                                                           pixel_size_nm=4.0, flips=flips)}
+
+
+def slice_range(text: str) -> list[int]:
+    lo, _, hi = text.partition("-")
+    return list(range(int(lo), int(hi or lo) + 1))
+
+
+def set_folds(args) -> None:
+    if args.holdouts:
+        HOLDOUTS.extend(slice_range(t) for t in args.holdouts)
+    else:
+        size = ISBI_SLICES // len(args.folds)
+        HOLDOUTS.extend(list(range(k, k + size)) for k in range(0, ISBI_SLICES, size))
+    if len(HOLDOUTS) != len(args.folds):
+        sys.exit("error: one --holdouts range per fold model")
+    covered = sorted(s for held in HOLDOUTS for s in held)
+    FOLDS.extend(covered[i : i + BLOCK] for i in range(0, len(covered), BLOCK))
 
 
 def forest_probabilities(image, truth, fold):
@@ -151,14 +176,15 @@ def accuracy(args, tmp: Path) -> dict:
     results, oof = {}, {}
     for flips in (False, True):
         maps = {}
-        for path, fold in zip(args.folds, FOLDS, strict=True):
-            maps.update(unet_probabilities(path, image, fold, flips=flips))
+        for path, held in zip(args.folds, HOLDOUTS, strict=True):
+            maps.update(unet_probabilities(path, image, held, flips=flips))
         oof[flips] = maps
         results["new, flips" if flips else "new"] = cross_validate(maps, truth)
         print(f"cross-validated new model (flips={flips}) done", flush=True)
     if not args.skip_forest:
-        maps = cached(args, f"forest_oof_{len(FOLDS)}folds.npz", lambda: {
-            s: p for fold in FOLDS for s, p in forest_probabilities(image, truth, fold).items()})
+        key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
+        maps = cached(args, f"forest_oof_{key}.npz", lambda: {
+            s: p for held in HOLDOUTS for s, p in forest_probabilities(image, truth, held).items()})
         results["forest"] = cross_validate(maps, truth)
         print("cross-validated random forest done", flush=True)
     vnc = (np.asarray(read_tiff(VNC / "raw.tif").data),
@@ -231,9 +257,11 @@ def forest_seconds(volume) -> float:
 def report(acc: dict, sec: dict) -> None:
     print(f"benchmark ({machine()})")
     print("accuracy: official ISBI V_rand / V_info (after thinning) of the instance output; "
-          f"blocked {len(FOLDS)}-fold CV over ISBI slices 0-19, each fold held out from "
-          "training and from watershed tuning")
-    header = ("method", *(f"fold {f[0]}-{f[-1]}" for f in FOLDS), "V_rand (20 slices)", "V_info",
+          f"blocked CV, ISBI slices {FOLDS[0][0]}-{FOLDS[-1][-1]} in blocks of {BLOCK}, each "
+          "block held out from training (fold models without "
+          f"{', '.join(f'{h[0]}-{h[-1]}' for h in HOLDOUTS)}) and from watershed tuning")
+    n = sum(len(f) for f in FOLDS)
+    header = ("method", *(f"block {f[0]}-{f[-1]}" for f in FOLDS), f"V_rand ({n} slices)", "V_info",
               "prob. map V_rand", "s / slice", "speed-up")
     rows = []
     names = {"forest": "random forest (ilastik-style features)", "new": "new bundled recipe",
@@ -258,8 +286,7 @@ def report(acc: dict, sec: dict) -> None:
 def main() -> None:
     args = arguments()
     require_data()
-    size = ISBI_SLICES // len(args.folds)
-    FOLDS.extend(list(range(k, k + size)) for k in range(0, ISBI_SLICES, size))
+    set_folds(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         acc = accuracy(args, tmp)
