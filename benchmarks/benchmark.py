@@ -66,7 +66,8 @@ def arguments():
     p.add_argument("--write-postprocessing", default=None)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-forest", action="store_true")
-    p.add_argument("--skip-speed", action="store_true", help="accuracy only (for a quick check)")
+    p.add_argument("--skip-speed", action="store_true", help="accuracy only")
+    p.add_argument("--skip-accuracy", action="store_true", help="speed only")
     p.add_argument("--cache", default=None,
                    help="folder keeping the random forest's out-of-fold maps and the previous "
                         "model's scores between runs (they do not depend on the new models)")
@@ -289,10 +290,19 @@ def main() -> None:
     set_folds(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        acc = accuracy(args, tmp)
+        if args.skip_accuracy:
+            previous_model_file(tmp)
+            acc = None
+        else:
+            acc = accuracy(args, tmp)
         sec = {"classic": float("nan"), "previous": float("nan")} if args.skip_speed else \
             speed(args, tmp)
-    report(acc, sec)
+    if acc is None:
+        print(f"speed ({machine()}, medians of {args.repeats} rounds): "
+              + ", ".join(f"{k} {v:.3f} s/slice ({sec['classic'] / v:.1f}x)"
+                          for k, v in sec.items()))
+    else:
+        report(acc, sec)
     out = Path(args.json)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"machine": machine(), "accuracy": acc, "seconds": sec},
