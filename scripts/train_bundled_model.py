@@ -79,7 +79,8 @@ def set_postprocessing(model_path: str, params_path: str) -> int:
     model = load_model(model_path)
     model.info.postprocessing = json.loads(Path(params_path).read_text())
     model.info.trained_on[-1]["postprocessing"] = (
-        "tuned on out-of-fold predictions of ISBI 0-19 by benchmarks/benchmark.py")
+        "tuned on out-of-fold predictions (ISBI slices no fold model saw) by "
+        "benchmarks/benchmark.py")
     save_model(model.keras_model, model.info, model_path)
     print(f"stored {model.info.postprocessing} in {model_path}")
     return 0
