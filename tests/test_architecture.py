@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "napari_em_unet"
 KERAS_MODULE = "napari_em_unet.model.backend"
-CORE = ("io", "segmentation", "learning", "model", "engine")
+CORE = ("io", "segmentation", "learning", "model", "engine", "analysis")
 MAX_FUNCTION_LINES = 100
 
 

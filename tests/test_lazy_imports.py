@@ -15,6 +15,8 @@ def test_import_and_tiff_reading_do_not_import_tensorflow(tmp_path):
         from napari_em_unet.io import tiff as tiff_io
         from napari_em_unet.learning import metrics, targets, synthetic
         from napari_em_unet.segmentation import watershed
+        from napari_em_unet.analysis import measure, proofread
+        from napari_em_unet.io import voxel_size
         from napari_em_unet.model.files import read_info, bundled_model_path
         tiff_io.read_tiff({str(tmp_path / 'x.tif')!r})
         heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]

@@ -40,7 +40,8 @@ def test_command_ids_and_menus(manifest):
         assert re.fullmatch(rf"{PLUGIN}\.[a-z]+(_[a-z0-9]+)+", command_id), command_id
     widgets = {w["command"] for w in manifest["contributions"]["widgets"]}
     assert widgets == {f"{PLUGIN}.make_segment_widget", f"{PLUGIN}.make_finetune_widget",
-                       f"{PLUGIN}.make_evaluate_widget"}
+                       f"{PLUGIN}.make_evaluate_widget", f"{PLUGIN}.make_measure_widget",
+                       f"{PLUGIN}.make_proofread_widget"}
     menus = manifest["contributions"]["menus"]
     submenus = [item["submenu"] for item in menus["napari/layers/segment"]]
     in_segment_menu = {item["command"] for sub in submenus for item in menus[sub]}
@@ -72,7 +73,10 @@ for data, kwargs, kind in samples:
 from napari_em_unet._widgets.segment_widget import SegmentWidget
 from napari_em_unet._widgets.finetune_widget import FineTuneWidget
 from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
-widgets = [SegmentWidget(viewer), FineTuneWidget(viewer), EvaluateWidget(viewer)]
+from napari_em_unet._widgets.measure_widget import MeasureWidget
+from napari_em_unet._widgets.proofread_widget import ProofreadWidget
+widgets = [SegmentWidget(viewer), FineTuneWidget(viewer), EvaluateWidget(viewer),
+           MeasureWidget(viewer), ProofreadWidget(viewer)]
 print(json.dumps({"layers": len(layers) + len(samples), "widgets": len(widgets),
                   "tensorflow": "tensorflow" in sys.modules, "keras": "keras" in sys.modules}))
 sys.stdout.flush()
@@ -87,4 +91,4 @@ def test_reader_samples_and_widgets_do_not_import_tensorflow(tmp_path):
                             text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report == {"layers": 3, "widgets": 3, "tensorflow": False, "keras": False}
+    assert report == {"layers": 3, "widgets": 5, "tensorflow": False, "keras": False}

@@ -56,6 +56,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    """'50,4,4' (z, y, x in nm) or '10' (isotropic)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"voxel size must look like 50,4,4 (z,y,x in nm) or 10; got {text!r}") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"voxel size must be one or three positive numbers (z,y,x in nm); got {text!r}")
+    return tuple(values)
+
+
 def _progress(total: int, desc: str, unit: str):
     from tqdm import tqdm
 
@@ -243,6 +258,44 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- measure
+def cmd_measure(args) -> int:
+    from .analysis.measure import measure_objects, write_csv
+    from .generators import drain
+    from .io.volumes import open_volume
+
+    check_output(args.output, [args.labels, args.image], overwrite=args.overwrite,
+                 suffixes=(".csv",), what="the table")
+    labels = open_volume(args.labels)
+    image = open_volume(args.image) if args.image else None
+    voxel_size, where = args.voxel_size, "--voxel-size"
+    if voxel_size is None:
+        voxel_size, where = _recorded_voxel_size(args.labels, args.image)
+    with _progress(labels.shape[0], "measure", "slice") as bar:
+        table = drain(measure_objects(labels, image, voxel_size_nm=voxel_size),
+                      lambda _record: bar.update(1))
+    try:
+        write_csv(table, args.output)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output} ({exc.strerror or exc})") from None
+    size = "volume_um3 left empty: the voxel size is not recorded in the file; give " \
+        "--voxel-size Z,Y,X (nm)" if voxel_size is None else \
+        f"voxel size {' x '.join(f'{v:g}' for v in voxel_size)} nm from {where}"
+    print(f"wrote {args.output} ({len(table)} objects; {size})", file=sys.stderr)
+    return 0
+
+
+def _recorded_voxel_size(*paths) -> tuple[tuple[float, float, float] | None, str]:
+    """The first complete (Z, Y, X) recorded in one of ``paths`` (labels first)."""
+    from .io.voxel_size import read_voxel_size_nm
+
+    for path in paths:
+        if path is None:
+            continue
+        size = read_voxel_size_nm(path)
+        if all(v is not None for v in size):
+            return size, Path(path).name
+    return None, ""
 def _check_order(prediction: np.ndarray, truth: np.ndarray) -> None:
     """Catch ``evaluate TRUTH PREDICTION``: plausible numbers for the wrong question."""
     order = "the order is: em-unet evaluate PREDICTION GROUND_TRUTH"
@@ -332,6 +385,23 @@ def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
                         f"(default {d.border_weight:g})")
 
 
+def _add_measure_parser(sub) -> None:
+    p = sub.add_parser("measure", help="measure every object of a labels volume (CSV)",
+                       description="One row per object (label): voxels, volume in um^3, "
+                                   "first and last section, centroid (z, y, x in voxels) and, "
+                                   "with --image, the mean intensity. Reads one slice at a "
+                                   "time, so volumes larger than memory work.")
+    p.add_argument("labels", help="labels TIFF, zarr array or OME-Zarr (0 = background, every "
+                                  "other value one object, e.g. 3D objects from linking)")
+    p.add_argument("--image", default=None,
+                   help="image of the same shape, for the mean_intensity column")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4, or 10 for isotropic voxels (default: "
+                        "as recorded in the labels or image file; without it volume_um3 is "
+                        "left empty)")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write (.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    p.set_defaults(func=cmd_measure)
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one ``error:`` line like every other failure."""
 
@@ -410,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
+    _add_measure_parser(sub)  # its own function: this one stays within a screen
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "

@@ -143,7 +143,9 @@ def _peak_python_memory(model, stack, target_factory) -> int:
 
 @pytest.mark.parametrize("where", ["tiff", "zarr"])
 def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, where):
-    """numpy allocations are traced: 12 slices peak like 3 (within half a slice's result)."""
+    """numpy allocations are traced: 12 slices peak like 3. Growth with depth would add at
+    least 9 slices' results; two are allowed for timing (the watershed of one slice runs in
+    a helper thread while the next is predicted, and a loaded machine shifts the overlap)."""
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, (12, 128, 128), dtype=np.uint8)
     made = []
@@ -158,7 +160,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, wh
     small = _peak_python_memory(model, base[:3], factory)
     large = _peak_python_memory(model, base, factory)
     slice_result = 128 * 128 * 4
-    assert large - small < slice_result / 2, (small, large)
+    assert large - small < 2 * slice_result, (small, large)
     for writer in made:
         writer.abort()
 

@@ -26,6 +26,7 @@ from ..engine.protocol import SegmentRequest
 from ..errors import EmUnetError
 from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
 from .layers import current_slice, depth_of, spatial_shape
+from .linking_panel import LinkPanel
 from .ordering import if_alive
 from .scrolling import ScrollingDock
 from .segment_runner import SegmentRunner
@@ -71,13 +72,14 @@ class SegmentWidget(ScrollingDock, Container):
                                         "membranes: 0 = membrane, 255 = cell interior.")
         self._probability = CheckBox(text="also add the membrane probability map")
         self._target = ComboBox(label="write to", choices=self._target_choices)
+        self.linking = LinkPanel(self._viewer)
         self._run = PushButton(text="Run")
         self._message = Label(value="")
         self.suggestions = SuggestionsWidget(self._viewer, self._session)
         super().__init__(widgets=[
             self._image, self._model, self._model_file, self._scope, self._first,
             self._last, self._pixel_size, self._output, self._probability, self._target,
-            self._run, self._message, self.suggestions,
+            self.linking, self._run, self._message, self.suggestions,
         ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
         self._message.native.setWordWrap(True)
 
@@ -89,6 +91,7 @@ class SegmentWidget(ScrollingDock, Container):
         self._run.changed.connect(self._on_run)
         self.runner.started.connect(self._on_started)
         self.runner.finished.connect(self._on_finished)
+        self.linking.finished.connect(self._update_state)
         self._session.models.changed.connect(self._on_models_changed)
         self._session.models.added.connect(self._on_model_added)
         for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed,
@@ -188,6 +191,8 @@ class SegmentWidget(ScrollingDock, Container):
                     "installation; add a .keras model file above.")
         if self._scope.value == "range" and self._first.value > self._last.value:
             return "The range is empty: 'from slice' is after 'to slice'."
+        if self.linking.running:
+            return "Linking the last result into 3D objects; Run is back when it is done."
         return None
 
     @if_alive
@@ -262,6 +267,9 @@ class SegmentWidget(ScrollingDock, Container):
             self.suggestions.show_for(layer)
             self._target.reset_choices()
         message = self._message.value
+        if summary is not None and not summary.stopped and self.linking.wanted.value and \
+                layer is not None and layer in self._viewer.layers:
+            self.linking.link(layer, self.runner.probability_layer)
         self._update_state()
         if self._run.enabled:
             self._message.value = message
