@@ -474,8 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 leaderboard scores per slice (V_rand and V_info "
-                                   "after border thinning, as Fiji), pixel error.")
+                       description="ISBI 2012 leaderboard scores per slice, as Fiji computes them.")
     p.add_argument("prediction", help="predicted TIFF: labels, 0/255 mask or probabilities")
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
