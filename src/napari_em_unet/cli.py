@@ -91,6 +91,8 @@ def cmd_segment(args) -> int:
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
     predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
+    if args.flips:
+        predict["flips"] = True
     started = time.perf_counter()
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
@@ -243,10 +245,16 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(scores.to_dict()))
         return 0
-    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}")
+    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}  "
+          f"{'V_rand grown':>12}")
     for i, s in enumerate(scores.per_slice):
-        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}")
-    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}")
+        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}  "
+              f"{s.v_rand_grown:12.4f}")
+    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}  "
+          f"{scores.v_rand_grown:12.4f}")
+    if scores.v_rand_threshold is not None:
+        print(f"best proposal threshold (1 - probability > t): V_rand t = "
+              f"{scores.v_rand_threshold:.1f}, V_info t = {scores.v_info_threshold:.1f}")
     return 0
 
 
@@ -437,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=_positive_int, default=1024,
                    help="largest tile fed to the network, in pixels (default 1024)")
     p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch")
+    p.add_argument("--flips", action="store_true", help="average the 4 mirror images (4x slower)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help="run on an existing dask.distributed cluster, e.g. "
@@ -465,9 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
-    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
-                                      "float probabilities")
+                       description="ISBI 2012 leaderboard scores per slice, as Fiji computes them.")
+    p.add_argument("prediction", help="predicted TIFF: labels, 0/255 mask or probabilities")
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)
