@@ -45,6 +45,22 @@ def test_segment_then_evaluate(sample_slices, tiny_model_path, tmp_path, capsys)
     assert 0 <= scores["v_rand"] <= 1 and len(scores["per_slice"]["v_rand"]) == 2
 
 
+def test_evaluate_scores_a_probability_map_the_leaderboard_way(tmp_path, capsys):
+    truth = np.full((2, 10, 21), 255, dtype=np.uint8)
+    truth[:, :, 10] = 0
+    prob = np.where(truth == 0, 0.9, 0.1).astype(np.float32)
+    prob[1, :, 9] = 0.6  # slice 1: a faint second line inside the left cell
+    tifffile.imwrite(tmp_path / "gt.tif", truth)
+    tifffile.imwrite(tmp_path / "prob.tif", prob)
+    assert main(["evaluate", str(tmp_path / "prob.tif"), str(tmp_path / "gt.tif"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    # Thresholds 0.2 and 0.3 (cell = 1 - p > t) see only the true line: 1.0 on both slices.
+    assert scores["v_rand"] == pytest.approx(1.0)
+    assert scores["thresholds"]["v_rand"] == pytest.approx(0.2)
+    assert scores["per_slice"]["v_rand"] == pytest.approx([1.0, 1.0])
+    assert 0 < scores["v_rand_grown"] <= 1
+
+
 @pytest.mark.parametrize(("kind", "dtype"), [("membranes", np.uint8), ("probabilities", np.float32)])
 def test_segment_output_kinds_and_2d(sample_slices, tiny_model_path, tmp_path, kind, dtype):
     image2d = tmp_path / "one.tif"

@@ -104,6 +104,8 @@ def cmd_segment(args) -> int:
     output = Output(args.output_kind)
     given = {"tile_size": args.tile_size, "batch_size": args.batch_size}
     predict = {name: value for name, value in given.items() if value is not None}
+    if args.flips:
+        predict["flips"] = True
     bands = Bands(above_pixels=round(args.bands_above * 2**20))
     started = time.perf_counter()
     if args.scheduler or args.workers:
@@ -265,10 +267,16 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(scores.to_dict()))
         return 0
-    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}")
+    print(f"{'slice':>5}  {'V_rand':>7}  {'V_info':>7}  {'pixel error':>11}  "
+          f"{'V_rand grown':>12}")
     for i, s in enumerate(scores.per_slice):
-        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}")
-    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}")
+        print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}  "
+              f"{s.v_rand_grown:12.4f}")
+    print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}  "
+          f"{scores.v_rand_grown:12.4f}")
+    if scores.v_rand_threshold is not None:
+        print(f"best proposal threshold (1 - probability > t): V_rand t = "
+              f"{scores.v_rand_threshold:.1f}, V_info t = {scores.v_info_threshold:.1f}")
     return 0
 
 
@@ -461,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "slices segmented in bands, where memory matters more)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
                    help="tiles per batch (default 4; 1 for slices segmented in bands)")
+    p.add_argument("--flips", action="store_true", help="average the 4 mirror images (4x slower)")
     p.add_argument("--bands-above", type=_non_negative_float, default=8, metavar="MPX",
                    help="slices larger than this many megapixels (2^20 pixels) are segmented "
                         "in bands of rows, so that memory depends on the tile size and the "
@@ -494,9 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
-    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
-                                      "float probabilities")
+                       description="ISBI 2012 leaderboard scores per slice, as Fiji computes them.")
+    p.add_argument("prediction", help="predicted TIFF: labels, 0/255 mask or probabilities")
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_evaluate)

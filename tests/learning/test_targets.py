@@ -50,3 +50,24 @@ def test_labelled_slices_skip_all_zero_slices():
     labels[1, 2, 2] = 3
     labels[3] = 255
     assert labelled_slices(labels) == [1, 3]
+
+
+def test_section_defects_fade_the_image_or_blank_a_band_without_loss_there():
+    from napari_em_unet.learning.augmentation import _section_defects
+
+    image = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1))
+    weight = np.ones_like(image)
+    faded = blanked = 0
+    for seed in range(200):
+        img, wgt = _section_defects(np.random.default_rng(seed), image, weight)
+        assert img.shape == wgt.shape == image.shape
+        if np.ptp(img) < 0.7:  # contrast cut to 25-60 %
+            faded += 1
+        dead = wgt == 0
+        if dead.any():
+            blanked += 1
+            band = img[dead]
+            assert np.ptp(band) == 0  # constant grey where the section is missing
+            assert dead.all(axis=0).any() or dead.all(axis=1).any()  # a full band
+    assert 8 <= faded <= 35 and 3 <= blanked <= 20  # about 10 % and 5 % of patches
+    assert np.all(weight == 1)  # the caller's arrays are untouched

@@ -81,3 +81,25 @@ def test_bad_training_input_is_refused(tiny_model, small_stack):
         next(train(image, labels, slices=[7], base=tiny_model, config=TINY))
     with pytest.raises(InputError, match="whole numbers"):
         next(train(image, labels + 0.5, base=tiny_model, config=TINY))
+
+
+def test_extra_volumes_add_training_patches_at_their_own_scale(small_stack):
+    from napari_em_unet.learning.training import TrainingSource, _mixed_weights
+
+    image, labels = small_stack
+    # The extra volume is the same stack at half the resolution (8 nm): resampled to 4 nm.
+    extra = TrainingSource(image[:, ::2, ::2], labels[:, ::2, ::2], 8.0, "half")
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "validation_fraction": 0.0})
+    result = drain(train(image, labels, slices=[0], pixel_size_nm=4.0,
+                         config=config, extra=[extra]))
+    entry = result.model.info.trained_on[-1]
+    assert entry["extra"] == [{"source": "half", "pixel_size_nm": 8.0, "slices": [0, 1, 2]}]
+    assert result.best_v_rand is None  # nothing held out: no epoch selection
+    main, more = [np.zeros((10, 10))] * 2, [np.zeros((20, 20)), np.zeros((10, 10))]
+
+    class S:  # only .image is read
+        def __init__(self, a):
+            self.image = a
+
+    weights = _mixed_weights([S(a) for a in main], [S(a) for a in more], 0.25)
+    assert weights == pytest.approx([0.375, 0.375, 0.2, 0.05])

@@ -1,4 +1,9 @@
-"""The pretrained model that ships with the package."""
+"""The pretrained model that ships with the package.
+
+It was trained on every labelled slice there is (ISBI 2012 0-19 and vnc2013 0-19), so no
+slice here is held out: these are smoke tests. Held-out figures come from cross-validation
+(benchmarks/benchmark.py, docs/design.md).
+"""
 
 import numpy as np
 
@@ -11,11 +16,15 @@ def test_bundled_model_is_small_and_documented():
     info = read_info(path)
     assert info.pixel_size_nm == 4.0
     assert {"threshold", "seed_threshold", "sigma"} <= set(info.postprocessing)
-    assert info.validation["v_rand"] > 0.96
-    assert info.trained_on[0]["slices"] == list(range(16))
+    recipe = info.trained_on[0]
+    assert recipe["slices"] == list(range(20)) and recipe["validation_slices"] == []
+    assert [e["slices"] for e in recipe["extra"]] == [list(range(20))]  # vnc2013
+    assert len(recipe["code_version"]["commit"]) == 40
+    assert "out-of-fold" in recipe["postprocessing"]  # watershed tuned by cross-validation
 
 
-def test_bundled_model_segments_a_held_out_isbi_slice(shared_data):
+def test_bundled_model_segments_an_isbi_slice(shared_data):
+    """Slice 19 was trained on: a smoke test of the whole path, not an accuracy figure."""
     from napari_em_unet.io.tiff import read_tiff
     from napari_em_unet.learning.metrics import score_stack
     from napari_em_unet.segmentation.pipeline import segment_stack
@@ -25,7 +34,7 @@ def test_bundled_model_segments_a_held_out_isbi_slice(shared_data):
     [result] = segment_stack(load_model(), image.data, slices=[19],
                              pixel_size_nm=image.pixel_size_nm)
     scores = score_stack(result.result, truth)
-    assert scores.v_rand > 0.93
+    assert scores.v_rand > 0.95
     assert scores.pixel_error < 0.15
 
 

@@ -84,6 +84,15 @@ def test_probability_in_rows_equals_the_whole_slice(tiny_model, pixel_size, kind
     assert max(source.reads) <= READ_ROWS
 
 
+def test_flips_in_rows_equal_flips_on_the_whole_slice(tiny_model):
+    volume = open_volume(_image((150, 130)))
+    expected = next(predict_stack(tiny_model, volume, tile_size=64, overlap=16,
+                                  flips=True)).probability
+    sink = Rows()
+    list(predict_rows(tiny_model, volume, 0, sink, tile_size=64, overlap=16, flips=True))
+    np.testing.assert_allclose(sink.array, expected, atol=1e-6)
+
+
 def test_several_rows_of_tiles_are_really_used(tiny_model):
     """The test above would prove little if one tile covered the image."""
     sink = Rows()

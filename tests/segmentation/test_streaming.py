@@ -143,11 +143,12 @@ def _peak_python_memory(model, stack, target_factory) -> int:
 
 @pytest.mark.parametrize("where", ["tiff", "zarr"])
 def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, where):
-    """numpy allocations are traced: 12 slices peak like 3. Growth with depth would add at
-    least 9 slices' results; two are allowed for timing (the watershed of one slice runs in
-    a helper thread while the next is predicted, and a loaded machine shifts the overlap)."""
+    """numpy allocations are traced: 24 slices peak like 6. The peak is the worst moment of
+    the run (the watershed of one slice overlaps the prediction of the next in a helper
+    thread), so it jitters by a few slices' results on a loaded machine, the more slices the
+    more chances; memory that grew with depth would add at least 18 results."""
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (12, 128, 128), dtype=np.uint8)
+    base = rng.integers(0, 255, (24, 128, 128), dtype=np.uint8)
     made = []
 
     def factory(shape):
@@ -157,10 +158,10 @@ def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, wh
         return made[-1]
 
     drain(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
-    small = _peak_python_memory(model, base[:3], factory)
+    small = _peak_python_memory(model, base[:6], factory)
     large = _peak_python_memory(model, base, factory)
     slice_result = 128 * 128 * 4
-    assert large - small < 2 * slice_result, (small, large)
+    assert large - small < 5 * slice_result, (small, large)
     for writer in made:
         writer.abort()
 

@@ -19,6 +19,18 @@ def test_tiled_prediction_equals_untiled(tiny_model, small_stack):
     assert diff.max() < 0.05
 
 
+def test_flip_averaging_is_the_mean_of_the_mirror_images(tiny_model, small_stack):
+    image = normalize(small_stack[0][0][:64, :80])
+    net = tiny_model.keras_model
+    views = [predict_slice(net, image[::sy, ::sx])[::sy, ::sx] for sy in (1, -1) for sx in (1, -1)]
+    averaged = predict_slice(net, image, flips=True)
+    assert np.allclose(averaged, np.mean(views, axis=0), atol=1e-5)
+    # So the result no longer depends on how the slice is mirrored.
+    mirrored = predict_slice(net, image[:, ::-1].copy(), flips=True)[:, ::-1]
+    assert np.allclose(averaged, mirrored, atol=1e-5)
+    assert not np.allclose(views[0], views[1], atol=1e-3)  # a real network is not
+
+
 @pytest.mark.parametrize("shape", [(9, 13), (1, 1), (64, 64), (1001, 777)])
 def test_any_slice_size(tiny_model, shape):
     image = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)

@@ -1,7 +1,8 @@
 """The Evaluate widget: ISBI scores of a segmentation against ground truth, per slice.
 
-V_rand and V_info (higher is better, 1 = perfect) and pixel error (lower is better) as
-defined in :mod:`napari_em_unet.learning.metrics`, the same numbers ``em-unet evaluate`` prints.
+V_rand and V_info (the ISBI leaderboard's scores after border thinning; higher is better,
+1 = perfect) and pixel error (lower is better) as defined in
+:mod:`napari_em_unet.learning.metrics`, the same numbers ``em-unet evaluate`` prints.
 Only slices where the ground truth labels something are scored (an all-0 slice has nothing
 to compare). Every evaluation's mean is kept in a one-line history under the table, with
 the model that made the layer, so the effect of fine-tuning shows at a glance.
@@ -176,25 +177,30 @@ class EvaluateWidget(ScrollingDock, Container):
 
     def _show(self) -> None:
         values, index = [], []
-        for s in sorted(self.scores):
-            score = self.scores[s]
+        stack = self._stack()
+        for s, score in zip(sorted(self.scores), stack.per_slice if stack else [], strict=True):
             values.append([score.v_rand, score.v_info, score.pixel_error])
             index.append(f"slice {s}")
         if values:
-            values.append(list(np.mean(np.array(values, dtype=float), axis=0)))
+            values.append([stack.v_rand, stack.v_info, stack.pixel_error])
             index.append("mean")
         # Text with four decimals: numbers would show 7.340e-02 beside 0.9792.
         rows = [[f"{float(v):.4f}" for v in row] for row in values]
         self.table.value = {"data": rows, "index": index, "columns": list(COLUMNS)}
 
+    def _stack(self):
+        """The scores so far as a stack: for a probability layer every slice is read at the
+        threshold that is best for the whole stack, as the ISBI leaderboard does."""
+        from ..learning.metrics import combine
+
+        return combine([self.scores[s] for s in sorted(self.scores)]) if self.scores else None
+
     def mean(self) -> dict[str, float] | None:
         """Mean scores of the last evaluation."""
-        if not self.scores:
+        stack = self._stack()
+        if stack is None:
             return None
-        values = list(self.scores.values())
-        return {"v_rand": float(np.mean([v.v_rand for v in values])),
-                "v_info": float(np.mean([v.v_info for v in values])),
-                "pixel_error": float(np.mean([v.pixel_error for v in values]))}
+        return {"v_rand": stack.v_rand, "v_info": stack.v_info, "pixel_error": stack.pixel_error}
 
     def _on_finished(self) -> None:
         self.worker = None

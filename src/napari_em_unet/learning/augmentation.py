@@ -3,7 +3,9 @@
 Geometry: random crop at a random scale (so the model tolerates other microscopes'
 pixel sizes), flips and 90-degree rotations, optional elastic deformation.
 Intensity: contrast, brightness, gamma-like curve, blur and noise, because another
-microscope or staining changes exactly these.
+microscope or staining changes exactly these. Section defects of serial-section TEM: a faded
+or dark section (low contrast, shifted brightness) and a missing band (a fold or a lost
+strip of the section: constant grey, no loss there, since nothing can be seen).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (0.8, 1.25)
     elastic: bool = False
     intensity: bool = True
+    defects: bool = True
+    """Faded / dark sections and missing bands (serial-section defects)."""
 
 
 def _pad_to(array: np.ndarray, size: int, mode: str = "symmetric") -> np.ndarray:
@@ -62,6 +66,8 @@ def random_patch(
             img, tgt, wgt = (a[:, ::-1] for a in (img, tgt, wgt))
         if config.intensity:
             img = _intensity(rng, img)
+        if config.defects:
+            img, wgt = _section_defects(rng, img, wgt)
     return (
         np.ascontiguousarray(img, dtype=np.float32),
         np.ascontiguousarray(tgt, dtype=np.float32),
@@ -84,6 +90,22 @@ def _intensity(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     if rng.random() < 0.5:
         img = img + rng.normal(0, rng.uniform(0.01, 0.06), img.shape).astype(np.float32)
     return img
+
+
+def _section_defects(rng: np.random.Generator, img: np.ndarray, wgt: np.ndarray):
+    img = img.astype(np.float32)
+    if rng.random() < 0.1:  # a faded or dark section: membranes still there, just faint
+        img = (img - img.mean()) * rng.uniform(0.25, 0.6) + img.mean() - rng.uniform(0.0, 0.3)
+    if rng.random() < 0.05:  # a missing band across the patch
+        width = int(rng.integers(8, max(9, img.shape[0] // 4)))
+        start = int(rng.integers(0, img.shape[0] - width + 1))
+        img, wgt = img.copy(), np.array(wgt, dtype=np.float32, copy=True)
+        band = (slice(start, start + width), slice(None))
+        if rng.random() < 0.5:
+            band = band[::-1]
+        img[band] = rng.uniform(0.0, 1.0)
+        wgt[band] = 0.0
+    return img, wgt
 
 
 def _elastic(rng, img, tgt, wgt, alpha: float = 12.0, sigma: float = 8.0):

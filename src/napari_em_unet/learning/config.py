@@ -27,6 +27,8 @@ class TrainConfig:
     """Width derived borders are widened to; None: the membrane width of the base model (or
     of the training labels when training from scratch). 1 takes one-pixel borders literally."""
     tune_postprocessing: bool = True
+    extra_share: float = 0.5
+    """Share of training patches drawn from ``extra`` volumes (when there are any)."""
     seed: int = 0
     architecture: UNetConfig = field(default_factory=UNetConfig)
 

@@ -1,17 +1,35 @@
-"""ISBI 2012 challenge scores (Arganda-Carreras et al. 2015), per slice.
+"""ISBI 2012 challenge scores, the leaderboard's way (Arganda-Carreras et al. 2015).
 
-Definitions used throughout the project (benchmarks, ``em-unet evaluate``, the napari table):
+``v_rand`` and ``v_info`` are the challenge's final metrics, "foreground-restricted Rand /
+information theoretic scoring after border thinning", as Fiji's Trainable_Segmentation
+computes them (``RandError.getMaximalVRandAfterThinning`` and
+``VariationOfInformation.getMaximalVInfoAfterThinning``):
 
-* Objects are the 4-connected components of equal non-zero value, per slice, in both the
-  ground truth and the prediction (so a 0/255 membrane mask and instance labels both work).
-* The predicted objects are grown into the predicted membrane pixels (each takes its nearest
-  object), so the thickness of predicted boundaries is not scored.
-* Only pixels where the ground truth is not membrane count (foreground restriction).
-* ``V_rand = 2 sum p_ij^2 / (sum_i s_i^2 + sum_j t_j^2)`` and
-  ``V_info = 2 I(S;T) / (H(S) + H(T))`` over the joint distribution p of predicted S and
-  true T; both are in [0, 1], higher is better.
-* ``pixel_error`` is the fraction of all pixels whose membrane/interior class differs,
-  from the raw (not grown) prediction.
+* The proposal (high = cell) is binarised at each threshold ``0.0, 0.1, ...`` as Java
+  accumulates them (``th += 0.1`` while ``th <= 1.0``: 11 values, the last one
+  0.9999999999999999): cell = value > threshold. The ground truth is binarised the same way;
+  for 0/255 or instance labels every threshold gives the same mask (value > 0).
+* Ground-truth objects are its 4-connected cell components; ground-truth membrane pixels
+  are left out of the score.
+* The proposal's borders are thinned: a binary watershed floods the border from the
+  proposal's 4-connected cell components, so a thick border collapses to a one-pixel line
+  (a "dam") where two floods meet. Dam pixels that fall inside the ground-truth foreground
+  count as singletons (each its own object).
+* Per slice, with p_ij the joint distribution over ground-truth foreground pixels:
+  ``V_rand = 2 sum p_ij^2 / (sum s_i^2 + sum t_j^2)`` and
+  ``V_info = 2 I(S;T) / (H(S) + H(T))``.
+* Per-slice scores are averaged over the stack at each threshold; the best threshold is
+  taken separately for each score.
+
+What is scored: instance labels (integers: 0 = membrane, cells any other value) get a border
+(0) drawn wherever two different labels touch, then count as a binary proposal (one
+threshold is enough: all give the same mask). A float array is a membrane probability map
+(the product's own probability output) and is scored as proposal = 1 - probability.
+
+The earlier "grown membrane" variant (predicted objects grown over predicted membrane, no
+thinning, no singletons) stays available as ``v_rand_grown`` / ``v_info_grown``, and
+``pixel_error`` is the fraction of pixels whose membrane/interior class differs (membrane:
+label 0, or probability >= 0.5).
 """
 
 from __future__ import annotations
@@ -24,11 +42,31 @@ import numpy as np
 from ..errors import InputError
 
 
+def _java_thresholds(start: float = 0.0, stop: float = 1.0, step: float = 0.1) -> tuple:
+    """The thresholds Fiji's ``for (double th = start; th <= stop; th += step)`` visits."""
+    values, th = [], start
+    while th <= stop:
+        values.append(th)
+        th += step
+    return tuple(values)
+
+
+THRESHOLDS: tuple[float, ...] = _java_thresholds()
+"""0.0, 0.1, 0.2, 0.30000000000000004, ..., 0.9999999999999999 (11 values, as in Java)."""
+
+
 @dataclass(frozen=True)
 class SliceScore:
     v_rand: float
+    """Official (thinned) V_rand of this slice, at the best threshold for the slice or, in a
+    :class:`StackScore`, at the stack's best threshold."""
     v_info: float
     pixel_error: float
+    v_rand_grown: float = float("nan")
+    v_info_grown: float = float("nan")
+    v_rand_by_threshold: tuple = ()
+    """Official V_rand at each of :data:`THRESHOLDS` (one value for a binary proposal)."""
+    v_info_by_threshold: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -37,18 +75,62 @@ class StackScore:
     v_info: float
     pixel_error: float
     per_slice: list[SliceScore] = field(default_factory=list)
+    v_rand_grown: float = float("nan")
+    v_info_grown: float = float("nan")
+    v_rand_threshold: float | None = None
+    """The proposal threshold of the best mean V_rand (None for a binary proposal)."""
+    v_info_threshold: float | None = None
 
     def to_dict(self) -> dict:
+        keys = ("v_rand", "v_info", "pixel_error", "v_rand_grown", "v_info_grown")
         return {
-            "v_rand": self.v_rand,
-            "v_info": self.v_info,
-            "pixel_error": self.pixel_error,
-            "per_slice": {
-                "v_rand": [s.v_rand for s in self.per_slice],
-                "v_info": [s.v_info for s in self.per_slice],
-                "pixel_error": [s.pixel_error for s in self.per_slice],
-            },
+            **{k: getattr(self, k) for k in keys},
+            "thresholds": {"v_rand": self.v_rand_threshold, "v_info": self.v_info_threshold},
+            "per_slice": {k: [getattr(s, k) for s in self.per_slice] for k in keys},
         }
+
+
+# ----------------------------------------------------------------------------- inputs
+def touching_borders(labels: np.ndarray) -> np.ndarray:
+    """Pixels where two different non-zero labels touch (4-neighbourhood), one pixel wide."""
+    from .targets import derived_borders
+
+    return derived_borders(labels)
+
+
+def is_probability(prediction: np.ndarray) -> bool:
+    return np.issubdtype(np.asarray(prediction).dtype, np.floating)
+
+
+def cell_mask(labels: np.ndarray) -> np.ndarray:
+    """Instance labels or a 0/255 mask -> cells (True), with borders drawn between touching
+    labels so that two cells never share an edge."""
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.copy()
+    return (labels != 0) & ~touching_borders(labels)
+
+
+def proposal_of(prediction: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(proposal, is_binary): a bool cell mask for labels, ``1 - p`` (float32) for a
+    membrane probability map (NaN, where nothing was predicted, counts as membrane)."""
+    prediction = np.asarray(prediction)
+    if is_probability(prediction):
+        p = np.nan_to_num(prediction.astype(np.float32), nan=1.0)
+        return np.float32(1.0) - p, False
+    return cell_mask(prediction), True
+
+
+def membrane_mask_of(prediction: np.ndarray) -> np.ndarray:
+    """The prediction as 0 = membrane / 1 = cell (probability >= 0.5 is membrane)."""
+    prediction = np.asarray(prediction)
+    if is_probability(prediction):
+        return np.where(np.nan_to_num(prediction, nan=1.0) >= 0.5, 0, 1).astype(np.uint8)
+    return prediction
+
+
+# ----------------------------------------------------------------------------- thinning
+_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
 def objects(labels: np.ndarray) -> np.ndarray:
@@ -56,6 +138,151 @@ def objects(labels: np.ndarray) -> np.ndarray:
     from skimage.measure import label
 
     return label(np.asarray(labels), background=0, connectivity=1)
+
+
+def thin_borders(cells: np.ndarray) -> np.ndarray:
+    """Binary watershed of a cell mask: labels of its 4-connected components flooded over
+    the border pixels; 0 only on one-pixel dams where two floods meet.
+
+    The flood runs breadth-first, one distance layer at a time, with the rule of a
+    sequential marker-controlled watershed with dams: a pixel whose already-labelled
+    neighbours disagree is a dam, and of two neighbours of the same layer that receive
+    different labels the later one in raster order is (as if processed second).
+    """
+    from scipy import ndimage
+
+    comp, n = ndimage.label(cells, structure=_FOUR)
+    if n == 0 or cells.all():
+        return comp.astype(np.int32)
+    h, w = comp.shape
+    lab = np.full((h + 2, w + 2), -2, dtype=np.int32)  # -2 outside, -1 not yet flooded
+    lab[1:-1, 1:-1] = np.where(cells, comp, -1)
+    flat = lab.ravel()
+    offsets = np.array([-(w + 2), -1, 1, w + 2])
+    unflooded = np.flatnonzero(flat == -1)
+    near = (flat[unflooded[:, None] + offsets] > 0).any(axis=1)
+    frontier = unflooded[near]
+    scratch = np.zeros(flat.size, dtype=np.int64)  # per-layer bookkeeping, reset after use
+    while frontier.size:
+        frontier = _flood_layer(flat, frontier, offsets, scratch)
+    lab[lab < 0] = 0  # never reached (enclosed by dams): like a dam
+    return lab[1:-1, 1:-1]
+
+
+def _flood_layer(flat: np.ndarray, frontier: np.ndarray, offsets: np.ndarray,
+                 scratch: np.ndarray) -> np.ndarray:
+    """Label one distance layer in place and return the next one."""
+    neigh = flat[frontier[:, None] + offsets]
+    positive = neigh > 0
+    high = np.where(positive, neigh, 0).max(axis=1)
+    low = np.where(positive, neigh, np.iinfo(np.int32).max).min(axis=1)
+    flat[frontier] = np.where(low == high, high, 0)
+    scratch[frontier] = 1
+    for step in offsets[2:]:  # same-layer neighbours with different labels: later is a dam
+        later = frontier + step
+        clash = (flat[frontier] > 0) & (flat[later] > 0) & (flat[later] != flat[frontier])
+        clash &= scratch[later] == 1
+        flat[later[clash]] = 0
+    scratch[frontier] = 0
+    grown = frontier[flat[frontier] > 0]
+    candidates = (grown[:, None] + offsets).ravel()
+    candidates = candidates[flat[candidates] == -1]
+    # Keep each pixel once (its last occurrence), without sorting.
+    order = np.arange(1, candidates.size + 1)
+    scratch[candidates] = order
+    unique = candidates[scratch[candidates] == order]
+    scratch[candidates] = 0
+    return unique
+
+
+# ----------------------------------------------------------------------------- scores
+@dataclass(frozen=True)
+class Truth:
+    """A ground-truth slice with its objects computed once (for scoring many predictions)."""
+
+    membrane: np.ndarray
+    objects: np.ndarray
+
+
+def prepare_truth(ground_truth: np.ndarray | Truth) -> Truth:
+    if isinstance(ground_truth, Truth):
+        return ground_truth
+    ground_truth = np.asarray(ground_truth)
+    if is_probability(ground_truth):
+        if not np.all(np.isfinite(ground_truth)) or np.any(ground_truth != np.round(ground_truth)):
+            raise InputError("ground truth must be labels (0 = membrane), not probabilities")
+        ground_truth = ground_truth.astype(np.int64)
+    cells = cell_mask(ground_truth)
+    return Truth(~cells, objects(cells))
+
+
+def _entropy(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _pairs(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The non-empty cells of the contingency table: (true label, pred label, count)."""
+    cols = int(pred.max()) + 1
+    keys = true.astype(np.int64) * cols + pred
+    size = (int(true.max()) + 1) * cols
+    if size <= 4 * keys.size + 4096:  # a dense count is much faster than sorting
+        counts = np.bincount(keys, minlength=size)
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
+    else:
+        keys, counts = np.unique(keys, return_counts=True)
+    return keys // cols, keys % cols, counts.astype(np.float64)
+
+
+def _official_pair(truth_objects: np.ndarray, thinned: np.ndarray) -> tuple[float, float]:
+    """Thinned V_rand and V_info of one slice, dam pixels as singletons (Fiji's formulas)."""
+    fg = truth_objects > 0
+    n = int(fg.sum())
+    if n == 0:
+        return 1.0, 1.0  # nothing to score: an all-membrane truth
+    true, pred, counts = _pairs(truth_objects[fg], thinned[fg])
+    rows = np.bincount(true, weights=counts) / n
+    dam = pred == 0
+    singles = float(counts[dam].sum()) / n
+    pij = counts[~dam] / n
+    cols = np.bincount(pred[~dam], weights=counts[~dam]) / n if pij.size else np.zeros(1)
+    sum_a2, sum_b2 = float((rows**2).sum()), float((cols**2).sum()) + singles / n
+    sum_ab2 = float((pij**2).sum()) + singles / n
+    v_rand = 2 * sum_ab2 / (sum_a2 + sum_b2)
+    h_a = _entropy(rows)
+    h_b = _entropy(cols) + singles * np.log(n)
+    h_ab = _entropy(pij) + singles * np.log(n)
+    return float(v_rand), _info_f_score(h_a, h_b, h_a + h_b - h_ab)
+
+
+def _info_f_score(h_a: float, h_b: float, mutual: float) -> float:
+    """2 I / (H_A + H_B), with Fiji's conventions when one side has a single object."""
+    if h_a == 0 or h_b == 0:  # Fiji: precision or recall taken as 0, F = 0
+        return 0.0
+    precision, recall = mutual / h_b, mutual / h_a
+    if precision + recall <= 0:
+        return 0.0
+    return float(np.clip(2 * precision * recall / (precision + recall), 0.0, 1.0))
+
+
+def official_scores(prediction: np.ndarray, truth: np.ndarray | Truth) -> tuple[tuple, tuple]:
+    """Official V_rand and V_info of one slice at each threshold (one value if binary)."""
+    truth = prepare_truth(truth)
+    proposal, binary = proposal_of(prediction)
+    if binary:
+        v_rand, v_info = _official_pair(truth.objects, thin_borders(proposal))
+        return (v_rand,), (v_info,)
+    rands, infos = [], []
+    as_double = proposal.astype(np.float64)  # Java compares a float pixel with a double
+    previous, result = None, (0.0, 0.0)
+    for th in THRESHOLDS:
+        cells = as_double > th
+        if previous is None or not np.array_equal(cells, previous):
+            previous, result = cells, _official_pair(truth.objects, thin_borders(cells))
+        rands.append(result[0])
+        infos.append(result[1])
+    return tuple(rands), tuple(infos)
 
 
 def grow_into_membrane(labels: np.ndarray) -> np.ndarray:
@@ -69,65 +296,75 @@ def grow_into_membrane(labels: np.ndarray) -> np.ndarray:
     return labels[rows, cols]
 
 
-def membrane_mask_of(prediction: np.ndarray) -> np.ndarray:
-    """Interpret a prediction as labels: float maps are membrane probabilities (>= 0.5 membrane)."""
-    prediction = np.asarray(prediction)
-    if np.issubdtype(prediction.dtype, np.floating):
-        return np.where(np.nan_to_num(prediction, nan=1.0) >= 0.5, 0, 1).astype(np.uint8)
-    return prediction
-
-
-def _entropy(p: np.ndarray) -> float:
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
-
-
-@dataclass(frozen=True)
-class Truth:
-    """A ground-truth slice with its objects computed once (for scoring many predictions)."""
-
-    membrane: np.ndarray
-    objects: np.ndarray
-
-
-def prepare_truth(ground_truth: np.ndarray) -> Truth:
-    ground_truth = np.asarray(ground_truth)
-    return Truth(ground_truth == 0, objects(ground_truth))
-
-
-def score_slice(prediction: np.ndarray, ground_truth: np.ndarray | Truth) -> SliceScore:
-    """Scores of one 2D predicted labelling against its ground truth."""
+def grown_scores(prediction: np.ndarray, truth: Truth) -> tuple[float, float]:
+    """The earlier variant: predicted objects grown over predicted membrane, no singletons."""
     from scipy import sparse
 
-    prediction = membrane_mask_of(prediction)
-    truth = ground_truth if isinstance(ground_truth, Truth) else prepare_truth(ground_truth)
+    pred = grow_into_membrane(objects(membrane_mask_of(prediction)))
+    fg = truth.objects > 0
+    if not fg.any():
+        return 1.0, 1.0
+    s, t = pred[fg].astype(np.int64), truth.objects[fg].astype(np.int64)
+    table = sparse.coo_matrix((np.ones(s.size), (s, t))).tocsr()
+    table.sum_duplicates()
+    p_ij = table.data / s.size
+    s_i = np.asarray(table.sum(axis=1)).ravel() / s.size
+    t_j = np.asarray(table.sum(axis=0)).ravel() / s.size
+    v_rand = 2 * float((p_ij**2).sum()) / (float((s_i**2).sum()) + float((t_j**2).sum()))
+    h_s, h_t, h_st = _entropy(s_i), _entropy(t_j), _entropy(p_ij)
+    v_info = 1.0 if h_s + h_t == 0 else 2 * (h_s + h_t - h_st) / (h_s + h_t)
+    return float(v_rand), float(np.clip(v_info, 0.0, 1.0))
+
+
+def score_slice(prediction: np.ndarray, ground_truth: np.ndarray | Truth, *,
+                grown: bool = True) -> SliceScore:
+    """Scores of one 2D prediction (labels or membrane probability) against its truth.
+
+    ``grown=False`` skips the grown-membrane variant (the watershed tuner's fast path).
+    """
+    prediction = np.asarray(prediction)
+    truth = prepare_truth(ground_truth)
     if prediction.shape != truth.objects.shape:
         raise InputError(
             f"prediction {prediction.shape} and ground truth {truth.objects.shape} differ in shape"
         )
-    pixel_error = float(np.mean((prediction == 0) != truth.membrane))
-    true = truth.objects
-    pred = grow_into_membrane(objects(prediction))
-    fg = true > 0
-    if not fg.any():  # nothing to score: an all-membrane truth
-        return SliceScore(1.0, 1.0, pixel_error)
-    s, t = pred[fg].astype(np.int64), true[fg].astype(np.int64)
-    n = s.size
-    table = sparse.coo_matrix((np.ones(n), (s, t))).tocsr()
-    table.sum_duplicates()
-    p_ij = table.data / n
-    s_i = np.asarray(table.sum(axis=1)).ravel() / n
-    t_j = np.asarray(table.sum(axis=0)).ravel() / n
-    sum_p2 = float((p_ij**2).sum())
-    v_rand = 2 * sum_p2 / (float((s_i**2).sum()) + float((t_j**2).sum()))
-    h_s, h_t, h_st = _entropy(s_i), _entropy(t_j), _entropy(p_ij)
-    mutual = h_s + h_t - h_st
-    v_info = 1.0 if h_s + h_t == 0 else 2 * mutual / (h_s + h_t)
-    return SliceScore(float(v_rand), float(np.clip(v_info, 0.0, 1.0)), pixel_error)
+    if prediction.ndim != 2:
+        raise InputError(f"expected a 2D slice, got shape {prediction.shape}")
+    pixel_error = float(np.mean((membrane_mask_of(prediction) == 0) != truth.membrane))
+    rands, infos = official_scores(prediction, truth)
+    g_rand, g_info = grown_scores(prediction, truth) if grown else (float("nan"),) * 2
+    return SliceScore(max(rands), max(infos), pixel_error, g_rand, g_info, rands, infos)
 
 
-def score_stack(prediction: np.ndarray, ground_truth: np.ndarray) -> StackScore:
-    """Per-slice scores of a 2D image or ZYX stack, and their means."""
+def combine(scores: list[SliceScore]) -> StackScore:
+    """Stack scores from per-slice ones: per-threshold means, best threshold per score."""
+    if not scores:
+        raise InputError("no slice to score")
+    rand_table = np.array([s.v_rand_by_threshold for s in scores], dtype=float)
+    info_table = np.array([s.v_info_by_threshold for s in scores], dtype=float)
+    # Java keeps the first threshold reaching the maximum (strict '>' while scanning up).
+    best_rand, best_info = int(np.argmax(rand_table.mean(0))), int(np.argmax(info_table.mean(0)))
+    binary = rand_table.shape[1] == 1
+    per_slice = [
+        SliceScore(float(r[best_rand]), float(i[best_info]), s.pixel_error, s.v_rand_grown,
+                   s.v_info_grown, s.v_rand_by_threshold, s.v_info_by_threshold)
+        for s, r, i in zip(scores, rand_table, info_table, strict=True)
+    ]
+    return StackScore(
+        v_rand=float(rand_table.mean(0)[best_rand]),
+        v_info=float(info_table.mean(0)[best_info]),
+        pixel_error=float(np.mean([s.pixel_error for s in scores])),
+        per_slice=per_slice,
+        v_rand_grown=float(np.mean([s.v_rand_grown for s in scores])),
+        v_info_grown=float(np.mean([s.v_info_grown for s in scores])),
+        v_rand_threshold=None if binary else THRESHOLDS[best_rand],
+        v_info_threshold=None if binary else THRESHOLDS[best_info],
+    )
+
+
+def score_stack(prediction: np.ndarray, ground_truth: np.ndarray, *,
+                grown: bool = True) -> StackScore:
+    """Scores of a 2D image or ZYX stack: the official stack score and per-slice values."""
     prediction, ground_truth = np.asarray(prediction), np.asarray(ground_truth)
     if prediction.shape != ground_truth.shape:
         raise InputError(
@@ -137,13 +374,8 @@ def score_stack(prediction: np.ndarray, ground_truth: np.ndarray) -> StackScore:
         prediction, ground_truth = prediction[None], ground_truth[None]
     if prediction.ndim != 3:
         raise InputError(f"expected 2D or ZYX arrays, got shape {prediction.shape}")
-    scores = [score_slice(p, g) for p, g in zip(prediction, ground_truth, strict=True)]
-    return StackScore(
-        v_rand=float(np.mean([s.v_rand for s in scores])),
-        v_info=float(np.mean([s.v_info for s in scores])),
-        pixel_error=float(np.mean([s.pixel_error for s in scores])),
-        per_slice=scores,
-    )
+    return combine([score_slice(p, g, grown=grown)
+                    for p, g in zip(prediction, ground_truth, strict=True)])
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,16 @@ from .records import EpochProgress, StepProgress, TrainResult
 from .targets import labelled_slices, membrane_width, training_target
 
 
+@dataclass(frozen=True)
+class TrainingSource:
+    """More labelled data for training only (another volume, at its own pixel size)."""
+
+    image: np.ndarray
+    labels: np.ndarray
+    pixel_size_nm: float | None = None
+    name: str = ""
+
+
 @dataclass
 class _Sample:
     image: np.ndarray
@@ -234,7 +244,8 @@ class _Trainer:
         if self.config.tune_postprocessing:
             tuned, score = tune_watershed(probs, gts, start)
         else:
-            score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
+            score = float(np.mean([score_slice(instances_from_probability(p, start), g,
+                                               grown=False).v_rand
                                    for p, g in zip(probs, gts, strict=True)]))
         return float(np.mean(losses)), score, tuned
 
@@ -299,20 +310,25 @@ def train(
     config: TrainConfig = TrainConfig(),
     name: str = "em-unet",
     source: str = "",
+    extra: Sequence[TrainingSource] = (),
     stop=None,
 ) -> Generator[StepProgress | EpochProgress, None, TrainResult]:
     """Train a new U-Net (``base=None``) or fine-tune ``base`` on the labelled slices.
 
     ``labels`` follows the rule in :mod:`.targets`; ``slices`` defaults to every slice with
     a non-zero label (minus ``validation_slices``). ``pixel_size_nm`` is the data's pixel
-    size, used to resample to the base model's scale (and stored in a new model).
+    size, used to resample to the base model's scale (and stored in a new model). ``extra``
+    volumes are resampled to the same scale and add training patches only
+    (``config.extra_share`` of them), never validation data.
     """
     stack, label_stack, slices, validation = _checked_inputs(image, labels, slices,
                                                              validation_slices)
     start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
     train_samples, val_samples = _samples(stack, label_stack, slices, validation, start,
                                           config, pixel_size_nm)
-    trainer = _Trainer(start, config, train_samples, val_samples)
+    extra_samples = _extra_samples(extra, start, config)
+    trainer = _Trainer(start, config, train_samples + extra_samples, val_samples)
+    trainer.sample_weights = _mixed_weights(train_samples, extra_samples, config.extra_share)
     if base is not None and val_samples:
         yield trainer.score_base()
     last_epoch, stopped = yield from trainer.epochs(stop)
@@ -320,6 +336,10 @@ def train(
     run = {"source": source, "slices": slices, "validation_slices": validation,
            "pixel_size_nm": pixel_size_nm, "epochs": last_epoch,
            "best_epoch": trainer.best_epoch}
+    if extra:
+        run["extra"] = [{"source": e.name, "pixel_size_nm": e.pixel_size_nm,
+                         "slices": labelled_slices(_labels_array(e.labels))} for e in extra]
+        run["extra_share"] = config.extra_share
     info = _trained_info(start, base, trainer, name, run)
     return TrainResult(LoadedModel(start.model, info, None), trainer.best_epoch,
                        trainer.best_score, stopped, trainer.history)
@@ -342,6 +362,37 @@ def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) 
                     else None},
         history=history,
     )
+
+
+def _extra_samples(extra: Sequence[TrainingSource], start: _Start,
+                   config: TrainConfig) -> list[_Sample]:
+    samples = []
+    for source in extra:
+        stack, _ = as_stack(source.image)
+        labels = _labels_array(source.labels)
+        labels = labels[np.newaxis] if labels.ndim == 2 else labels
+        if stack.shape != labels.shape:
+            raise InputError(f"extra source {source.name!r}: image {tuple(stack.shape)} and "
+                             f"labels {tuple(labels.shape)} differ in shape")
+        samples += prepare(stack, labels, labelled_slices(labels),
+                           factor=resample_factor(source.pixel_size_nm, start.pixel_size_nm),
+                           percentiles=start.info.percentiles,
+                           width=config.border_width_px or start.membrane_width_px,
+                           border_weight=config.border_weight)
+    return samples
+
+
+def _mixed_weights(main: list[_Sample], extra: list[_Sample], extra_share: float) -> np.ndarray:
+    """Patch-sampling probabilities: by slice area within each group, ``extra_share`` to the
+    extra volumes, so a large extra volume does not drown the data the model is for."""
+    def by_area(samples):
+        w = np.array([s.image.size for s in samples], dtype=float)
+        return w / w.sum() if w.size else w
+
+    if not extra:
+        return by_area(main)
+    share = float(np.clip(extra_share, 0.0, 1.0))
+    return np.concatenate([by_area(main) * (1 - share), by_area(extra) * share])
 
 
 def _pick(rng, samples: list[_Sample], weights: np.ndarray):

@@ -35,6 +35,7 @@ from .tiling import (
     DEFAULT_TILE,
     IMAGE_MARGIN,
     _forward,
+    _predict_tiles,
     _size_multiple,
     _tile_length,
     _tile_starts,
@@ -258,7 +259,8 @@ class TileRows:
         low = int(lines.min())
         return source.rows(low, int(lines.max()) + 1)[lines - low][:, self.columns]
 
-    def predict(self, source: RowBuffer, sink, batch_size: int) -> Iterator[int]:
+    def predict(self, source: RowBuffer, sink, batch_size: int,
+                flips: bool = False) -> Iterator[int]:
         """Push probability rows (the image's, margin removed) into ``sink`` as each row of
         tiles is finished; yield the number of tiles predicted after every batch."""
         forward, done = _forward(self.keras_model), 0
@@ -268,7 +270,7 @@ class TileRows:
             for first in range(0, len(self.starts_w), batch_size):
                 chunk = self.starts_w[first : first + batch_size]
                 batch = np.stack([padded[:, x : x + self.tile_w] for x in chunk])
-                out = forward(batch[..., None]).numpy()[..., 0]
+                out = _predict_tiles(forward, batch, flips)
                 for x, prob in zip(chunk, out, strict=True):
                     total[:, x : x + self.tile_w] += prob * self.window
                 done += len(chunk)
@@ -294,7 +296,7 @@ class TileRows:
 # ----------------------------------------------------------------------------- the slice
 def predict_rows(model, volume, index: int, sink, *, pixel_size_nm: float | None = None,
                  tile_size: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = 4) -> Iterator[tuple[int, int]]:
+                 batch_size: int = 4, flips: bool = False) -> Iterator[tuple[int, int]]:
     """Push the membrane probability of slice ``index`` of ``volume`` into ``sink``, in rows.
 
     Equal to ``predict_stack(model, volume, slices=[index], ...)`` within float rounding,
@@ -316,6 +318,6 @@ def predict_rows(model, volume, index: int, sink, *, pixel_size_nm: float | None
         out = ZoomSink(out, shape, (height, width))
     grid = TileRows(model.keras_model, shape, tile_size, overlap)
     source = RowBuffer(_model_scale_rows(volume, index, levels, shape, READ_ROWS), shape[1])
-    for done in grid.predict(source, out, batch_size):
+    for done in grid.predict(source, out, batch_size, flips):
         yield done, grid.tiles
     out.close()

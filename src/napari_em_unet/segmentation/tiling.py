@@ -98,8 +98,12 @@ def predict_slice(
     tile_size: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
+    flips: bool = False,
 ) -> np.ndarray:
-    """Membrane probability of one normalised 2D slice (float32, same shape)."""
+    """Membrane probability of one normalised 2D slice (float32, same shape).
+
+    ``flips``: test-time augmentation, the mean over the four mirror images of every tile
+    (4x the network time; gain and cost measured in docs/design.md)."""
     multiple = _size_multiple(keras_model)
     height, width = image.shape
     tile_size = max(multiple, tile_size - tile_size % multiple)
@@ -122,12 +126,21 @@ def predict_slice(
     for first in range(0, len(starts), batch_size):
         chunk = starts[first : first + batch_size]
         batch = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in chunk])
-        out = forward(batch[..., None]).numpy()[..., 0]
+        out = _predict_tiles(forward, batch, flips)
         for (y, x), prob in zip(chunk, out, strict=True):
             total[y : y + tile_h, x : x + tile_w] += prob * window
             weights[y : y + tile_h, x : x + tile_w] += window
     result = total / weights
     return result[margin : margin + height, margin : margin + width].astype(np.float32)
+
+
+def _predict_tiles(forward, batch: np.ndarray, flips: bool) -> np.ndarray:
+    if not flips:
+        return forward(batch[..., None]).numpy()[..., 0]
+    views = (batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1])
+    out = forward(np.concatenate(views)[..., None]).numpy()[..., 0]
+    a, b, c, d = np.split(out, 4)
+    return (a + b[:, :, ::-1] + c[:, ::-1] + d[:, ::-1, ::-1]) / 4
 
 
 def _tile_length(length: int, tile_size: int, overlap: int, multiple: int) -> int:
@@ -163,6 +176,7 @@ def predict_stack(
     tile_size: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = 4,
+    flips: bool = False,
 ) -> Iterator[SliceProbability]:
     """Yield the membrane probability of each requested slice of a 2D image or ZYX stack.
 
@@ -187,7 +201,8 @@ def predict_stack(
         if factor != 1.0:
             plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)
         prob = predict_slice(
-            model.keras_model, plane, tile_size=tile_size, overlap=overlap, batch_size=batch_size
+            model.keras_model, plane, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+            flips=flips,
         )
         if factor != 1.0:
             prob = zoom_to(prob, original_shape, order=1)

@@ -101,7 +101,7 @@ def tune_watershed(
     ground_truths: list[np.ndarray],
     base: WatershedParams = WatershedParams(),
 ) -> tuple[WatershedParams, float]:
-    """Pick the watershed parameters with the best mean V_rand on labelled slices.
+    """Pick the watershed parameters with the best mean official V_rand on labelled slices.
 
     It matters because a model fine-tuned on new data produces probabilities of a new
     shape. Coordinate ascent from ``base`` (one parameter at a time over a few values, until
@@ -115,7 +115,7 @@ def tune_watershed(
     def evaluate(params: WatershedParams) -> float:
         if params not in cache:
             cache[params] = float(np.mean([
-                score_slice(instances_from_probability(p, params), truth).v_rand
+                score_slice(instances_from_probability(p, params), truth, grown=False).v_rand
                 for p, truth in zip(probabilities, truths, strict=True)
             ]))
         return cache[params]
