@@ -66,6 +66,31 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {text!r}")
+    return value
+
+
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    """'50,4,4' (z, y, x in nm) or '10' (isotropic)."""
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"voxel size must look like 50,4,4 (z,y,x in nm) or 10; got {text!r}") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"voxel size must be one or three positive numbers (z,y,x in nm); got {text!r}")
+    return tuple(values)
+
+
 def _progress(total: int, desc: str, unit: str):
     from tqdm import tqdm
 
@@ -86,6 +111,8 @@ def cmd_segment(args) -> int:
     output = Output(args.output_kind)
     predict = {"tile_size": args.tile_size, "batch_size": args.batch_size}
     started = time.perf_counter()
+    if args.link_3d:
+        return _segment_and_link(args, volume, output, predict, started)
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
 
@@ -97,8 +124,6 @@ def cmd_segment(args) -> int:
 
         progress = segment_to(load_model(args.model), volume, args.output, output=output,
                               **predict)
-    where = f"on {args.scheduler}" if args.scheduler else (
-        f"on {args.workers} local workers" if args.workers else "locally")
     last = None
     with _progress(volume.shape[0], "segment", "slice") as bar:
         for record in progress:
@@ -106,9 +131,144 @@ def cmd_segment(args) -> int:
             last = record
     rate = "" if last is None else (
         f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
-    print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where}{rate}; "
+    print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {_where(args)}"
+          f"{rate}; {time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
+    return 0
+
+
+def _where(args) -> str:
+    return f"on {args.scheduler}" if args.scheduler else (
+        f"on {args.workers} local workers" if args.workers else "locally")
+
+
+def _segment_and_link(args, volume, output, predict, started) -> int:
+    """``segment --link-3d``: per-slice segmentation into a temporary store, then linking."""
+    import time
+
+    from .segmentation.linking import LinkProgress
+    from .segmentation.segment_link import segment_and_link
+    from .segmentation.streaming import output_shape
+
+    if output.value != "instances":
+        raise InputError("--link-3d writes instance labels; it cannot be combined with "
+                         f"--output-kind {output.value}")
+    voxel = _link_voxel_size(args, volume)
+    progress = segment_and_link(
+        args.model, volume, args.output, params=_link_params(args), voxel_size_nm=voxel,
+        scheduler=args.scheduler, n_workers=args.workers, slices_per_task=args.slices_per_task,
+        sections_per_task=args.sections_per_task, **predict)
+    result = _drive_link(progress, volume.shape[0], first=("segment", "slice"),
+                         first_kind=lambda r: not isinstance(r, LinkProgress))
+    print(f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {_where(args)}; "
+          f"{result} objects; voxel {_voxel_text(voxel)}; "
           f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
+
+
+def _link_params(args):
+    from .segmentation.linking import LinkParams
+
+    return LinkParams(bias=args.bias, min_sections=args.min_sections)
+
+
+def _link_voxel_size(args, volume) -> tuple[float, float, float]:
+    """--voxel-size, else what the file records; says so when it has to assume."""
+    from .io.voxel_size import section_spacing_nm
+    from .segmentation.linking import DEFAULT_VOXEL_NM, resolve_voxel_size
+
+    if args.voxel_size:
+        return resolve_voxel_size(args.voxel_size)
+    spacing = section_spacing_nm(volume)
+    voxel = resolve_voxel_size(None, volume.pixel_size_nm, spacing)
+    if spacing is None:
+        print(f"note: {Path(str(volume.path or 'the input')).name} does not record its section "
+              f"spacing; assuming {DEFAULT_VOXEL_NM[0]:g} nm sections (give --voxel-size Z,Y,X)",
+              file=sys.stderr)
+    return voxel
+
+
+def _voxel_text(voxel) -> str:
+    return " x ".join(f"{v:g}" for v in voxel) + " nm (z, y, x)"
+
+
+def _drive_link(progress, depth: int, *, first=None, first_kind=None) -> int:
+    """Run a linking generator with progress bars; return the number of objects written."""
+    from .io.volumes import open_volume
+
+    bar, stage, path = None, None, None
+    try:
+        while True:
+            try:
+                record = next(progress)
+            except StopIteration as done:
+                path = done.value
+                break
+            kind = "first" if first_kind is not None and first_kind(record) else (
+                f"link (pass {record.pass_number}/2)")
+            if kind != stage:
+                if bar is not None:
+                    bar.close()
+                desc, unit = first if kind == "first" else (kind, "section")
+                bar, stage = _progress(depth, desc, unit), kind
+            bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return _max_label(open_volume(path)) if path is not None else 0
+
+
+def _max_label(volume) -> int:
+    return max((int(volume[z].max()) for z in range(volume.shape[0])), default=0)
+
+
+# ----------------------------------------------------------------------------- link
+def cmd_link(args) -> int:
+    import time
+
+    from .io.volumes import open_volume
+    from .io.writers import open_writer
+    from .segmentation.linking import link_into
+
+    started = time.perf_counter()
+    labels = open_volume(args.labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise InputError(f"{Path(args.labels).name} holds {labels.dtype} values; linking needs "
+                         "integer labels (0 = membrane)")
+    probability = None
+    if args.probability:
+        probability = open_volume(args.probability)
+        if probability.shape != labels.shape:
+            raise InputError(f"the probability map has shape {probability.shape} but the "
+                             f"labels {labels.shape}")
+    voxel = _link_voxel_size(args, labels)
+    params = _link_params(args)
+    shape = labels.shape[1:] if labels.was_2d else labels.shape
+    if args.scheduler or args.workers:
+        from .segmentation.link_distributed import link_distributed
+
+        progress = link_distributed(labels, args.output, probability=probability,
+                                    voxel_size_nm=voxel, params=params,
+                                    scheduler=args.scheduler, n_workers=args.workers,
+                                    sections_per_task=args.sections_per_task)
+    else:
+        progress = _link_to_file(labels, probability, args.output, shape, voxel, params,
+                                 open_writer, link_into)
+    count = _drive_link(progress, labels.shape[0])
+    print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {count} "
+          f"objects; voxel {_voxel_text(voxel)}; {time.perf_counter() - started:.1f} s)",
+          file=sys.stderr)
+    return 0
+
+
+def _link_to_file(labels, probability, path, shape, voxel, params, open_writer, link_into):
+    writer = open_writer(path, shape, np.uint32, pixel_size_nm=labels.pixel_size_nm)
+    try:
+        yield from link_into(labels, writer, probability=probability, voxel_size_nm=voxel,
+                             params=params)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
 
 
 # ----------------------------------------------------------------------------- training
@@ -207,6 +367,8 @@ def cmd_finetune(args) -> int:
 
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
+    if args.three_d:
+        return _evaluate_3d(args)
     from .io.tiff import read_tiff
     from .learning.metrics import score_stack
 
@@ -220,6 +382,27 @@ def cmd_evaluate(args) -> int:
     for i, s in enumerate(scores.per_slice):
         print(f"{i:>5}  {s.v_rand:7.4f}  {s.v_info:7.4f}  {s.pixel_error:11.4f}")
     print(f"{'mean':>5}  {scores.v_rand:7.4f}  {scores.v_info:7.4f}  {scores.pixel_error:11.4f}")
+    return 0
+
+
+def _evaluate_3d(args) -> int:
+    """3D V_rand / V_info over objects (ids through sections), read slice by slice."""
+    from .io.volumes import open_volume
+    from .learning.metrics import score_volume_3d
+
+    prediction, truth = open_volume(args.prediction), open_volume(args.ground_truth)
+    if prediction.was_2d or truth.was_2d:
+        raise InputError("--3d scores ZYX stacks; got a single 2D image")
+    score = score_volume_3d(prediction, truth)
+    if args.json:
+        print(json.dumps(score.to_dict()))
+        return 0
+    print(f"{'':>6}  {'score':>7}  {'split':>7}  {'merge':>7}")
+    print(f"{'V_rand':>6}  {score.v_rand:7.4f}  {score.v_rand_split:7.4f}  "
+          f"{score.v_rand_merge:7.4f}")
+    print(f"{'V_info':>6}  {score.v_info:7.4f}  {score.v_info_split:7.4f}  "
+          f"{score.v_info_merge:7.4f}")
+    print(f"3D objects; {score.voxels} voxels scored (ground truth not 0)")
     return 0
 
 
@@ -287,6 +470,22 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
                    help="extra loss weight around borders between touching labels (default 5)")
 
 
+def _add_link_args(p: argparse.ArgumentParser) -> None:
+    from .segmentation.linking import LinkParams
+
+    p.add_argument("--bias", type=_unit_float, default=LinkParams().bias,
+                   help="linking's split/merge control in (0, 1): higher joins more (fewer "
+                        "split objects, more merged ones), lower splits more (default "
+                        "%(default)s, chosen by measurement; see docs/linking.md)")
+    p.add_argument("--min-sections", type=_positive_int, default=1, metavar="N",
+                   help="drop objects present in fewer than N sections (default 1: keep all)")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4 (ssTEM) or 10 (isotropic FIB-SEM); "
+                        "default: read from the file, else 50 nm sections")
+    p.add_argument("--sections-per-task", type=_positive_int, default=16, metavar="K",
+                   help="with --scheduler/--workers: sections per linking task (default 16)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="em-unet",
@@ -328,7 +527,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on N dask worker processes on this machine")
     p.add_argument("--slices-per-task", type=_positive_int, default=1, metavar="K",
                    help="with --scheduler/--workers: slices per task (default 1)")
+    p.add_argument("--link-3d", action="store_true",
+                   help="link the cells of neighbouring sections into 3D objects (one id per "
+                        "object through all its sections; see 'em-unet link')")
+    _add_link_args(p)
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("link", help="link per-section labels into 3D objects",
+                       description="Link per-section instance labels (e.g. corrected ones) "
+                                   "into 3D objects: one id per object through all its "
+                                   "sections, 0 = membrane. Reads two passes over the stack, "
+                                   "a few sections at a time; TIFF or zarr in and out.")
+    p.add_argument("labels", help="per-section labels: TIFF or zarr, ZYX, 0 = membrane")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: a TIFF, or an OME-Zarr folder when the name ends in .zarr")
+    p.add_argument("--probability", default=None, metavar="P",
+                   help="membrane probability of the same sections (em-unet segment "
+                        "--output-kind probabilities): weighs boundaries and splits labels "
+                        "that merge two cells")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="link on an existing dask.distributed cluster (inputs and a .zarr "
+                            "output on a file system the workers share)")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="link on N dask worker processes on this machine")
+    _add_link_args(p)
+    p.set_defaults(func=cmd_link)
 
     p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
                        description="Fine-tune a model (default: the bundled one) on the "
@@ -350,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
                                       "float probabilities")
     p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="score 3D objects (ids through sections) instead of each slice: "
+                        "V_rand and V_info over ground-truth objects, with their split and "
+                        "merge parts; TIFF or zarr, read slice by slice")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",

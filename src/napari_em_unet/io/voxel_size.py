@@ -1,0 +1,85 @@
+"""The section spacing (z voxel size) recorded in a TIFF or zarr, which linking needs.
+
+The XY pixel size is read by :func:`~napari_em_unet.io.volumes.open_volume`; how far apart
+the sections are is read here, from where microscopy files keep it: ImageJ's ``spacing``
+(in the file's ``unit``), OME-XML ``PhysicalSizeZ``, the z scale of an OME-Zarr image, or
+a ``voxel_size_nm`` attribute ([z, y, x]) on a zarr array or group. Never fails: a file
+without it (or with nonsense in it) gives None.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_UNIT_TO_NM = {
+    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3,
+    "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3, "micrometre": 1e3,
+    "mm": 1e6, "millimeter": 1e6, "angstrom": 0.1,
+}
+
+
+def section_spacing_nm(source) -> float | None:
+    """Distance between sections in nm recorded with ``source`` (a path or a Volume)."""
+    path = getattr(source, "path", source)
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".zarr" or path.is_dir():
+            value = _zarr_spacing(path)
+        else:
+            value = _tiff_spacing(path)
+    except Exception:  # metadata is a bonus: never fail a run because of it
+        return None
+    return value if value is not None and 0.01 < value < 1e6 else None
+
+
+def _tiff_spacing(path: Path) -> float | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        if tif.is_ome and tif.ome_metadata:
+            match = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata)
+            if match:
+                unit = re.search(r'PhysicalSizeZUnit="([^"]+)"', tif.ome_metadata)
+                scale = _UNIT_TO_NM.get(unit.group(1).lower() if unit else "\u00b5m")
+                return float(match.group(1)) * scale if scale else None
+        meta = tif.imagej_metadata if tif.is_imagej else None
+        if meta and "spacing" in meta:
+            unit = str(meta.get("unit", "")).strip().lower()
+            scale = _UNIT_TO_NM.get(unit)
+            return float(meta["spacing"]) * scale if scale else None
+    return None
+
+
+def _zarr_spacing(path: Path) -> float | None:
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    nodes = [node]
+    if isinstance(node, zarr.Group):
+        nodes += [node[k] for k in sorted(node.array_keys())[:1]]
+    for item in nodes:
+        attrs = dict(item.attrs)
+        if isinstance(attrs.get("voxel_size_nm"), (list, tuple)) and attrs["voxel_size_nm"]:
+            return float(attrs["voxel_size_nm"][0])
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
+    if not multiscales:
+        return None
+    multiscale = multiscales[0]
+    axes = multiscale.get("axes") or []
+    names = [a.get("name") if isinstance(a, dict) else str(a) for a in axes]
+    if "z" not in names:
+        return None
+    index = names.index("z")
+    scale = 1.0
+    for transforms in (multiscale["datasets"][0].get("coordinateTransformations", []),
+                       multiscale.get("coordinateTransformations", [])):
+        for t in transforms:
+            if t.get("type") == "scale":
+                scale *= float(t["scale"][index])
+    unit = axes[index].get("unit") if isinstance(axes[index], dict) else None
+    factor = _UNIT_TO_NM.get(str(unit).lower()) if unit else None
+    return scale * factor if factor else None
