@@ -152,7 +152,7 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
     if output.value != "instances":
         raise InputError("--link-3d writes instance labels; it cannot be combined with "
                          f"--output-kind {output.value}")
-    voxel = _link_voxel_size(args, volume)
+    voxel, voxel_text = _link_voxel_size(args, volume)
     progress = segment_and_link(
         args.model, volume, args.output, params=_link_params(args), voxel_size_nm=voxel,
         scheduler=args.scheduler, n_workers=args.workers, slices_per_task=args.slices_per_task,
@@ -160,7 +160,7 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
     result = _drive_link(progress, volume.shape[0], first=("segment", "slice"),
                          first_kind=lambda r: not isinstance(r, LinkProgress))
     print(f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {_where(args)}; "
-          f"{result} objects; voxel {_voxel_text(voxel)}; "
+          f"{result} objects; voxel {voxel_text}; "
           f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
 
@@ -171,20 +171,20 @@ def _link_params(args):
     return LinkParams(bias=args.bias, min_sections=args.min_sections)
 
 
-def _link_voxel_size(args, volume) -> tuple[float, float, float]:
-    """--voxel-size, else what the file records; says so when it has to assume."""
+def _link_voxel_size(args, volume) -> tuple[tuple[float, float, float], str]:
+    """--voxel-size, else what the file records; and how the summary line should say it."""
     from .io.voxel_size import section_spacing_nm
-    from .segmentation.linking import DEFAULT_VOXEL_NM, resolve_voxel_size
+    from .segmentation.linking import resolve_voxel_size
 
     if args.voxel_size:
-        return resolve_voxel_size(args.voxel_size)
+        voxel = resolve_voxel_size(args.voxel_size)
+        return voxel, _voxel_text(voxel)
     spacing = section_spacing_nm(volume)
     voxel = resolve_voxel_size(None, volume.pixel_size_nm, spacing)
-    if spacing is None:
-        print(f"note: {Path(str(volume.path or 'the input')).name} does not record its section "
-              f"spacing; assuming {DEFAULT_VOXEL_NM[0]:g} nm sections (give --voxel-size Z,Y,X)",
-              file=sys.stderr)
-    return voxel
+    if spacing is None:  # said in the summary, not before: a failed run prints one line
+        return voxel, (f"{_voxel_text(voxel)}, assuming {voxel[0]:g} nm sections as the file "
+                       "does not record them (give --voxel-size Z,Y,X)")
+    return voxel, _voxel_text(voxel)
 
 
 def _voxel_text(voxel) -> str:
@@ -230,17 +230,14 @@ def cmd_link(args) -> int:
     from .segmentation.linking import link_into
 
     started = time.perf_counter()
-    labels = open_volume(args.labels)
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise InputError(f"{Path(args.labels).name} holds {labels.dtype} values; linking needs "
-                         "integer labels (0 = membrane)")
+    labels = open_volume(args.labels)  # each section's values are checked as it is read
     probability = None
     if args.probability:
         probability = open_volume(args.probability)
         if probability.shape != labels.shape:
             raise InputError(f"the probability map has shape {probability.shape} but the "
                              f"labels {labels.shape}")
-    voxel = _link_voxel_size(args, labels)
+    voxel, voxel_text = _link_voxel_size(args, labels)
     params = _link_params(args)
     shape = labels.shape[1:] if labels.was_2d else labels.shape
     if args.scheduler or args.workers:
@@ -255,7 +252,7 @@ def cmd_link(args) -> int:
                                  open_writer, link_into)
     count = _drive_link(progress, labels.shape[0])
     print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {count} "
-          f"objects; voxel {_voxel_text(voxel)}; {time.perf_counter() - started:.1f} s)",
+          f"objects; voxel {voxel_text}; {time.perf_counter() - started:.1f} s)",
           file=sys.stderr)
     return 0
 

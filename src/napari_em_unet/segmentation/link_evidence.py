@@ -100,7 +100,8 @@ def within_section(labels: np.ndarray, probability: np.ndarray | None, z: int, *
 
     Each label is grown into the membrane (0) around it by up to ``reach_px`` pixels; labels
     whose grown areas touch are neighbours, and where they touch is the middle of the
-    membrane between them, where its probability is read.
+    membrane between them, where its probability is read (the larger value of the two
+    pixels that face each other there).
     """
     grown = _grow(labels, reach_px)
     keys, values = [], []
@@ -113,7 +114,8 @@ def within_section(labels: np.ndarray, probability: np.ndarray | None, z: int, *
             p = np.nan_to_num(probability, nan=1.0)
             near = p[:, :-1] if axis == 1 else p[:-1]
             far = p[:, 1:] if axis == 1 else p[1:]
-            values.append((near[facing] + far[facing]) / 2)
+            # The larger of the two: with a thin membrane only one of them lies on it.
+            values.append(np.maximum(near[facing], far[facing]))
     key = np.concatenate(keys)
     if key.size == 0:
         return Edges.empty()
