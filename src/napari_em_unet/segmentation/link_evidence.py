@@ -4,10 +4,14 @@ Two kinds of edge, each weighted ``size * (evidence + logit(bias))`` so that the
 ``bias`` moves every decision the same way (see :class:`~.linking.LinkParams`):
 
 * **Between sections** (a label in section z and one in z + d, wherever they overlap): the
-  evidence rises with their intersection over union. Adjacent sections (d = 1) attract
-  whenever they overlap at all; the longer edges that bridge a section where a cell was
-  lost or mis-segmented (d > 1, up to ``max_gap_nm``) attract only above ``skip_iou``. The
-  size is the square root of the smaller label's area (a length, like the boundary below).
+  evidence is ``sharpness * (IoU - threshold)`` on their intersection over union. Adjacent
+  sections (d = 1, threshold 0) attract whenever they overlap at all. The longer edges that
+  bridge a section where a cell was lost or mis-segmented (d > 1, up to ``max_gap_nm``)
+  attract above ``skip_iou`` and repel below it at a fraction (``skip_repulsion``) of their
+  weight: a branch or a 2D merge also overlaps its neighbours poorly over a few sections,
+  and at full weight that repulsion, repeated over every bridged distance, cut every branch.
+  The size is the square root of the smaller label's area (a length, like the boundary
+  below).
 * **Within a section** (two labels that face each other across a membrane): the evidence
   is the membrane probability along their shared boundary, ``-logit(p)``: a clear membrane
   repels strongly, a faint one (where the 2D segmentation may have cut a cell in two)
@@ -81,15 +85,15 @@ class Edges:
 
 def between_sections(a: np.ndarray, b: np.ndarray, za: int, zb: int, sizes_a: np.ndarray,
                      sizes_b: np.ndarray, *, threshold: float, sharpness: float,
-                     bias_logit: float, containment: float = 0.0, floor: float = -np.inf) -> Edges:
-    """Overlap edges from section ``za`` to ``zb``, weighted by intersection over union."""
+                     bias_logit: float, repulsion: float = 1.0) -> Edges:
+    """Overlap edges from section ``za`` to ``zb``, weighted by intersection over union;
+    negative evidence (a poor overlap) counts ``repulsion`` times."""
     la, lb, overlap = pair_counts(a, b)
     area_a, area_b = sizes_a[la], sizes_b[lb]
     iou = overlap / (area_a + area_b - overlap)
-    if containment:
-        iou = np.maximum(iou, containment * overlap / np.minimum(area_a, area_b))
-    weight = np.sqrt(np.minimum(area_a, area_b)) * np.maximum(
-        sharpness * (iou - threshold) + bias_logit, floor)
+    evidence = sharpness * (iou - threshold) + bias_logit
+    evidence = np.where(evidence < 0, repulsion * evidence, evidence)
+    weight = np.sqrt(np.minimum(area_a, area_b)) * evidence
     return Edges(np.full(len(la), za), la, np.full(len(la), zb), lb, weight)
 
 

@@ -159,10 +159,8 @@ def section_graph(window: SectionWindow, start: int, stop: int) -> Iterator[Sect
             other, _ = window.refined(z + d)
             parts.append(between_sections(
                 labels, other, z, z + d, sizes, np.bincount(other.ravel()),
-                threshold=params.adjacent_iou if d == 1 else params.skip_iou,
-                sharpness=params.sharpness, bias_logit=bias,
-                containment=params.containment if d == 1 else params.skip_containment,
-                floor=-np.inf if d == 1 else params.skip_floor))
+                threshold=0.0 if d == 1 else params.skip_iou, sharpness=params.sharpness,
+                bias_logit=bias, repulsion=1.0 if d == 1 else params.skip_repulsion))
         window.forget_before(z + 1)
         yield SectionRecord(z, present, sizes[present], patch, Edges.concat(parts))
 

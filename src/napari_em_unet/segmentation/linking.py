@@ -62,20 +62,18 @@ class LinkParams:
     max_gap_nm: float = 50.0
     """Labels up to this far apart in depth are compared directly (at least the adjacent
     section), which bridges sections where a cell was lost or mis-segmented."""
-    adjacent_iou: float = 0.0
-    containment: float = 0.0
-    skip_containment: float = 0.0
-    skip_floor: float = -np.inf
     skip_iou: float = 0.3
     """Intersection over union above which labels two or more sections apart attract."""
+    skip_repulsion: float = 0.15
+    """Share of its weight with which such an edge repels below ``skip_iou``."""
     sharpness: float = 8.0
     """Weight of the overlap evidence per unit of intersection over union."""
-    boundary_weight: float = 0.5
+    boundary_weight: float = 1.0
     """Weight of a within-section membrane edge per pixel of boundary, relative to the
     overlap edges (which count the square root of the smaller label's area)."""
     assumed_membrane: float = 0.9
     """Membrane probability assumed between touching labels when no map is given."""
-    reach_nm: float = 40.0
+    reach_nm: float = 16.0
     """Labels within this distance of each other across a membrane are neighbours."""
     split_merged: bool = True
     """Split 2D labels that join two cells of the neighbouring sections (needs a map)."""
