@@ -55,20 +55,26 @@ def test_numbering_follows_first_appearance_section_then_label():
 
 
 def test_a_branch_is_one_object():
-    """One cell (sections 0-1) forks into two halves (sections 2-3) across a membrane.
+    """One cell (sections 0-3) forks into two halves (sections 4-5) across a membrane.
 
     Hand count (FIB-SEM, 10 nm: edges up to 5 sections apart; no probability map, so the
-    membrane between the halves counts as p = 0.9): each half overlaps the parent with
-    IoU 180/400 = 0.45, which attracts it from sections 0 and 1 (about 96 in all); the
-    membrane between the halves repels by 0.5 x 20 pixels x logit(0.9) = 22 per section,
-    44 in all. Attraction wins: the fork is one object.
+    membrane between the halves counts as p = 0.9). Each half overlaps the parent with
+    IoU 180/400 = 0.45: sqrt(180) x 8 x 0.45 = 48.3 from the adjacent section, and
+    sqrt(180) x 8 x (0.45 - 0.3) = 16.1 from each of the 7 longer edges that reach it
+    from sections 0-3: 161 in all. The membrane between the halves, 22 pixel pairs long
+    once grown, repels by 22 x logit(0.9) = 48.3 in each of the two sections: 96.6.
+    Attraction wins, so the fork is one object. (With the fork right after the first two
+    sections, attraction and repulsion are equal, 96.6 each, and the halves stay apart:
+    a fork is only joined when enough of the parent is seen.)
     """
-    stack = np.zeros((4, 24, 24), dtype=np.uint32)
-    stack[0:2, 2:22, 2:22] = 1
-    stack[2:4, 2:22, 2:11] = 1  # the two halves lie inside the parent's footprint
-    stack[2:4, 2:22, 13:22] = 2
+    stack = np.zeros((6, 24, 24), dtype=np.uint32)
+    stack[0:4, 2:22, 2:22] = 1
+    stack[4:6, 2:22, 2:11] = 1  # the two halves lie inside the parent's footprint
+    stack[4:6, 2:22, 13:22] = 2
     linked = link_labels(stack, voxel_size_nm=FIBSEM)
     assert set(np.unique(linked)) == {0, 1}
+    early = link_labels(stack[2:], voxel_size_nm=FIBSEM)
+    assert set(np.unique(early)) == {0, 1, 2}
 
 
 def test_an_object_that_ends_keeps_its_id_and_a_later_one_gets_a_new_one():
