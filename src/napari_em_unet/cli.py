@@ -467,8 +467,13 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
                    help="extra loss weight around borders between touching labels (default 5)")
 
 
-def _add_link_args(p: argparse.ArgumentParser) -> None:
+def _add_link_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
     from .segmentation.linking import LinkParams
+
+    if flag:
+        p.add_argument("--link-3d", action="store_true",
+                       help="link the cells of neighbouring sections into 3D objects (one id "
+                            "per object through all its sections; see 'em-unet link')")
 
     p.add_argument("--bias", type=_unit_float, default=LinkParams().bias,
                    help="linking's split/merge control in (0, 1): higher joins more (fewer "
@@ -481,6 +486,29 @@ def _add_link_args(p: argparse.ArgumentParser) -> None:
                         "default: read from the file, else 50 nm sections")
     p.add_argument("--sections-per-task", type=_positive_int, default=16, metavar="K",
                    help="with --scheduler/--workers: sections per linking task (default 16)")
+
+
+def _add_link_parser(sub) -> None:
+    p = sub.add_parser("link", help="link per-section labels into 3D objects",
+                       description="Link per-section instance labels (e.g. corrected ones) "
+                                   "into 3D objects: one id per object through all its "
+                                   "sections, 0 = membrane. Reads two passes over the stack, "
+                                   "a few sections at a time; TIFF or zarr in and out.")
+    p.add_argument("labels", help="per-section labels: TIFF or zarr, ZYX, 0 = membrane")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: a TIFF, or an OME-Zarr folder when the name ends in .zarr")
+    p.add_argument("--probability", default=None, metavar="P",
+                   help="membrane probability of the same sections (em-unet segment "
+                        "--output-kind probabilities): weighs boundaries and splits labels "
+                        "that merge two cells")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="link on an existing dask.distributed cluster (inputs and a .zarr "
+                            "output on a file system the workers share)")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="link on N dask worker processes on this machine")
+    _add_link_args(p)
+    p.set_defaults(func=cmd_link)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -524,32 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on N dask worker processes on this machine")
     p.add_argument("--slices-per-task", type=_positive_int, default=1, metavar="K",
                    help="with --scheduler/--workers: slices per task (default 1)")
-    p.add_argument("--link-3d", action="store_true",
-                   help="link the cells of neighbouring sections into 3D objects (one id per "
-                        "object through all its sections; see 'em-unet link')")
-    _add_link_args(p)
+    _add_link_args(p, flag=True)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("link", help="link per-section labels into 3D objects",
-                       description="Link per-section instance labels (e.g. corrected ones) "
-                                   "into 3D objects: one id per object through all its "
-                                   "sections, 0 = membrane. Reads two passes over the stack, "
-                                   "a few sections at a time; TIFF or zarr in and out.")
-    p.add_argument("labels", help="per-section labels: TIFF or zarr, ZYX, 0 = membrane")
-    p.add_argument("-o", "--output", required=True,
-                   help="output: a TIFF, or an OME-Zarr folder when the name ends in .zarr")
-    p.add_argument("--probability", default=None, metavar="P",
-                   help="membrane probability of the same sections (em-unet segment "
-                        "--output-kind probabilities): weighs boundaries and splits labels "
-                        "that merge two cells")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="link on an existing dask.distributed cluster (inputs and a .zarr "
-                            "output on a file system the workers share)")
-    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                       help="link on N dask worker processes on this machine")
-    _add_link_args(p)
-    p.set_defaults(func=cmd_link)
+    _add_link_parser(sub)
 
     p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
                        description="Fine-tune a model (default: the bundled one) on the "
