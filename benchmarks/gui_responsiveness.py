@@ -159,9 +159,9 @@ def run_gui(args) -> dict:
     monitor.start()
     pressed = time.perf_counter()
     finetune._on_run()
-    finetune.worker.yielded.connect(lambda r: steps.append(time.perf_counter())
+    finetune.runner.worker.yielded.connect(lambda r: steps.append(time.perf_counter())
                                     if type(r).__name__ == "StepProgress" else None)
-    spin_until(lambda: finetune.worker is None, timeout=3600)
+    spin_until(lambda: not finetune.runner.running, timeout=3600)
     stalls = monitor.stop()
     stalls["total_s"] = time.perf_counter() - pressed
     stalls["steps"] = len(steps)
@@ -182,7 +182,8 @@ from qtpy.QtWidgets import QApplication
 app = QApplication([])
 image, labels, pixel_size, _ = load_data()
 from napari_em_unet.model.files import load_model
-from napari_em_unet.learning.training import TrainConfig, train
+from napari_em_unet.learning.config import TrainConfig
+from napari_em_unet.learning.training import train
 model_path = sys.argv[2] or None
 done = []
 def work():

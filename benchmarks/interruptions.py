@@ -76,7 +76,8 @@ def make_inputs(folder: Path, tiny: bool, model: str | None) -> tuple[Path, Path
     elif not tiny and bundled_model_path().is_file():
         base = bundled_model_path()
     else:
-        from napari_em_unet.model.files import ModelInfo, save_model
+        from napari_em_unet.model.files import save_model
+        from napari_em_unet.model.info import ModelInfo
         from napari_em_unet.model.unet import UNetConfig, build_unet
 
         config = UNetConfig(base_filters=4, depth=2)

@@ -93,7 +93,8 @@ def choose_model(folder: Path, requested: str | None, calibrate_on: Path) -> tup
     if bundled_model_path().exists():
         return bundled_model_path(), "bundled ISBI 2012 model"
     from napari_em_unet.io.volumes import open_volume
-    from napari_em_unet.model.files import LoadedModel, ModelInfo, save_model
+    from napari_em_unet.model.files import save_model
+    from napari_em_unet.model.info import LoadedModel, ModelInfo
     from napari_em_unet.model.unet import UNetConfig, build_unet
     from napari_em_unet.segmentation.pipeline import segment_stack
 

@@ -7,7 +7,7 @@ the ``em-unet segment`` command on the 30-slice ISBI test volume, reading the TI
 inference, watershed and writing the labels. The two alternate for ``--repeats`` rounds so
 that the shared machine's load hits both alike; medians are reported.
 
-    python benchmarks/speed.py [--repeats 2]
+    python benchmarks/speed.py [--repeats 3]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def time_cli(path: Path, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--classic-slices", type=int, default=4)
     args = parser.parse_args()
     require_data()

@@ -32,7 +32,8 @@ def small_stack() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
     """A real but tiny U-Net (4 base filters, depth 2) saved as a model file."""
-    from napari_em_unet.model.files import ModelInfo, save_model
+    from napari_em_unet.model.files import save_model
+    from napari_em_unet.model.info import ModelInfo
     from napari_em_unet.model.unet import UNetConfig, build_unet
 
     config = UNetConfig(base_filters=4, depth=2)
@@ -74,11 +75,21 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Refuse, in one clear line, a single-process run that would mix the two kinds."""
+    """Mark tests by what they need: ``-m "not data"`` runs without ../shared/data."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data)
+        if _is_gui_test(item.nodeid):
+            item.add_marker(pytest.mark.gui)
+
+
+def pytest_collection_finish(session):
+    """Refuse, in one clear line, a single-process run that would mix the two kinds (after
+    ``-m``/``-k`` selection, so ``-n 0 -m gui`` works)."""
+    config = session.config
     if hasattr(config, "workerinput") or (config.getoption("numprocesses", None) or 0) >= 2:
         return
-    kinds = {_is_gui_test(item.nodeid) for item in items}
-    if len(kinds) == 2:
+    if len({_is_gui_test(item.nodeid) for item in session.items}) == 2:
         raise pytest.UsageError(
             "napari window tests (tests/gui) and TensorFlow tests cannot share one process: "
             "run with -n 2 (the default; pytest-xdist) or select one kind of test."

@@ -20,9 +20,23 @@ import tifffile
 from napari_em_unet.cli import main
 
 # ----------------------------------------------------------------------------- bookkeeping
+# Each distinct input counts once (a bad model file is tried with both segment and
+# finetune, and counts as handled only when both refuse it in one line).
+BAD: set[str] = set()
+VALID: set[str] = set()
 STARTED: set[str] = set()
-HANDLED: set[str] = set()
-CATALOGUE: list[str] = []
+HANDLED: dict[str, set[str]] = {}
+"""Case id -> the commands that handled it."""
+EXPECTED_COMMANDS: dict[str, set[str]] = {}
+
+
+def register(case_id: str, ok: bool, commands: tuple[str, ...]) -> None:
+    (VALID if ok else BAD).add(case_id)
+    EXPECTED_COMMANDS[case_id] = set(commands)
+
+
+def handled(case_id: str, command: str) -> None:
+    HANDLED.setdefault(case_id, set()).add(command)
 
 
 class _CatalogueSummary:
@@ -34,13 +48,16 @@ class _CatalogueSummary:
 
     @staticmethod
     def lines() -> list[str]:
-        ran = [c for c in CATALOGUE if c in STARTED]
+        ran = STARTED & (BAD | VALID)
         if not ran:
             return []
-        skipped = len(CATALOGUE) - len(ran)
-        line = f"bad-input catalogue: {len(HANDLED & set(ran))}/{len(ran)} handled"
+        done = {c for c in ran if HANDLED.get(c, set()) >= EXPECTED_COMMANDS[c]}
+        bad, valid = ran & BAD, ran & VALID
+        line = (f"bad-input catalogue: {len(done & bad)}/{len(bad)} distinct bad inputs refused "
+                f"in one line, {len(done & valid)}/{len(valid)} awkward valid inputs handled")
+        skipped = len(BAD | VALID) - len(ran)
         lines = [line + (f" ({skipped} not run)" if skipped else "")]
-        missing = sorted(set(ran) - HANDLED)
+        missing = sorted(ran - done)
         if missing:
             lines.append(f"  not handled: {', '.join(missing)}")
         return lines
@@ -95,6 +112,8 @@ class Case:
     ok: bool
     shape: tuple | None = None
     """Expected output shape for valid cases."""
+    silent: tuple[int, ...] = ()
+    """Slices with no signal: no prediction there (NaN) and a warning on stderr."""
 
 
 def _tif(data, **kwargs) -> Callable[[Path], Path]:
@@ -150,8 +169,13 @@ IMAGE_CASES = [
     # chunk of a distributed run may hold only those. Where there is no data the result says
     # nothing: NaN probability, no cell.
     Case("all-NaN image", _tif(np.full((2, 32, 32), np.nan, np.float32)), ok=True,
-         shape=(2, 32, 32)),
-    Case("constant image", _tif(np.full((2, 40, 40), 7, np.uint8)), ok=True, shape=(2, 40, 40)),
+         shape=(2, 32, 32), silent=(0, 1)),
+    Case("constant image", _tif(np.full((2, 40, 40), 7, np.uint8)), ok=True, shape=(2, 40, 40),
+         silent=(0, 1)),
+    Case("black section in a stack", _tif(np.stack([_stack[0], 0 * _stack[0], _stack[1]])),
+         ok=True, shape=(3, 48, 40), silent=(1,)),
+    Case("black section with noise", _tif(np.stack([_stack[0], _stack[1] % 3, _stack[1]])),
+         ok=True, shape=(3, 48, 40), silent=(1,)),
     Case("some NaNs and infinities in float", _tif(_some_nan), ok=True, shape=(2, 48, 40)),
     Case("16-bit", _tif(_stack.astype(np.uint16) * 257), ok=True, shape=(2, 48, 40)),
     Case("signed 16-bit with negatives", _tif(_stack.astype(np.int16) - 128), ok=True,
@@ -163,17 +187,18 @@ IMAGE_CASES = [
                            photometric="rgb"), ok=True, shape=(2, 40, 50)),
     Case("tiny (9 x 13)", _tif(rng.integers(0, 255, (2, 9, 13), dtype=np.uint8)), ok=True,
          shape=(2, 9, 13)),
-    Case("one pixel", _tif(np.array([[5]], np.uint8)), ok=True, shape=(1, 1)),
+    Case("one pixel", _tif(np.array([[5]], np.uint8)), ok=True, shape=(1, 1), silent=(0,)),
     Case("odd size 1001 x 777", _tif(rng.integers(0, 255, (1001, 777), dtype=np.uint8)),
          ok=True, shape=(1001, 777)),
     Case("one 2D image", _tif(_stack[0]), ok=True, shape=(48, 40)),
 ]
-CATALOGUE += [f"segment: {c.id}" for c in IMAGE_CASES]
+for _case in IMAGE_CASES:
+    register(f"image: {_case.id}", _case.ok, ("segment",))
 
 
 @pytest.mark.parametrize("case", IMAGE_CASES, ids=[c.id for c in IMAGE_CASES])
 def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
-    name = f"segment: {case.id}"
+    name = f"image: {case.id}"
     STARTED.add(name)
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -197,12 +222,18 @@ def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
         no_data = ~np.isfinite(source) if source.dtype.kind == "f" else np.zeros(source.shape, bool)
         if source.ndim == result.ndim + 1:  # RGB: a pixel without data in any channel
             no_data = no_data.any(axis=-1)
+        no_data = no_data.reshape(result.shape)
+        for index in case.silent:
+            no_data[index] = True
+        warnings = [line for line in lines if line.startswith("warning:")]
+        assert len(warnings) == (1 if case.silent else 0), lines
+        assert not case.silent or "no signal" in warnings[0]
         # NaN exactly where the input has no data; a probability everywhere else
         assert np.array_equal(np.isnan(result), no_data.reshape(result.shape))
         valid = result[~no_data.reshape(result.shape)]
         assert valid.size == 0 or (valid.min() >= 0 and valid.max() <= 1)
         assert [p.name for p in out_dir.iterdir()] == ["result.tif"]
-    HANDLED.add(name)
+    handled(name, "segment")
 
 
 def test_16_bit_gives_the_same_result_as_8_bit(tiny_model):
@@ -251,12 +282,13 @@ FINETUNE_CASES = [
          ok=True),
     Case("labels without any membrane", _pair(_img, np.ones_like(_lab)), ok=True),
 ]
-CATALOGUE += [f"finetune: {c.id}" for c in FINETUNE_CASES]
+for _case in FINETUNE_CASES:
+    register(f"labels: {_case.id}", _case.ok, ("finetune",))
 
 
 @pytest.mark.parametrize("case", FINETUNE_CASES, ids=[c.id for c in FINETUNE_CASES])
 def test_finetune(case: Case, tiny_model_path, tmp_path, capfd):
-    name = f"finetune: {case.id}"
+    name = f"labels: {case.id}"
     STARTED.add(name)
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -281,7 +313,7 @@ def test_finetune(case: Case, tiny_model_path, tmp_path, capfd):
 
         assert load_model(out).info.base_model == "tiny"
         assert [p.name for p in out_dir.iterdir()] == ["tuned.keras"]
-    HANDLED.add(name)
+    handled(name, "finetune")
 
 
 # ----------------------------------------------------------------------------- model files
@@ -348,14 +380,15 @@ MODEL_CASES = [
     Case("model carrying code (Lambda layer)",
          lambda folder, base: _keras_model("lambda", folder), ok=False),
 ]
-COMMANDS = ["segment", "finetune"]
-CATALOGUE += [f"model ({command}): {c.id}" for c in MODEL_CASES for command in COMMANDS]
+COMMANDS = ("segment", "finetune")
+for _case in MODEL_CASES:
+    register(f"model: {_case.id}", False, COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 @pytest.mark.parametrize("case", MODEL_CASES, ids=[c.id for c in MODEL_CASES])
 def test_bad_model(case: Case, command, tiny_model_path, tmp_path, capfd):
-    name = f"model ({command}): {case.id}"
+    name = f"model: {case.id}"
     STARTED.add(name)
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -375,4 +408,230 @@ def test_bad_model(case: Case, command, tiny_model_path, tmp_path, capfd):
     assert list(out_dir.iterdir()) == []
     if "Lambda" in case.id:
         assert "code" in lines[0]
-    HANDLED.add(name)
+    handled(name, command)
+
+
+# ----------------------------------------------------------------------------- outputs
+def _output_case(kind: str):
+    """Returns a function making (input image, output path, extra arguments) in ``folder``."""
+
+    def make(folder: Path) -> tuple[Path, Path, list[str]]:
+        image = _tif(_stack)(folder)
+        out = folder / "out"
+        out.mkdir()
+        if kind == "the input":
+            return image, image, []
+        if kind == "the input through a symbolic link":
+            (out / "link.tif").symlink_to(image)
+            return image, out / "link.tif", []
+        if kind == "the input through ..":
+            return image, out / ".." / image.name, []
+        if kind in ("exists", "exists, --overwrite"):
+            (out / "result.tif").write_bytes(b"an older result")
+            return image, out / "result.tif", ["--overwrite"] if "overwrite" in kind else []
+        if kind == "an existing folder":
+            (out / "result.tif").mkdir()
+            return image, out / "result.tif", []
+        if kind == "the input, --overwrite":
+            return image, image, ["--overwrite"]
+        if kind == "in a folder that does not exist yet":
+            return image, out / "new" / "result.tif", []
+        return image, out / f"result{kind}", []  # an extension
+
+    return make
+
+
+OUTPUT_CASES = [
+    Case("output is the input", _output_case("the input"), ok=False),
+    Case("output is the input, --overwrite", _output_case("the input, --overwrite"), ok=False),
+    Case("output is the input through a symbolic link",
+         _output_case("the input through a symbolic link"), ok=False),
+    Case("output is the input through ..", _output_case("the input through .."), ok=False),
+    Case("output already exists", _output_case("exists"), ok=False),
+    Case("output is an existing folder", _output_case("an existing folder"), ok=False),
+    Case("output .png", _output_case(".png"), ok=False),
+    Case("output .jpg", _output_case(".jpg"), ok=False),
+    Case("output without extension", _output_case(""), ok=False),
+    Case("existing output with --overwrite", _output_case("exists, --overwrite"), ok=True),
+    Case("output in a folder that does not exist yet",
+         _output_case("in a folder that does not exist yet"), ok=True),
+]
+for _case in OUTPUT_CASES:
+    register(f"output: {_case.id}", _case.ok, ("segment",))
+
+
+@pytest.mark.parametrize("case", OUTPUT_CASES, ids=[c.id for c in OUTPUT_CASES])
+def test_output(case: Case, tiny_model_path, tmp_path, capfd):
+    name = f"output: {case.id}"
+    STARTED.add(name)
+    image, out, extra = case.make(tmp_path)
+    before = snapshot(tmp_path)
+    code, lines = run(["segment", image, "-o", out, "--model", tiny_model_path, *extra], capfd)
+    if not case.ok:
+        assert_one_error_line(code, lines, before, snapshot(tmp_path))
+    else:
+        assert code == 0, lines
+        assert tifffile.imread(out).shape == _stack.shape
+        assert snapshot(tmp_path)[str(image)] == before[str(image)]  # the input is untouched
+        assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    handled(name, "segment")
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------- model paths
+def _model_path(kind: str):
+    def make(folder: Path, base: Path) -> Path:
+        if kind == "onnx":
+            return _bytes(b"ONNX export bytes", "model.onnx")(folder)
+        if kind == "h5":
+            return _bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100, "model.h5")(folder)
+        if kind == "folder":
+            (folder / "models").mkdir()
+            return folder / "models"
+        if kind == "rdf without keras":
+            package = folder / "package"
+            package.mkdir()
+            (package / "rdf.yaml").write_text("type: model\nname: elsewhere\n"
+                                              "weights:\n  onnx:\n    source: m.onnx\n")
+            return package / "rdf.yaml"
+        return _bytes(b"not a model", "model.pt")(folder)
+
+    return make
+
+
+MODEL_PATH_CASES = [
+    Case("an ONNX export given as model", _model_path("onnx"), ok=False),
+    Case("a legacy HDF5 model", _model_path("h5"), ok=False),
+    Case("a folder given as model", _model_path("folder"), ok=False),
+    Case("a bioimage.io rdf.yaml without Keras weights", _model_path("rdf without keras"),
+         ok=False),
+    Case("a PyTorch file given as model", _model_path("pt"), ok=False),
+]
+for _case in MODEL_PATH_CASES:
+    register(f"model: {_case.id}", False, COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", MODEL_PATH_CASES, ids=[c.id for c in MODEL_PATH_CASES])
+def test_model_path(case: Case, command, tiny_model_path, tmp_path, capfd):
+    test_bad_model(case, command, tiny_model_path, tmp_path, capfd)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _evaluate_pair(kind: str):
+    def make(folder: Path) -> tuple[Path, Path]:
+        truth = np.where(_lab > 0, 255, 0).astype(np.uint8)
+        prediction = _lab.astype(np.uint32)
+        if kind == "probability as truth":
+            truth = np.random.default_rng(3).random(_lab.shape, dtype=np.float32)
+        elif kind == "shapes differ":
+            truth = truth[:, :40]
+        elif kind == "swapped":
+            prediction, truth = truth, prediction
+        tifffile.imwrite(folder / "prediction.tif", prediction)
+        tifffile.imwrite(folder / "truth.tif", truth)
+        return folder / "prediction.tif", folder / "truth.tif"
+
+    return make
+
+
+EVALUATE_CASES = [
+    Case("a probability map given as ground truth", _evaluate_pair("probability as truth"),
+         ok=False),
+    Case("prediction and ground truth of different shapes", _evaluate_pair("shapes differ"),
+         ok=False),
+    Case("arguments swapped (mask first, instance labels second)", _evaluate_pair("swapped"),
+         ok=True),
+]
+for _case in EVALUATE_CASES:
+    register(f"evaluate: {_case.id}", _case.ok, ("evaluate",))
+
+
+@pytest.mark.parametrize("case", EVALUATE_CASES, ids=[c.id for c in EVALUATE_CASES])
+def test_evaluate(case: Case, tmp_path, capfd):
+    name = f"evaluate: {case.id}"
+    STARTED.add(name)
+    prediction, truth = case.make(tmp_path)
+    before = snapshot(tmp_path)
+    code, lines = run(["evaluate", prediction, truth], capfd)
+    if not case.ok:
+        assert_one_error_line(code, lines, before, snapshot(tmp_path))
+    else:  # numbers, and one warning saying the order looks wrong
+        assert code == 0
+        assert len(lines) == 1 and lines[0].startswith("warning:") and "PREDICTION" in lines[0]
+    handled(name, "evaluate")
+
+
+# ----------------------------------------------------------------------------- arguments
+ARGUMENT_CASES = [
+    Case("--slices 3-1", lambda f: ["--slices", "3-1"], ok=False),
+    Case("--slices abc", lambda f: ["--slices", "abc"], ok=False),
+    Case("--pixel-size 0", lambda f: ["--pixel-size", "0"], ok=False),
+    Case("--epochs -5", lambda f: ["--epochs", "-5"], ok=False),
+    Case("an unknown option", lambda f: ["--fast"], ok=False),
+]
+for _case in ARGUMENT_CASES:
+    register(f"arguments: {_case.id}", False, ("finetune",))
+
+
+@pytest.mark.parametrize("case", ARGUMENT_CASES, ids=[c.id for c in ARGUMENT_CASES])
+def test_arguments(case: Case, tiny_model_path, tmp_path, capfd):
+    name = f"arguments: {case.id}"
+    STARTED.add(name)
+    image = _pair(_img, _lab)(tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["finetune", "--image", str(image), "--labels", str(tmp_path / "labels.tif"),
+              "-o", str(tmp_path / "m.keras"), "--model", str(tiny_model_path),
+              *case.make(tmp_path)])
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
+    assert_one_error_line(exit_.value.code, lines, before, snapshot(tmp_path))
+    handled(name, "finetune")
+
+
+# ----------------------------------------------------------------------------- real processes
+def _em_unet() -> str:
+    """The installed console script, as a user runs it."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).with_name("em-unet")
+    return str(script) if script.exists() else shutil.which("em-unet")
+
+
+SUBPROCESS_SAMPLE = [
+    ("image", IMAGE_CASES, "truncated TIFF"),
+    ("output", OUTPUT_CASES, "output is the input through a symbolic link"),
+    ("output", OUTPUT_CASES, "output .png"),
+    ("model", MODEL_PATH_CASES, "an ONNX export given as model"),
+    ("model", MODEL_CASES, "model carrying code (Lambda layer)"),
+]
+
+
+@pytest.mark.parametrize(("kind", "cases", "case_id"), SUBPROCESS_SAMPLE,
+                         ids=[s[2] for s in SUBPROCESS_SAMPLE])
+def test_sample_through_the_installed_command(kind, cases, case_id, tiny_model_path, tmp_path):
+    """A sample of the catalogue in fresh processes: the one-line promise holds end to end."""
+    import subprocess
+
+    case = next(c for c in cases if c.id == case_id)
+    if kind == "image":
+        image, out, extra = case.make(tmp_path), tmp_path / "out.tif", []
+        model = tiny_model_path
+    elif kind == "output":
+        (image, out, extra), model = case.make(tmp_path), tiny_model_path
+    else:
+        image, out, extra = _tif(_stack)(tmp_path), tmp_path / "out.tif", []
+        model = case.make(tmp_path, tiny_model_path)
+    before = snapshot(tmp_path)
+    proc = subprocess.run([_em_unet(), "segment", str(image), "-o", str(out), "--model",
+                           str(model), *extra], capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert_one_error_line(proc.returncode, lines, before, snapshot(tmp_path))

@@ -120,3 +120,15 @@ def test_segment_link_3d(tmp_path, tiny_model_path, capsys):
     assert main(["segment", str(tmp_path / "img.tif"), "-o", str(tmp_path / "m.tif"),
                  "--link-3d", "--output-kind", "membranes"]) == 2
     assert "--link-3d writes instance labels" in capsys.readouterr().err
+
+
+def test_link_never_writes_over_an_input_or_an_existing_file(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "labels.tif", cells())
+    tifffile.imwrite(tmp_path / "old.tif", cells())
+    labels = str(tmp_path / "labels.tif")
+    assert main(["link", labels, "-o", labels, "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert main(["link", labels, "-o", str(tmp_path / "old.tif")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["link", labels, "-o", str(tmp_path / "old.tif"), "--overwrite"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels.tif"), cells())

@@ -134,3 +134,20 @@ def test_writer_keeps_multiscale_level_zero(tmp_path):
     levels = [np.ones((8, 8), np.uint8), np.ones((4, 4), np.uint8)]
     path = write_image(str(tmp_path / "pyramid.tif"), levels, {"multiscale": True})[0]
     assert tifffile.imread(path).shape == (8, 8)
+
+
+def test_the_layer_scale_is_the_pixel_size_in_nm(tmp_path):
+    """napari's scale bar then shows nm, and 3D views keep the sections' thickness."""
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8), imagej=True,
+                     resolution=(250.0, 250.0), metadata={"unit": "um", "spacing": 0.05,
+                                                          "axes": "ZYX"})
+    [(data, kwargs, kind)] = _reader.read_tiff_layers(str(path))
+    assert kind == "image" and data.shape == (3, 16, 16)
+    assert kwargs["scale"] == pytest.approx((50.0, 4.0, 4.0))
+    assert kwargs["units"] == "nm" and kwargs["metadata"]["pixel_size_nm"] == pytest.approx(4)
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 16, 16), np.uint8))
+    [(_, plain, _)] = _reader.read_tiff_layers(str(tmp_path / "plain.tif"))
+    assert "scale" not in plain  # no pixel size: napari's pixel grid

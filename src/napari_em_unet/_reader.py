@@ -114,7 +114,7 @@ def read_tiff_layers(path: str | list[str]) -> list[tuple]:
 def _read_one(path: Path) -> tuple:
     import tifffile
 
-    from .io.tiff import pixel_size_nm, read_tiff
+    from .io.tiff import pixel_size_nm, read_tiff, section_spacing_nm
 
     zarr = _is_zarr_store(path)
     if zarr or path.stat().st_size > LARGE_FILE_BYTES:
@@ -126,21 +126,32 @@ def _read_one(path: Path) -> tuple:
         lazy = not zarr or volume.nbytes > LARGE_FILE_BYTES
         data = volume.to_dask() if lazy else np.asarray(volume)
         data = data[0] if volume.was_2d else data
-        rgb, pixel_size = False, volume.pixel_size_nm
+        rgb, pixel_size, spacing = False, volume.pixel_size_nm, None
     else:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             rgb = series.axes.endswith("S") and series.shape[-1] in (3, 4)
-            pixel_size = pixel_size_nm(tif)
+            pixel_size, spacing = pixel_size_nm(tif), section_spacing_nm(tif)
         data = np.asarray(read_tiff(path, memmap=False).data)
     name = _layer_name(path)
     metadata = {"pixel_size_nm": pixel_size, "source_path": str(path)}
-    kwargs: dict = {"name": name, "metadata": metadata}
+    kwargs: dict = {"name": name, "metadata": metadata, **_physical_scale(
+        data.ndim - bool(rgb), pixel_size, spacing)}
     integer = np.dtype(data.dtype).kind in "biu"
     if integer and not rgb and _LABELS_NAME.search(name):
         return data, kwargs, "labels"
     kwargs["rgb"] = bool(rgb)
     return data, kwargs, "image"
+
+
+def _physical_scale(ndim: int, pixel_size: float | None, spacing: float | None) -> dict:
+    """Layer ``scale`` and ``units`` in nanometres when the file says how big a pixel is, so
+    napari's scale bar and 3D view are true to size (sections are often 10x thicker than a
+    pixel); without a pixel size, napari's plain pixel grid."""
+    if not pixel_size:
+        return {}
+    scale = ((spacing or pixel_size,) if ndim == 3 else ()) + (pixel_size, pixel_size)
+    return {"scale": scale, "units": "nm"}
 
 
 def _layer_name(path: Path) -> str:

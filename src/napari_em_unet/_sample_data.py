@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EmUnetError
+from .errors import EmUnetError, first_line
+from .io.atomic import atomic_path
+from .io.paths import cache_dir
 
 ISBI_URL = "https://oc.embl.de/index.php/s/h0TkwqxU0PJDdMd/download"
 """The ISBI 2012 training volume and its labels as one HDF5 file (the copy torch-em uses)."""
@@ -34,7 +36,10 @@ ISBI_PIXEL_SIZE_NM = 4.0
 
 ENV_URL = "NAPARI_EM_UNET_ISBI_URL"
 ENV_SHA256 = "NAPARI_EM_UNET_ISBI_SHA256"
-ENV_HOME = "NAPARI_EM_UNET_HOME"
+
+
+SECTION_NM = 50.0
+"""Section thickness of ISBI 2012, which the synthetic sample imitates."""
 
 
 def make_synthetic_sample() -> list[tuple]:
@@ -54,10 +59,11 @@ def make_synthetic_sample() -> list[tuple]:
         image = np.asarray(read_tiff(image_path, memmap=False).data)
         labels = np.asarray(read_tiff(labels_path, memmap=False).data)
     meta = {"pixel_size_nm": SAMPLE_PIXEL_SIZE_NM, "source_path": "synthetic sample"}
+    size = _physical_scale(SAMPLE_PIXEL_SIZE_NM)
     return [
-        (image, {"name": "synthetic ssTEM", "metadata": dict(meta)}, "image"),
+        (image, {"name": "synthetic ssTEM", "metadata": dict(meta), **size}, "image"),
         (labels, {"name": "synthetic ssTEM ground truth", "metadata": dict(meta),
-                  "visible": False}, "labels"),
+                  "visible": False, **size}, "labels"),
     ]
 
 
@@ -79,21 +85,17 @@ def make_isbi_sample() -> list[tuple]:
     path = fetch_isbi()
     raw, membranes = _read_isbi(path)
     meta = {"pixel_size_nm": ISBI_PIXEL_SIZE_NM, "source_path": str(path)}
+    size = _physical_scale(ISBI_PIXEL_SIZE_NM)
     return [
-        (raw, {"name": "ISBI 2012", "metadata": dict(meta)}, "image"),
+        (raw, {"name": "ISBI 2012", "metadata": dict(meta), **size}, "image"),
         (membranes, {"name": "ISBI 2012 labels", "metadata": dict(meta),
-                     "visible": False}, "labels"),
+                     "visible": False, **size}, "labels"),
     ]
 
 
-def cache_dir() -> Path:
-    """Where downloaded samples are kept."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home) / "cache"
-    import pooch
-
-    return Path(pooch.os_cache("napari-em-unet"))
+def _physical_scale(pixel_size_nm: float) -> dict:
+    """Sizes in nm for napari's scale bar: serial sections are 50 nm thick (ISBI 2012)."""
+    return {"scale": (SECTION_NM, pixel_size_nm, pixel_size_nm), "units": "nm"}
 
 
 def fetch_isbi() -> Path:
@@ -113,11 +115,11 @@ def fetch_isbi() -> Path:
     except ValueError as exc:  # pooch's message for a checksum mismatch
         raise EmUnetError(
             f"the ISBI 2012 file from {source} does not match its SHA-256 checksum "
-            f"({_first_line(exc)}); it was not used"
+            f"({first_line(exc)}); it was not used"
         ) from None
     except Exception as exc:  # no network, HTTP error, proxy...
         raise EmUnetError(
-            f"could not download ISBI 2012 from {source} ({_first_line(exc)}); check the "
+            f"could not download ISBI 2012 from {source} ({first_line(exc)}); check the "
             f"connection, or set {ENV_URL} to a mirror or a local copy"
         ) from None
     return Path(fetched)
@@ -133,9 +135,8 @@ def _copy_local(source: Path, target: Path, sha256: str) -> Path:
     if pooch.file_hash(str(source)) != sha256:
         raise EmUnetError(f"{source} does not match the ISBI 2012 SHA-256 checksum; "
                           f"set {ENV_SHA256} if it is a different copy on purpose")
-    partial = target.with_name(target.name + ".part")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        shutil.copyfile(source, partial)
     return target
 
 
@@ -151,7 +152,7 @@ def _read_isbi(path: Path) -> tuple[np.ndarray, np.ndarray]:
                 labels = np.asarray(f["labels/gt_segmentation"])
     except (OSError, KeyError) as exc:
         raise EmUnetError(f"{path.name} is not the expected ISBI 2012 file "
-                          f"({_first_line(exc)}); delete it to download it again") from None
+                          f"({first_line(exc)}); delete it to download it again") from None
     return raw, _membrane_zero(labels)
 
 
@@ -171,6 +172,3 @@ def _membrane_zero(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:200]

@@ -11,39 +11,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from .errors import EmUnetError, InputError
+from .interrupt import EXIT_INTERRUPTED, Interrupt
+from .outputs import check_output
 
 EXIT_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 def _slices(text: str | None) -> list[int] | None:
-    """Parse '0,5,9' or '0-3,7' into a list of slice indices."""
+    """``--slices 0,5,9`` or ``0-3,7`` (the rule of :mod:`napari_em_unet.slices`)."""
+    from .slices import parse_slices
+
     if text is None:
         return None
-    out: list[int] = []
     try:
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                out.extend(range(int(lo), int(hi) + 1))
-            else:
-                out.append(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"slices must look like 0,5,9 or 0-3,7; got {text!r}") from None
-    return out
+        return parse_slices(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_float(text: str) -> float:
@@ -106,6 +96,7 @@ def cmd_segment(args) -> int:
     from .segmentation.pipeline import Output
     from .segmentation.streaming import output_shape, segment_to
 
+    check_output(args.output, [args.input, args.model], overwrite=args.overwrite)
     # Lazy input and streaming output: memory depends on one slice, not on the stack.
     volume = open_volume(args.input, pixel_size_nm=args.pixel_size)
     output = Output(args.output_kind)
@@ -122,13 +113,18 @@ def cmd_segment(args) -> int:
     else:
         from .model.files import load_model
 
-        progress = segment_to(load_model(args.model), volume, args.output, output=output,
-                              **predict)
-    last = None
+        model = load_model(args.model)
+        progress = segment_to(model, volume, args.output, output=output, **predict)
+    last, silent = None, []
+    args.interrupt.working()
     with _progress(volume.shape[0], "segment", "slice") as bar:
         for record in progress:
             bar.update(1)
             last = record
+            if record.no_signal:
+                silent.append(record.index)
+            args.interrupt.check()
+    _warn_no_signal(silent)
     rate = "" if last is None else (
         f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
     print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {_where(args)}"
@@ -157,7 +153,7 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
         args.model, volume, args.output, params=_link_params(args), voxel_size_nm=voxel,
         scheduler=args.scheduler, n_workers=args.workers, slices_per_task=args.slices_per_task,
         sections_per_task=args.sections_per_task, **predict)
-    result = _drive_link(progress, volume.shape[0], first=("segment", "slice"),
+    result = _drive_link(progress, volume.shape[0], args.interrupt, first=("segment", "slice"),
                          first_kind=lambda r: not isinstance(r, LinkProgress))
     print(f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {_where(args)}; "
           f"{result} objects; voxel {voxel_text}; "
@@ -191,34 +187,31 @@ def _voxel_text(voxel) -> str:
     return " x ".join(f"{v:g}" for v in voxel) + " nm (z, y, x)"
 
 
-def _drive_link(progress, depth: int, *, first=None, first_kind=None) -> int:
-    """Run a linking generator with progress bars; return the number of objects written."""
-    from .io.volumes import open_volume
-
-    bar, stage, path = None, None, None
+def _drive_link(progress, depth: int, interrupt, *, first=None, first_kind=None) -> int:
+    """Run a linking generator with progress bars (Ctrl-C stops it at the next section, with
+    nothing written); warn about slices without signal; return the number of objects."""
+    bar, stage, objects, silent = None, None, 0, []
+    interrupt.working()
     try:
-        while True:
-            try:
-                record = next(progress)
-            except StopIteration as done:
-                path = done.value
-                break
-            kind = "first" if first_kind is not None and first_kind(record) else (
-                f"link (pass {record.pass_number}/2)")
+        for record in progress:
+            is_first = first_kind is not None and first_kind(record)
+            kind = "first" if is_first else f"link (pass {record.pass_number}/2)"
             if kind != stage:
                 if bar is not None:
                     bar.close()
-                desc, unit = first if kind == "first" else (kind, "section")
+                desc, unit = first if is_first else (kind, "section")
                 bar, stage = _progress(depth, desc, unit), kind
             bar.update(1)
+            if is_first and record.no_signal:
+                silent.append(record.index)
+            elif not is_first and record.objects is not None:
+                objects = record.objects
+            interrupt.check()
     finally:
         if bar is not None:
             bar.close()
-    return _max_label(open_volume(path)) if path is not None else 0
-
-
-def _max_label(volume) -> int:
-    return max((int(volume[z].max()) for z in range(volume.shape[0])), default=0)
+    _warn_no_signal(silent)
+    return objects
 
 
 # ----------------------------------------------------------------------------- link
@@ -230,6 +223,7 @@ def cmd_link(args) -> int:
     from .segmentation.linking import link_into
 
     started = time.perf_counter()
+    check_output(args.output, [args.labels, args.probability], overwrite=args.overwrite)
     labels = open_volume(args.labels)  # each section's values are checked as it is read
     probability = None
     if args.probability:
@@ -250,7 +244,7 @@ def cmd_link(args) -> int:
     else:
         progress = _link_to_file(labels, probability, args.output, shape, voxel, params,
                                  open_writer, link_into)
-    count = _drive_link(progress, labels.shape[0])
+    count = _drive_link(progress, labels.shape[0], args.interrupt)
     print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {count} "
           f"objects; voxel {voxel_text}; {time.perf_counter() - started:.1f} s)",
           file=sys.stderr)
@@ -268,66 +262,86 @@ def _link_to_file(labels, probability, path, shape, voxel, params, open_writer, 
     return writer.commit()
 
 
-# ----------------------------------------------------------------------------- training
-def _train_common(args, base) -> int:
-    from .io.tiff import read_tiff
-    from .learning.training import EpochProgress, StepProgress, TrainConfig, train
-    from .model.files import save_model
+def _warn_no_signal(slices: list[int]) -> None:
+    if slices:
+        from .slices import format_slices
 
-    image = read_tiff(args.image)
-    labels = read_tiff(args.labels)
-    output = Path(args.output)
-    if output.suffix != ".keras":
-        raise InputError(f"the model file name must end in .keras: {output}")
-    defaults = TrainConfig()
-    config = TrainConfig(
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        patch_size=args.patch_size,
-        learning_rate=args.learning_rate,
-        augment=not args.no_augment,
-        elastic=args.elastic,
-        seed=args.seed,
-        border_width_px=args.border_width,
-        border_weight=args.border_weight,
+        print(f"warning: slice(s) {format_slices(slices)} have no signal (black, constant or "
+              "without a finite pixel): no cells there", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- training
+class _TrainingReport:
+    """Training progress on stderr: a bar per epoch, one line per finished epoch."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, record) -> None:
+        from .learning.records import EpochProgress, StepProgress
+
+        if isinstance(record, StepProgress):
+            if self.bar is None:
+                self.bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}",
+                                     "step")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
+        elif isinstance(record, EpochProgress):
+            self.close()
+            score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
+            loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
+            vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
+            print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
+                  f"val V_rand {score}  best epoch {record.best_epoch}  "
+                  f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _train_config(args, defaults):
+    """The TrainConfig the command line asks for (unset options keep ``defaults``)."""
+    return defaults.replace(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        patch_size=args.patch_size, learning_rate=args.learning_rate,
+        augment=not args.no_augment, elastic=args.elastic, seed=args.seed,
+        border_width_px=args.border_width, border_weight=args.border_weight,
         architecture=getattr(args, "architecture", defaults.architecture),
     )
-    stop = threading.Event()
-    previous = _install_stop_handler(stop)
-    gen = train(
-        np.asarray(image.data), np.asarray(labels.data),
-        base=base, slices=args.slices, validation_slices=args.validation_slices,
-        pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
-        config=config, name=output.stem, source=str(Path(args.image).name), stop=stop,
-    )
-    bar = None
+
+
+def _train_common(args, defaults, base_path=None, finetune: bool = False) -> int:
+    from .generators import drain
+    from .io.tiff import read_tiff
+    from .learning.training import train
+    from .model.files import bundled_model_path, load_model, save_model
+
+    if finetune and base_path is None:
+        base_path = bundled_model_path()
+    output = check_output(args.output, [args.image, args.labels, base_path],
+                          overwrite=args.overwrite, suffixes=(".keras",),
+                          what="the model file")
+    image = read_tiff(args.image)
+    labels = read_tiff(args.labels)
+    base = load_model(base_path) if finetune else _load_tensorflow()
+    report = _TrainingReport()
+    args.interrupt.working()
+    args.interrupt.graceful = True
     try:
-        while True:
-            try:
-                record = next(gen)
-            except StopIteration as done:
-                result = done.value
-                break
-            if isinstance(record, StepProgress):
-                if bar is None:
-                    bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}", "step")
-                bar.update(1)
-                bar.set_postfix(loss=f"{record.loss:.4f}", refresh=False)
-            elif isinstance(record, EpochProgress):
-                if bar is not None:
-                    bar.close()
-                    bar = None
-                score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
-                loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
-                vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
-                print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
-                      f"val V_rand {score}  best epoch {record.best_epoch}  "
-                      f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
+        result = drain(train(
+            np.asarray(image.data), np.asarray(labels.data),
+            base=base, slices=args.slices, validation_slices=args.validation_slices,
+            pixel_size_nm=args.pixel_size or image.pixel_size_nm or labels.pixel_size_nm,
+            config=_train_config(args, defaults), name=output.stem,
+            source=str(Path(args.image).name), stop=args.interrupt.requested,
+        ), report)
     finally:
-        if bar is not None:
-            bar.close()
-        signal.signal(signal.SIGINT, previous)
+        report.close()
+    args.interrupt.graceful = False
+    if result.stopped and not any(h.get("loss") is not None for h in result.history):
+        raise KeyboardInterrupt  # stopped before a single training step: nothing to save
     save_model(result.model.keras_model, result.model.info, output)
     how = "stopped early; " if result.stopped else ""
     score = "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
@@ -336,30 +350,25 @@ def _train_common(args, base) -> int:
     return 0
 
 
-def _install_stop_handler(stop: threading.Event):
-    """First Ctrl-C: finish the step and save the best weights. Second: abort, write nothing."""
+def _load_tensorflow() -> None:
+    """Import TensorFlow while Ctrl-C still ends the command at once (it takes seconds)."""
+    from .model.backend import keras_module
 
-    def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after this step and keeping the best weights so far "
-              "(Ctrl-C again to abort without saving)", file=sys.stderr, flush=True)
-
-    return signal.signal(signal.SIGINT, handler)
+    keras_module()
 
 
 def cmd_train(args) -> int:
+    from .learning.config import TrainConfig
     from .model.unet import UNetConfig
 
     args.architecture = UNetConfig(base_filters=args.base_filters, depth=args.depth)
-    return _train_common(args, base=None)
+    return _train_common(args, TrainConfig.from_scratch())
 
 
 def cmd_finetune(args) -> int:
-    from .model.files import load_model
+    from .learning.config import TrainConfig
 
-    return _train_common(args, base=load_model(args.model))
+    return _train_common(args, TrainConfig(), base_path=args.model, finetune=True)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -371,6 +380,7 @@ def cmd_evaluate(args) -> int:
 
     prediction = np.asarray(read_tiff(args.prediction).data)
     truth = np.asarray(read_tiff(args.ground_truth).data)
+    _check_order(prediction, truth)
     scores = score_stack(prediction, truth)
     if args.json:
         print(json.dumps(scores.to_dict()))
@@ -403,15 +413,31 @@ def _evaluate_3d(args) -> int:
     return 0
 
 
+def _check_order(prediction: np.ndarray, truth: np.ndarray) -> None:
+    """Catch ``evaluate TRUTH PREDICTION``: plausible numbers for the wrong question."""
+    order = "the order is: em-unet evaluate PREDICTION GROUND_TRUTH"
+    if truth.dtype.kind == "f" and not np.array_equal(truth, np.round(truth)):
+        raise InputError("the ground truth has fractional values, like a probability map; "
+                         f"did you swap the two files? ({order})")
+    first = (slice(None),) if prediction.ndim == 2 else (0,)
+    kinds = len(np.unique(prediction[first])), len(np.unique(truth[first]))
+    if kinds[0] <= 2 < kinds[1]:
+        print(f"warning: the prediction looks like a ground-truth mask ({kinds[0]} values) and "
+              f"the ground truth like instance labels ({kinds[1]} values); {order}",
+              file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- export
 def cmd_export(args) -> int:
-    from .model.export import export_bioimageio, export_onnx
+    from .model.export_bioimageio import export_bioimageio
+    from .model.export_onnx import export_onnx
     from .model.files import load_model
 
     suffix = {"bioimageio": ".zip", "onnx": ".onnx"}[args.format]
-    if Path(args.output).suffix.lower() != suffix:
-        raise InputError(f"--format {args.format} writes a {suffix} file; got {args.output}")
+    check_output(args.output, [args.model], overwrite=args.overwrite, suffixes=(suffix,),
+                 what=f"--format {args.format}'s output")
     model = load_model(args.model)
+    args.interrupt.working()  # temporary files from here on: Ctrl-C waits for the cleanup
     if args.format == "onnx":
         result = export_onnx(model, args.output)
         print(f"wrote {result.path} (ONNX; max |ONNX - Keras| = {result.onnx_max_abs_diff:.1e} "
@@ -437,12 +463,16 @@ def cmd_demo(args) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) -> None:
+def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
+    """The training options, their defaults read from ``defaults`` (a TrainConfig)."""
+    d = defaults
     p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
     p.add_argument("--labels", required=True,
                    help="TIFF labels of the same shape: 0 = membrane, other values = cells "
                         "(ISBI 0/255 masks or napari instance labels)")
     p.add_argument("-o", "--output", required=True, help="model file to write (.keras)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never an input)")
     p.add_argument("--slices", type=_slices, default=None,
                    help="training slices, e.g. 0,5,9 or 0-15 (default: every slice whose "
                         "labels are not all 0)")
@@ -451,20 +481,32 @@ def _add_training_args(p: argparse.ArgumentParser, *, epochs, steps, batch, lr) 
                         "(default: the bottom 20%% of each training slice)")
     p.add_argument("--pixel-size", type=_positive_float, default=None,
                    help="pixel size in nm (default: read from the TIFF, if recorded)")
-    p.add_argument("--epochs", type=_positive_int, default=epochs, help=f"default {epochs}")
-    p.add_argument("--steps-per-epoch", type=_positive_int, default=steps,
-                   help=f"default {steps}")
-    p.add_argument("--batch-size", type=_positive_int, default=batch, help=f"default {batch}")
-    p.add_argument("--patch-size", type=_positive_int, default=256, help="default 256")
-    p.add_argument("--learning-rate", type=_positive_float, default=lr, help=f"default {lr}")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs,
+                   help=f"default {d.epochs}")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=d.steps_per_epoch,
+                   help=f"default {d.steps_per_epoch}")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+                   help=f"default {d.batch_size}")
+    p.add_argument("--patch-size", type=_positive_int, default=d.patch_size,
+                   help=f"default {d.patch_size}")
+    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate,
+                   help=f"default {d.learning_rate:g}")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/intensity jitter")
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--border-width", type=_positive_float, default=None,
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--border-width", type=_positive_float, default=d.border_width_px,
                    help="width in pixels (at the model's scale) that borders between touching "
                         "labels are widened to (default: the model's membrane width)")
-    p.add_argument("--border-weight", type=float, default=5.0,
-                   help="extra loss weight around borders between touching labels (default 5)")
+    p.add_argument("--border-weight", type=float, default=d.border_weight,
+                   help="extra loss weight around borders between touching labels "
+                        f"(default {d.border_weight:g})")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one ``error:`` line like every other failure."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _add_link_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
@@ -474,7 +516,6 @@ def _add_link_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
         p.add_argument("--link-3d", action="store_true",
                        help="link the cells of neighbouring sections into 3D objects (one id "
                             "per object through all its sections; see 'em-unet link')")
-
     p.add_argument("--bias", type=_unit_float, default=LinkParams().bias,
                    help="linking's split/merge control in (0, 1): higher joins more (fewer "
                         "split objects, more merged ones), lower splits more (default "
@@ -497,6 +538,8 @@ def _add_link_parser(sub) -> None:
     p.add_argument("labels", help="per-section labels: TIFF or zarr, ZYX, 0 = membrane")
     p.add_argument("-o", "--output", required=True,
                    help="output: a TIFF, or an OME-Zarr folder when the name ends in .zarr")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never an input)")
     p.add_argument("--probability", default=None, metavar="P",
                    help="membrane probability of the same sections (em-unet segment "
                         "--output-kind probabilities): weighs boundaries and splits labels "
@@ -511,8 +554,24 @@ def _add_link_parser(sub) -> None:
     p.set_defaults(func=cmd_link)
 
 
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
+                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
+    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
+                                      "float probabilities")
+    p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="score 3D objects (ids through sections) instead of each slice: "
+                        "V_rand and V_info over ground-truth objects, with their split and "
+                        "merge parts; TIFF or zarr, read slice by slice")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .learning.config import TrainConfig
+
+    parser = _Parser(
         prog="em-unet",
         description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
                     "corrected slices.",
@@ -531,6 +590,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="output: a TIFF (BigTIFF past 4 GB), or an OME-Zarr folder when the "
                         "name ends in .zarr")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never the input)")
     p.add_argument("--model", default=None,
                    help="model file (default: the bundled ISBI 2012 model)")
     p.add_argument("--output-kind", "--output-type", dest="output_kind",
@@ -561,27 +622,19 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Fine-tune a model (default: the bundled one) on the "
                                    "labelled slices of a stack; saves a new model file.")
     p.add_argument("--model", default=None, help="base model (default: the bundled model)")
-    _add_training_args(p, epochs=10, steps=40, batch=4, lr=3e-4)
+    _add_training_args(p, TrainConfig())
     p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("train", help="train a new model from scratch",
                        description="Train a new U-Net from scratch.")
-    _add_training_args(p, epochs=30, steps=100, batch=8, lr=1e-3)
-    p.add_argument("--base-filters", type=_positive_int, default=12, help="default 12")
-    p.add_argument("--depth", type=_positive_int, default=4, help="default 4")
+    _add_training_args(p, TrainConfig.from_scratch())
+    unet = TrainConfig.from_scratch().architecture
+    p.add_argument("--base-filters", type=_positive_int, default=unet.base_filters,
+                   help=f"default {unet.base_filters}")
+    p.add_argument("--depth", type=_positive_int, default=unet.depth, help=f"default {unet.depth}")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 scores (V_rand, V_info, pixel error) per slice.")
-    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
-                                      "float probabilities")
-    p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--3d", dest="three_d", action="store_true",
-                   help="score 3D objects (ids through sections) instead of each slice: "
-                        "V_rand and V_info over ground-truth objects, with their split and "
-                        "merge parts; TIFF or zarr, read slice by slice")
-    p.set_defaults(func=cmd_evaluate)
+    _add_evaluate_parser(sub)
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "
@@ -594,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["bioimageio", "onnx"],
                    help="bioimageio: model package (.zip); onnx: network only (.onnx)")
     p.add_argument("-o", "--output", required=True, help="file to write (.zip or .onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     p.add_argument("--author", action="append", default=None, metavar="NAME",
                    help="author named in the package (repeat for several)")
     p.add_argument("--license", default="CC-BY-4.0",
@@ -613,8 +667,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":  # napari's window: closing it is how one stops
+        args.interrupt = Interrupt()
+        return _run(args)
+    with Interrupt() as interrupt:  # before TensorFlow: Ctrl-C works from the first second
+        args.interrupt = interrupt
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except EmUnetError as exc:

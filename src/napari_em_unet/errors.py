@@ -11,3 +11,9 @@ class InputError(EmUnetError):
 
 class ModelFileError(EmUnetError):
     """A model file that is missing, damaged, unsafe or incompatible."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or its type), for one-line reports."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else exc.__class__.__name__)[:limit]

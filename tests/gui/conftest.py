@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from napari_em_unet.model.backend import keras_module
 from napari_em_unet.model.unet import UNetConfig, build_unet
-from napari_em_unet.model.files import ModelInfo, save_model
+from napari_em_unet.model.files import save_model
+from napari_em_unet.model.info import ModelInfo
 
 keras = keras_module()
 folder = Path(sys.argv[1])

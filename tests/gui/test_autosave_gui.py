@@ -1,5 +1,5 @@
 """No lost edits in napari: corrections are autosaved while the user works and offered back
-when the same image is opened again (the store itself is tested in tests/test_autosave.py)."""
+when the same image is opened again (the store itself is tested in tests/io/test_autosave.py)."""
 
 from __future__ import annotations
 

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 
 from napari_em_unet._widgets.corrections import slices_in_history_item
-from napari_em_unet._widgets.layers import format_slices, parse_slices
 from napari_em_unet._widgets.model_registry import ModelRegistry
 from napari_em_unet._widgets.suggestions import rank_slices
 from napari_em_unet.engine.client import segment_remote
 from napari_em_unet.engine.protocol import JobFailed, SegmentRequest
 from napari_em_unet.errors import ModelFileError
-from napari_em_unet.model.files import METADATA_ENTRY
+from napari_em_unet.generators import drain
+from napari_em_unet.model.info import METADATA_ENTRY
+from napari_em_unet.slices import format_slices, parse_slices
 
 
 def test_parse_and_format_slices():
@@ -98,11 +99,7 @@ def test_bundled_model_missing(tmp_path):
 
 def _drain(gen):
     records = []
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as done:
-            return records, done.value
+    return records, drain(gen, records.append)
 
 
 def test_engine_reports_errors_and_keeps_serving(engine, gui_models):

@@ -16,9 +16,10 @@ import zarr
 
 from napari_em_unet import _reader
 from napari_em_unet._sample_data import make_synthetic_sample
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.layers import ENV_ZARR_LAYER_BYTES
 from napari_em_unet._widgets.segment_widget import NEW_LAYER, SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 from napari_em_unet.io.writers import create_zarr_output
 
 TIMEOUT_MS = 240_000
@@ -73,7 +74,7 @@ def test_large_result_is_a_zarr_store_on_disk(qtbot, sample_viewer, gui_models, 
     assert len(widget.suggestions.ranked) == 5
 
     # napari's brush writes through to the store, and counts as a correction.
-    sample_viewer.dims.set_point(0, 3)
+    sample_viewer.dims.set_current_step(0, 3)
     labels.brush_size = 9
     labels.paint((3, 100, 100), 4242)
     assert session_for(sample_viewer).corrected(labels) == {3}
@@ -89,7 +90,7 @@ def test_large_result_is_a_zarr_store_on_disk(qtbot, sample_viewer, gui_models, 
     assert "kept your corrections on slice(s) 3" in widget._message.value
 
     # One slice segmented is one chunk written: nothing else is touched on disk.
-    sample_viewer.dims.set_point(0, 5)
+    sample_viewer.dims.set_current_step(0, 5)
     widget._scope.value = "current slice"
     one = _run(qtbot, widget)
     assert isinstance(one.data, zarr.Array)

@@ -13,8 +13,9 @@ from napari.utils.notifications import notification_manager
 
 from napari_em_unet._widgets.evaluate_widget import EvaluateWidget
 from napari_em_unet._widgets.finetune_widget import FineTuneWidget
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.segment_widget import SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 from napari_em_unet.io.autosave import find_autosave
 from napari_em_unet.model.files import read_info
 
@@ -49,7 +50,7 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     assert not finetune._run.enabled and "No training slice" in finetune._message.value
 
     # Correct slice 1 with napari's own brush: the tracker sees it, the form follows.
-    sample_viewer.dims.set_point(0, 1)
+    sample_viewer.dims.set_current_step(0, 1)
     labels.brush_size = 40
     for x in range(60, 300, 20):
         labels.paint((1, 200, x), 7)
@@ -61,11 +62,10 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     _small_training(finetune)
     models_before = {e.path for e in session_for(sample_viewer).models.entries}
     epochs = []
-    finetune.worker_epochs = epochs
     finetune.run()
-    finetune.worker.yielded.connect(lambda r: epochs.append(type(r).__name__))
+    finetune.runner.worker.yielded.connect(lambda r: epochs.append(type(r).__name__))
     assert finetune._run.text == "Stop"
-    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not finetune.runner.running, timeout=TIMEOUT_MS)
 
     outcome = finetune.last_outcome
     assert outcome is not None, finetune._message.value
@@ -127,9 +127,9 @@ def test_stop_during_finetuning_saves_the_best_weights(qtbot, sample_viewer, wid
     _small_training(finetune, epochs=50, steps=200)
     steps = []
     finetune.run()
-    finetune.worker.yielded.connect(
+    finetune.runner.worker.yielded.connect(
         lambda r: (steps.append(r), finetune.stop() if len(steps) == 3 else None))
-    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not finetune.runner.running, timeout=TIMEOUT_MS)
     outcome = finetune.last_outcome
     assert outcome is not None, finetune._message.value
     assert outcome.stopped and outcome.path.is_file()
@@ -177,13 +177,13 @@ def test_every_label_tool_counts_as_a_correction(sample_viewer):
     tracker = session_for(sample_viewer).tracker(labels)
     seen = []
     tracker.changed.connect(lambda slices: seen.append(sorted(slices)))
-    sample_viewer.dims.set_point(0, 1)
+    sample_viewer.dims.set_current_step(0, 1)
     labels.paint((1, 10, 10), 3)                        # brush
-    sample_viewer.dims.set_point(0, 2)
+    sample_viewer.dims.set_current_step(0, 2)
     labels.fill((2, 30, 30), 5)                         # bucket fill
-    sample_viewer.dims.set_point(0, 3)
+    sample_viewer.dims.set_current_step(0, 3)
     labels.paint_polygon(np.array([[3, 5, 5], [3, 5, 20], [3, 20, 20]]), 6)  # polygon
-    sample_viewer.dims.set_point(0, 1)
+    sample_viewer.dims.set_current_step(0, 1)
     labels.paint((1, 10, 10), 0)                        # eraser (already counted)
     labels.data_setitem((np.array([4]), np.array([1]), np.array([1])), 9)  # scripted edit
     labels.data[5] = 1                                  # plain write: not a correction
@@ -211,9 +211,9 @@ def test_closing_napari_during_finetuning_ends_training_cleanly(
     steps, notes = [], []
     notification_manager.notification_ready.connect(notes.append)
     finetune.run()
-    finetune.worker.yielded.connect(steps.append)
+    finetune.runner.worker.yielded.connect(steps.append)
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=TIMEOUT_MS)  # training, not starting
-    child = finetune.engine.pid
+    child = finetune.runner.engine.pid
     assert child is not None and child != engine.pid
 
     viewer.close()
@@ -228,7 +228,7 @@ def test_closing_napari_during_finetuning_ends_training_cleanly(
             return fh.read().split()[2] == "Z"
 
     qtbot.waitUntil(gone, timeout=30_000)
-    qtbot.waitUntil(lambda: finetune.worker is None, timeout=30_000)
+    qtbot.waitUntil(lambda: not finetune.runner.running, timeout=30_000)
     assert any("Fine-tuning was cancelled" in str(n.message) for n in notes)
     assert finetune.last_outcome is None
     models = plugin_home / "models"

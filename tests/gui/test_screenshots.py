@@ -59,7 +59,7 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
     labels = segment.runner.labels_layer
     viewer.layers.selection = {labels}
-    viewer.dims.set_point(0, 2)
+    viewer.dims.set_current_step(0, 2)
     # A correction: draw a missed membrane with the eraser (label 0), as a user would.
     labels.brush_size = 3
     for y in range(150, 330, 2):
@@ -68,7 +68,7 @@ def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_d
     finetune._epochs.value, finetune._steps.value = 2, 3
     finetune._batch.value, finetune._patch.value = 1, 64
     finetune.run()
-    qtbot.waitUntil(lambda: finetune.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not finetune.runner.running, timeout=TIMEOUT_MS)
     assert finetune.last_outcome is not None, finetune._message.value
     wait_for(lambda: False, timeout=0.3)
 

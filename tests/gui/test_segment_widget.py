@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_em_unet._widgets.layer_meta import META_KEY
 from napari_em_unet._widgets.segment_widget import NEW_LAYER, SegmentWidget
-from napari_em_unet._widgets.session import META_KEY, session_for
+from napari_em_unet._widgets.session import session_for
 
 TIMEOUT_MS = 240_000
 
@@ -78,7 +79,7 @@ def test_stop_keeps_what_is_done(qtbot, sample_viewer, widget):
 
 
 def test_current_slice_and_range(qtbot, sample_viewer, widget):
-    sample_viewer.dims.set_point(0, 5)
+    sample_viewer.dims.set_current_step(0, 5)
     widget._scope.value = "current slice"
     assert widget.slices_to_segment() == [5]
     assert widget._first.native.isHidden()
@@ -98,7 +99,7 @@ def test_writing_into_a_plugin_layer_keeps_corrected_slices(qtbot, sample_viewer
     _run(qtbot, widget)
     labels = widget.runner.labels_layer
     # A correction with napari's own brush on slice 2 ...
-    sample_viewer.dims.set_point(0, 2)
+    sample_viewer.dims.set_current_step(0, 2)
     labels.brush_size = 9
     labels.paint((2, 100, 100), 4242)
     corrected_before = labels.data[2].copy()

@@ -17,7 +17,7 @@ import tifffile
 from napari_em_unet.io.volumes import open_volume
 from napari_em_unet.segmentation.link_distributed import link_distributed
 from napari_em_unet.segmentation.linking import LinkParams, link_labels
-from napari_em_unet.segmentation.streaming import run
+from napari_em_unet.generators import drain as run
 
 distributed = pytest.importorskip("distributed")
 VOXEL = (10.0, 10.0, 10.0)

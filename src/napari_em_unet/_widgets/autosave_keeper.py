@@ -26,8 +26,9 @@ import weakref
 
 import numpy as np
 
-from .layers import format_slices, spatial_shape
-from .session import META_KEY, unwrap
+from ..slices import format_slices
+from .layer_meta import SEGMENTATION, new_layer_metadata, plugin_meta, unwrap
+from .layers import spatial_shape
 
 ENV_SECONDS = "NAPARI_EM_UNET_AUTOSAVE_SECONDS"
 DEFAULT_SECONDS = 120.0
@@ -202,7 +203,7 @@ class AutosaveKeeper:
         if viewer is None:
             return None
         images = [layer for layer in viewer.layers if _is_image(layer)]
-        named = ((labels.metadata or {}).get(META_KEY) or {}).get("image")
+        named = plugin_meta(labels).image
         for image in images:
             if image.name == named:
                 return image
@@ -257,9 +258,8 @@ class AutosaveKeeper:
         layer = viewer.add_labels(
             labels, name=f"{image.name} corrections (autosaved {_local_time(autosave.saved)})",
             scale=image.scale, translate=image.translate,
-            metadata={"pixel_size_nm": (image.metadata or {}).get("pixel_size_nm"),
-                      META_KEY: {"role": "segmentation", "image": image.name,
-                                 "restored_from": str(autosave.file)}},
+            metadata=new_layer_metadata(image, SEGMENTATION,
+                                        restored_from=str(autosave.file)),
         )
         self._session.tracker(layer).mark(autosave.corrected_slices)
         return layer

@@ -3,8 +3,13 @@
 V_rand and V_info (higher is better, 1 = perfect) and pixel error (lower is better) as
 defined in :mod:`napari_em_unet.learning.metrics`, the same numbers ``em-unet evaluate`` prints.
 Only slices where the ground truth labels something are scored (an all-0 slice has nothing
-to compare). Every evaluation's mean is kept in a one-line history under the table, so
-the effect of fine-tuning shows at a glance.
+to compare). Every evaluation's mean is kept in a one-line history under the table, with
+the model that made the layer, so the effect of fine-tuning shows at a glance.
+
+The layers are preselected as a user would pick them: the ground truth is a labels layer
+whose name says so (truth, GT, labels), the segmentation the newest layer this plugin made
+(else another labels layer), never the same layer twice; a ground truth opened later is
+picked up, unless the user chose the layers themselves.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, Label, PushButton, Table
 
 from ..learning.metrics import SliceScored
-from .layers import format_slices
+from ..slices import format_slices
+from .layer_meta import is_plugin_layer, plugin_meta, unwrap
 from .ordering import CallbackQueue, if_alive
-from .session import is_plugin_layer, session_for, unwrap
+from .scrolling import ScrollingDock
+from .session import session_for
 
 if TYPE_CHECKING:
     import napari
@@ -25,7 +32,7 @@ if TYPE_CHECKING:
 COLUMNS = ("V_rand", "V_info", "pixel error")
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(ScrollingDock, Container):
     """Score a labels layer against a ground-truth labels layer.
 
     Parameters
@@ -40,25 +47,28 @@ class EvaluateWidget(Container):
         self.scores: dict[int, object] = {}
         self.history: list[tuple[str, float]] = []
         self._prediction = ComboBox(label="segmentation", choices=self._labels_choices)
-        self._truth = ComboBox(label="ground truth", choices=self._labels_choices)
+        self._truth = ComboBox(label="ground truth", choices=self._labels_choices,
+                               nullable=True)
         self._run = PushButton(text="Evaluate")
         self._message = Label(value="")
-        self.table = Table(value={"data": [], "columns": list(COLUMNS)})
+        self.table = Table(columns=list(COLUMNS))
         self._history = Label(value="")
         super().__init__(widgets=[self._prediction, self._truth, self._run, self._message,
-                                  self.table, self._history])
+                                  self.table, self._history], scrollable=True)
         self.table.read_only = True
-        self.table.min_height = 160
+        self.table.min_height = 300  # a dozen rows; the dock scrolls on small screens
         self._message.native.setWordWrap(True)
         self._history.native.setWordWrap(True)
-        self._prediction.changed.connect(self._update_state)
-        self._truth.changed.connect(self._update_state)
+        self._chosen_by_user = False
+        self._picking = False
+        self._prediction.changed.connect(self._on_user_choice)
+        self._truth.changed.connect(self._on_user_choice)
         self._run.changed.connect(self._on_run)
         for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
             event.connect(self.reset_choices)
         self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.reset_choices()
-        self._guess_truth()
+        self._pick_layers()
 
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
@@ -72,26 +82,40 @@ class EvaluateWidget(Container):
 
     def _on_layer_inserted(self, event) -> None:
         self.reset_choices()
-        if is_plugin_layer(event.value):
-            # A fresh segmentation is what the user will want to score next.
-            self._prediction.value = event.value
+        if is_plugin_layer(event.value) or not self._chosen_by_user:
+            # A fresh segmentation, or a ground truth just opened: what the user wants next.
+            self._pick_layers(newest_segmentation=is_plugin_layer(event.value))
 
-    def _guess_truth(self) -> None:
-        """Preselect a layer that looks like ground truth, and another as the segmentation."""
+    def _on_user_choice(self, *_) -> None:
+        if not self._picking:
+            self._chosen_by_user = True
+        self._update_state()
+
+    def _pick_layers(self, newest_segmentation: bool = False) -> None:
+        """Preselect the ground truth and the segmentation (see the module docstring)."""
         layers = [layer for _, layer in self._labels_choices()]
-        truth = next((layer for layer in layers if any(
-            word in layer.name.lower() for word in ("truth", "gt", "label"))), None)
-        if truth is not None:
-            self._truth.value = truth
-            other = next((layer for layer in layers if layer is not truth), None)
-            if other is not None:
-                self._prediction.value = other
+        truth = next((layer for layer in layers if _looks_like_truth(layer)), None)
+        made = [layer for layer in layers if is_plugin_layer(layer) and layer is not truth]
+        others = [layer for layer in layers if layer is not truth]
+        prediction = made[-1] if made else (others[-1] if others else None)
+        self._picking = True
+        try:
+            if not self._chosen_by_user or (truth is not None and not newest_segmentation):
+                self._truth.value = truth
+            if prediction is not None:
+                self._prediction.value = prediction
+        finally:
+            self._picking = False
+        self._update_state()
 
     def problem(self) -> str | None:
         """Why Evaluate cannot start now, as a sentence for the user; None when it can."""
         pred, truth = self._prediction.value, self._truth.value
-        if pred is None or truth is None:
-            return "Pick a segmentation and a ground-truth labels layer."
+        if pred is None:
+            return "Pick the segmentation to score."
+        if truth is None:
+            return ("Pick the ground-truth labels layer (open it with File > Open; a layer "
+                    "named 'truth', 'GT' or 'labels' is picked by itself).")
         if pred is truth:
             return "The segmentation and the ground truth are the same layer."
         if tuple(pred.data.shape) != tuple(truth.data.shape):
@@ -131,7 +155,8 @@ class EvaluateWidget(Container):
             self._message.value = f"'{truth.name}' labels nothing (all 0); nothing to score."
             return
         self.scores = {}
-        self._scored_name = pred.name
+        model = plugin_meta(pred).model
+        self._scored_name = f"{pred.name}" + (f" (model {model})" if model else "")
         self._show()
         self._message.value = f"scoring {len(slices)} slice(s)..." + (
             f" ({skipped} unlabelled slice(s) of the ground truth skipped)" if skipped else "")
@@ -150,16 +175,16 @@ class EvaluateWidget(Container):
         self._show()
 
     def _show(self) -> None:
-        rows, index = [], []
+        values, index = [], []
         for s in sorted(self.scores):
             score = self.scores[s]
-            rows.append([round(score.v_rand, 4), round(score.v_info, 4),
-                         round(score.pixel_error, 4)])
-            index.append(str(s))
-        if rows:
-            means = np.mean(np.array(rows, dtype=float), axis=0)
-            rows.append([round(float(v), 4) for v in means])
+            values.append([score.v_rand, score.v_info, score.pixel_error])
+            index.append(f"slice {s}")
+        if values:
+            values.append(list(np.mean(np.array(values, dtype=float), axis=0)))
             index.append("mean")
+        # Text with four decimals: numbers would show 7.340e-02 beside 0.9792.
+        rows = [[f"{float(v):.4f}" for v in row] for row in values]
         self.table.value = {"data": rows, "index": index, "columns": list(COLUMNS)}
 
     def mean(self) -> dict[str, float] | None:
@@ -201,3 +226,9 @@ def evaluate_job_entry(prediction, truth, slices):
     from ..learning.metrics import score_slices
 
     yield from score_slices(prediction, truth, slices)
+
+
+def _looks_like_truth(layer) -> bool:
+    name = layer.name.lower()
+    return not is_plugin_layer(layer) and any(
+        word in name for word in ("truth", "gt", "label", "annotation"))

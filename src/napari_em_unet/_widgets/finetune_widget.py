@@ -37,17 +37,21 @@ from ..engine.protocol import (
     ModelReady,
     SegmentRequest,
 )
-from .layers import depth_of, format_slices, parse_slices, pixel_size_of, spatial_shape
+from ..slices import format_slices, parse_slices
+from .finetune_runner import FineTuneRunner
+from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
+from .layers import current_slice, depth_of, spatial_shape
 from .loss_plot import LossPlot
-from .ordering import CallbackQueue, if_alive
+from .ordering import if_alive
+from .scrolling import ScrollingDock
 from .segment_runner import SegmentRunner
-from .session import META_KEY, is_plugin_layer, session_for, unwrap
+from .session import session_for
 
 if TYPE_CHECKING:
     import napari
 
 
-class FineTuneWidget(Container):
+class FineTuneWidget(ScrollingDock, Container):
     """Fine-tune a model on corrected slices of a labels layer.
 
     Parameters
@@ -58,9 +62,7 @@ class FineTuneWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer):
         self._viewer = unwrap(viewer)
         self._session = session_for(self._viewer)
-        self.worker = None
-        self.engine = None
-        self._pbar = None
+        self.runner = FineTuneRunner(self._session)
         self.last_outcome: FineTuneOutcome | None = None
         self._last_training: tuple[int, ...] = ()
         self._tracked_layer = None
@@ -74,6 +76,10 @@ class FineTuneWidget(Container):
         self._slices = LineEdit(label="training slices",
                                 tooltip="e.g. 0, 3, 5-7. Default: the slices you corrected.")
         self._use_corrected = PushButton(text="Use the corrected slices")
+        self._unmark = PushButton(
+            text="Not a correction: un-mark the slice on screen",
+            tooltip="Edits stay in the layer; the slice is no longer trained on or kept "
+                    "when re-segmenting.")
         self._validation = LineEdit(
             label="validation slices",
             tooltip="Slices held out to pick the best epoch and tune the watershed. Blank: "
@@ -94,12 +100,13 @@ class FineTuneWidget(Container):
         self._message = Label(value="")
         super().__init__(widgets=[
             self._image, self._labels_layer, self._base, self._slices, self._use_corrected,
+            self._unmark,
             self._validation, self._epochs, self._steps, self._batch, self._patch,
             self._learning_rate, self._augment, self._model_name, self._run, self._progress,
             self._status, self._resegment, self._message,
-        ])
+        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
         # The plot is a plain QWidget; it sits under the progress line.
-        self.native.layout().insertWidget(self.index(self._status) + 1, self.plot)
+        self.form.layout().insertWidget(self.index(self._status) + 1, self.plot)
         self._message.native.setWordWrap(True)
         self._status.native.setWordWrap(True)
 
@@ -107,12 +114,15 @@ class FineTuneWidget(Container):
         self._labels_layer.changed.connect(self._on_labels_changed)
         self._slices.changed.connect(self._on_slices_typed)
         self._use_corrected.changed.connect(self._on_use_corrected)
+        self._unmark.changed.connect(self._on_unmark)
         for widget in (self._base, self._validation, self._epochs, self._steps, self._batch,
                        self._patch, self._learning_rate, self._model_name):
             widget.changed.connect(self._update_state)
         self._run.changed.connect(self._on_run)
         self._resegment.changed.connect(self._on_resegment)
         self.resegment_runner.finished.connect(self._on_resegment_finished)
+        self.runner.progressed.connect(self._on_progress)
+        self.runner.finished.connect(self._on_run_finished)
         self._session.models.changed.connect(self._on_models_changed)
         for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
             event.connect(self.reset_choices)
@@ -129,8 +139,7 @@ class FineTuneWidget(Container):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and ((layer.metadata or {}).get(META_KEY) or {})
-                .get("role") != "probability"]
+                if isinstance(layer, Image) and not is_probability_layer(layer)]
 
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
@@ -149,7 +158,7 @@ class FineTuneWidget(Container):
 
     def _on_layer_inserted(self, event) -> None:
         self.reset_choices()
-        if is_plugin_layer(event.value) and self.worker is None:
+        if is_plugin_layer(event.value) and not self.runner.running:
             # A fresh segmentation is what the user will correct and train on next.
             self._labels_layer.value = event.value
 
@@ -175,7 +184,7 @@ class FineTuneWidget(Container):
         self._update_state()
 
     def _pick_base_model(self, labels) -> None:
-        made_with = ((labels.metadata or {}).get(META_KEY) or {}).get("model")
+        made_with = plugin_meta(labels).model
         for entry in self._session.models.entries:
             if made_with and entry.name == made_with:
                 self._base.value = entry.path
@@ -191,6 +200,11 @@ class FineTuneWidget(Container):
         if not self._setting_slices:
             self._slices_typed = True
         self._update_state()
+
+    def _on_unmark(self, *_) -> None:
+        labels = self._labels_layer.value
+        if labels is not None:
+            self._session.tracker(labels).forget({current_slice(self._viewer, labels)})
 
     def _on_use_corrected(self, *_) -> None:
         self._slices_typed = False
@@ -267,7 +281,7 @@ class FineTuneWidget(Container):
     def _update_state(self, *_) -> None:
         if not hasattr(self, "_resegment"):
             return
-        if self.worker is not None:
+        if self.runner.running:
             return
         reason = self.problem()
         self._run.enabled = reason is None
@@ -281,7 +295,7 @@ class FineTuneWidget(Container):
 
     # ------------------------------------------------------------------ run / stop
     def _on_run(self, *_) -> None:
-        if self.worker is not None:
+        if self.runner.running:
             self.stop()
             return
         reason = self.problem()
@@ -294,7 +308,7 @@ class FineTuneWidget(Container):
 
     def training_request(self) -> FineTuneRequest:
         """A snapshot of the form and copies of the training and validation slices."""
-        from ..learning.training import TrainConfig
+        from ..learning.config import TrainConfig
 
         image, labels = self._image.value, self._labels_layer.value
         depth = depth_of(spatial_shape(image))
@@ -324,11 +338,6 @@ class FineTuneWidget(Container):
 
     def run(self) -> None:
         """Start fine-tuning with the current settings (what pressing Run does)."""
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
-        from ..engine.client import finetune_remote
-
         request = self.training_request()
         # The corrections are the user's work of the last hour: on disk before TensorFlow
         # starts, whatever happens next.
@@ -336,47 +345,33 @@ class FineTuneWidget(Container):
         # Training and validation slices are the user's truth: re-segmenting keeps them.
         self._last_training = request.numbers
         self.plot.clear()
-        total = request.config.epochs * request.config.steps_per_epoch
-        self._pbar = progress(total=total, desc="Fine-tune: loading model")
         self._progress.max = request.config.steps_per_epoch
         self._progress.value = 0
         self._status.value = "starting TensorFlow and loading the base model..."
-        self.engine = self._session.training_engine()
-        worker = create_worker(finetune_remote, self.engine, request, _start_thread=False)
-        in_order = CallbackQueue()
-        worker.yielded.connect(in_order.wrap(self._on_yielded))
-        worker.returned.connect(in_order.wrap(self._on_returned))
-        worker.aborted.connect(in_order.wrap(self._on_aborted))
-        worker.finished.connect(in_order.wrap(self._on_finished))
-        self.worker = worker
+        self.runner.start(request)
         self._run.text = "Stop"
         self._message.value = (f"Training on slice(s) {format_slices(request.slices)}; "
                                "you can keep working, the result will be saved to "
                                f"{request.output_path}.")
         self._resegment.enabled = False
-        worker.start()
 
     def stop(self) -> None:
         """Finish the current step, keep the best weights so far, and save them."""
-        if self.worker is not None:
-            self.engine.stop()
+        if self.runner.running:
+            self.runner.stop()
             self._run.text = "Stopping..."
             self._run.enabled = False
             self._status.value = "stopping after this step; the best weights will be saved"
 
     @if_alive
-    def _on_yielded(self, record) -> None:
-        from ..learning.training import EpochProgress, StepProgress
+    def _on_progress(self, record) -> None:
+        from ..learning.records import EpochProgress, StepProgress
 
         if isinstance(record, ModelReady):
-            self._pbar.set_description(f"Fine-tune {record.name}")
             self._status.value = f"base model {record.name} ready; preparing the slices..."
         elif isinstance(record, StepProgress):
-            self._pbar.update(1)
             self._progress.max = record.steps
             self._progress.value = record.step
-            if record.step == 1 or record.step == record.steps:
-                self._pbar.set_description(f"Fine-tune epoch {record.epoch}/{record.epochs}")
             self._status.value = (f"epoch {record.epoch}/{record.epochs}, step "
                                   f"{record.step}/{record.steps}, loss {record.loss:.4f}")
         elif isinstance(record, EpochProgress):
@@ -387,53 +382,22 @@ class FineTuneWidget(Container):
             self._status.value = (f"{what}: validation V_rand {score} (best: epoch "
                                   f"{record.best_epoch})")
 
-    def _on_returned(self, result) -> None:
-        from napari.utils.notifications import show_error, show_info
-
-        if isinstance(result, JobFailed):
-            show_error(result.message)
-            if _alive(self):
-                self._message.value = result.message
-            return
-        if not isinstance(result, FineTuneOutcome):
-            return
-        self.last_outcome = result
-        # Registered even if this dock was closed meanwhile: the Segment widget lists it.
-        self._session.models.add_session_model(result.path)
-        score = ""
-        if result.best_v_rand is not None:
-            score = f", validation V_rand {result.best_v_rand:.4f}"
-            if result.v_rand_before is not None:
-                score += f" (base model: {result.v_rand_before:.4f})"
-        how = "Stopped early; kept" if result.stopped else "Saved"
-        text = (f"{how} the best weights (epoch {result.best_epoch}{score}) as "
-                f"{result.path.name}; it is now selected in the Segment widget.")
-        show_info(text)
-        if _alive(self):
-            self._message.value = text
-
-    def _on_aborted(self) -> None:
+    def _on_run_finished(self, result) -> None:
         from napari.utils.notifications import show_info
 
-        self.engine.kill()
-        text = "Fine-tuning was cancelled; nothing was saved."
-        show_info(text)
-        if _alive(self):
-            self._message.value = text
-
-    def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._session.release_training_engine(self.engine)
-        self.worker = None
+        if isinstance(result, FineTuneOutcome):
+            self.last_outcome = result
+            text = _outcome_text(result)
+            show_info(text)
+        elif isinstance(result, JobFailed):
+            text = result.message
+        else:
+            text = "Fine-tuning was cancelled; nothing was saved."
         if not _alive(self):
             return
         self._run.text = "Run"
-        message = self._message.value
         self._update_state()
-        if self._run.enabled:
-            self._message.value = message
+        self._message.value = text if self._run.enabled else self._message.value
 
     # ------------------------------------------------------------------ re-segment
     def slices_to_resegment(self) -> list[int]:
@@ -461,8 +425,7 @@ class FineTuneWidget(Container):
             show_info("Every slice is corrected or was trained on; nothing to re-segment.")
             return
         own = is_plugin_layer(labels)
-        output = ((labels.metadata or {}).get(META_KEY) or {}).get("output", "instances") \
-            if own else "instances"
+        output = plugin_meta(labels).output if own else "instances"
         request = SegmentRequest(
             image=image.data, slices=tuple(slices), output=output,
             pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels),
@@ -491,6 +454,17 @@ class FineTuneWidget(Container):
     def _on_resegment_finished(self, summary) -> None:
         self._resegment.text = "Re-segment the rest with the new model"
         self._update_state()
+
+
+def _outcome_text(result: FineTuneOutcome) -> str:
+    score = ""
+    if result.best_v_rand is not None:
+        score = f", validation V_rand {result.best_v_rand:.4f}"
+        if result.v_rand_before is not None:
+            score += f" (base model: {result.v_rand_before:.4f})"
+    how = "Stopped early; kept" if result.stopped else "Saved"
+    return (f"{how} the best weights (epoch {result.best_epoch}{score}) as "
+            f"{result.path.name}; it is now selected in the Segment widget.")
 
 
 def _alive(widget) -> bool:

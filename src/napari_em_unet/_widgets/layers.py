@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,60 +15,6 @@ ZARR_LAYER_BYTES = 2**30
 """Outputs larger than this are kept in a zarr store on disk instead of in memory."""
 ENV_ZARR_LAYER_BYTES = "NAPARI_EM_UNET_ZARR_LABELS_BYTES"
 """Environment variable overriding :data:`ZARR_LAYER_BYTES` (in bytes)."""
-
-
-def parse_slices(text: str, depth: int) -> list[int]:
-    """Parse ``"0, 3, 5-7"`` into sorted slice indices within ``0..depth-1``.
-
-    Parameters
-    ----------
-    text : str
-        Comma-separated indices and inclusive ranges; blank means none.
-    depth : int
-        Number of slices in the stack.
-
-    Returns
-    -------
-    list of int
-
-    Raises
-    ------
-    ValueError
-        With a one-sentence message for the user.
-    """
-    out: set[int] = set()
-    for part in (text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                low, high = (int(v) for v in part.split("-", 1))
-                if high < low:
-                    raise ValueError
-                out.update(range(low, high + 1))
-            else:
-                out.add(int(part))
-        except ValueError:
-            raise ValueError(f"'{part}' is not a slice number or range like 5-7") from None
-    bad = sorted(s for s in out if not 0 <= s < depth)
-    if bad:
-        raise ValueError(f"slice {bad[0]} is outside the stack (0-{depth - 1})")
-    return sorted(out)
-
-
-def format_slices(slices: Iterable[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
-    values = sorted({int(s) for s in slices})
-    parts: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
-        i = j + 1
-    return ", ".join(parts)
 
 
 def spatial_shape(layer) -> tuple[int, ...]:
@@ -82,16 +27,6 @@ def spatial_shape(layer) -> tuple[int, ...]:
 def depth_of(shape: tuple[int, ...]) -> int:
     """Number of slices: 1 for a 2D image, the first axis of a stack."""
     return 1 if len(shape) == 2 else int(shape[0])
-
-
-def pixel_size_of(layer) -> float | None:
-    """The pixel size (nm) the reader or sample recorded in the layer's metadata."""
-    value = (getattr(layer, "metadata", None) or {}).get("pixel_size_nm")
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
 
 
 def current_slice(viewer, layer) -> int:
@@ -139,10 +74,10 @@ def needs_zarr(source, shape: tuple[int, ...], dtype) -> bool:
 
 def new_store_path(name: str) -> Path:
     """A new ``<data folder>/segmentations/<name>-<date>-<time>.zarr`` path (not created)."""
-    from ..io.autosave import data_home
+    from ..io.paths import segmentations_dir
 
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:60] or "layer"
-    folder = data_home() / "segmentations"
+    folder = segmentations_dir()
     stem = f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, n = folder / f"{stem}.zarr", 2
     while path.exists():
@@ -202,11 +137,3 @@ def copy_slices(source, target) -> None:
         plane = np.asarray(source[z], dtype=target.dtype)
         if plane.any():  # the store already reads 0 there; writing would only cost time
             target[z] = plane
-
-
-def store_of(layer) -> Path | None:
-    """The zarr folder an on-disk layer made by this plugin lives in, or None."""
-    from .session import META_KEY
-
-    store = ((getattr(layer, "metadata", None) or {}).get(META_KEY) or {}).get("store")
-    return Path(store) if store else None

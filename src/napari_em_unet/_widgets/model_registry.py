@@ -20,18 +20,8 @@ from pathlib import Path
 from psygnal import Signal
 
 from ..errors import ModelFileError
-
-ENV_HOME = "NAPARI_EM_UNET_HOME"
-
-
-def user_model_dir() -> Path:
-    """The folder where fine-tuned models are saved (not created here)."""
-    home = os.environ.get(ENV_HOME)
-    if home:
-        return Path(home) / "models"
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("napari-em-unet", appauthor=False)) / "models"
+from ..io.atomic import remove_stale_temporaries
+from ..io.paths import models_dir
 
 
 @dataclass(frozen=True)
@@ -73,7 +63,7 @@ class ModelRegistry:
     Parameters
     ----------
     folder : Path, optional
-        The user's model folder (default :func:`user_model_dir`).
+        The user's model folder (default :func:`napari_em_unet.io.paths.models_dir`).
     bundled : Path or None, optional
         The bundled model file (default: the package's); ignored when it does not exist.
     """
@@ -85,7 +75,7 @@ class ModelRegistry:
     def __init__(self, folder: Path | None = None, bundled: Path | None = None):
         from ..model.files import bundled_model_path
 
-        self.folder = Path(folder) if folder is not None else user_model_dir()
+        self.folder = Path(folder) if folder is not None else models_dir()
         self.bundled = Path(bundled) if bundled is not None else bundled_model_path()
         self._extra: dict[Path, str] = {}  # path -> kind, for session models and added files
         self._entries: list[ModelEntry] = []
@@ -102,6 +92,7 @@ class ModelRegistry:
 
     def refresh(self, emit: bool = True) -> None:
         """Re-read the model folder (models saved by the CLI or another session appear)."""
+        remove_stale_temporaries(self.folder)  # saves that were killed
         entries: dict[Path, ModelEntry] = {}
         if self.bundled.is_file():
             entry = _entry(self.bundled, "bundled")

@@ -25,18 +25,27 @@ from psygnal import Signal
 
 from ..engine.client import segment_remote
 from ..engine.protocol import JobFailed, ModelReady, SegmentRequest, SegmentSummary, SliceDone
+from ..slices import format_slices
+from .layer_meta import (
+    PROBABILITY,
+    SEGMENTATION,
+    is_probability_layer,
+    new_layer_metadata,
+    pixel_size_of,
+    plugin_meta,
+    store_of,
+    unwrap,
+    update_plugin_meta,
+)
 from .layers import (
     create_layer_store,
     current_slice,
-    format_slices,
     needs_zarr,
     new_store_path,
-    pixel_size_of,
     spatial_shape,
-    store_of,
 )
 from .ordering import CallbackQueue
-from .session import META_KEY, PluginSession, unwrap
+from .session import PluginSession
 
 
 class SegmentRunner:
@@ -66,6 +75,7 @@ class SegmentRunner:
         self._pbar = None
         self._protect: frozenset[int] = frozenset()
         self._skipped: set[int] = set()
+        self._silent: list[int] = []
         self._written: list[int] = []
         self._summary = None
         self._write_failed: str | None = None
@@ -120,6 +130,7 @@ class SegmentRunner:
         self._status = status or (lambda text: None)
         self._protect = frozenset(protect)
         self._skipped, self._written, self._summary = set(), [], None
+        self._silent = []
         self._write_failed = None
         try:
             self._make_layers(request, image_layer, labels_layer, init_labels, model_name,
@@ -130,7 +141,7 @@ class SegmentRunner:
         if labels_layer is None and init_labels is not None and protect:
             # Slices copied from the user's layer are theirs: later runs must keep them too.
             self._session.tracker(self.labels_layer).mark(protect)
-        self._set_meta(self.labels_layer, model=model_name, output=request.output)
+        update_plugin_meta(self.labels_layer, model=model_name, output=request.output)
         total = len(request.slices)
         self._pbar = progress(total=total + 1, desc="Segment: loading model")
         store = store_of(self.labels_layer)
@@ -216,43 +227,30 @@ class SegmentRunner:
         dtype = np.uint32 if request.output == "instances" else np.uint8
         name = name or f"{image_layer.name} segmentation"
         data, store = self._data(name, image_layer, shape, dtype, init)
-        plugin = {"role": "segmentation", "image": image_layer.name, "model": model_name,
-                  "output": request.output}
-        if store is not None:
-            plugin["store"] = str(store)
-        layer = self._viewer.add_labels(
+        metadata = new_layer_metadata(image_layer, SEGMENTATION, model=model_name,
+                                      output=request.output,
+                                      store=str(store) if store else None)
+        return self._viewer.add_labels(
             data, name=name, scale=image_layer.scale, translate=image_layer.translate,
-            metadata={"pixel_size_nm": (image_layer.metadata or {}).get("pixel_size_nm"),
-                      META_KEY: plugin},
+            metadata=metadata,
         )
-        return layer
 
     def _probability_layer(self, request, image_layer):
         shape = spatial_shape(image_layer)
         name = f"{self.labels_layer.name} probability"
         for layer in self._viewer.layers:
-            meta = (layer.metadata or {}).get(META_KEY) or {}
-            if layer.name == name and meta.get("role") == "probability" and \
+            if layer.name == name and is_probability_layer(layer) and \
                     tuple(layer.data.shape) == shape:
                 return layer
         data, store = self._data(name, image_layer, shape, np.float32)
-        plugin = {"role": "probability", "image": image_layer.name}
-        if store is not None:
-            plugin["store"] = str(store)
+        metadata = new_layer_metadata(image_layer, PROBABILITY,
+                                      store=str(store) if store else None)
         return self._viewer.add_image(
             data, name=name, colormap="magma",
             contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
             scale=image_layer.scale, translate=image_layer.translate,
-            metadata={META_KEY: plugin},
+            metadata=metadata,
         )
-
-    @staticmethod
-    def _set_meta(layer, **values) -> None:
-        meta = dict(layer.metadata or {})
-        plugin = dict(meta.get(META_KEY) or {})
-        plugin.update({k: v for k, v in values.items() if v})
-        meta[META_KEY] = plugin
-        layer.metadata = meta
 
     def _alive(self, layer) -> bool:
         return layer is not None and layer in self._viewer.layers
@@ -279,6 +277,8 @@ class SegmentRunner:
         if not isinstance(record, SliceDone):
             return
         self._pbar.update(1)
+        if record.no_signal:
+            self._silent.append(record.index)
         labels = self.labels_layer
         if self._write_failed:
             return  # slices already in flight when the disk gave up
@@ -302,10 +302,9 @@ class SegmentRunner:
         except OSError as exc:  # an on-disk layer: disk full, store deleted or unmounted
             self._on_write_failed(record.index, exc)
             return
-        meta = (labels.metadata or {}).get(META_KEY) or {}
-        scores = dict(meta.get("uncertainty") or {})
+        scores = dict(plugin_meta(labels).uncertainty)
         scores[record.index] = record.uncertainty
-        self._set_meta(labels, uncertainty=scores)
+        update_plugin_meta(labels, uncertainty=scores)
         self._status(f"slice {record.index}: {record.done}/{record.total} done")
 
     def _on_write_failed(self, index: int, exc: OSError) -> None:
@@ -345,6 +344,14 @@ class SegmentRunner:
                 text += f"; it is stored on disk in {store}"
             show_info(text + ".")
             self._status(text + ".")
+            self._warn_no_signal()
+
+    def _warn_no_signal(self) -> None:
+        from napari.utils.notifications import show_warning
+
+        if self._silent:
+            show_warning(f"Slice(s) {format_slices(self._silent)} have no signal (black, "
+                         "constant or without a finite pixel): no cells there.")
 
     def _on_aborted(self) -> None:
         # napari quit the worker (window closing, or cancelled from the activity dock): the

@@ -24,10 +24,12 @@ from magicgui.widgets import (
 
 from ..engine.protocol import SegmentRequest
 from ..errors import EmUnetError
-from .layers import current_slice, depth_of, pixel_size_of, spatial_shape
+from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
+from .layers import current_slice, depth_of, spatial_shape
 from .ordering import if_alive
+from .scrolling import ScrollingDock
 from .segment_runner import SegmentRunner
-from .session import META_KEY, is_plugin_layer, session_for, unwrap
+from .session import session_for
 from .suggestions import SuggestionsWidget
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ OUTPUTS = ("instances", "membranes")
 NEW_LAYER = "new layer"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(ScrollingDock, Container):
     """Segment an image layer with a U-Net, in the background.
 
     Parameters
@@ -53,7 +55,10 @@ class SegmentWidget(Container):
 
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
-        self._model_file = FileEdit(label="add model file", mode="r", filter="*.keras")
+        self._model_file = FileEdit(label="add model file", mode="r",
+                                    filter="Model files (*.keras *.zip rdf.yaml)",
+                                    tooltip="A .keras model, or a bioimage.io package (.zip, "
+                                            "or the rdf.yaml of an unpacked one).")
         self._scope = ComboBox(label="slices", choices=SCOPES, value="all slices")
         self._first = SpinBox(label="from slice", min=0, max=0)
         self._last = SpinBox(label="to slice", min=0, max=0)
@@ -73,7 +78,7 @@ class SegmentWidget(Container):
             self._image, self._model, self._model_file, self._scope, self._first,
             self._last, self._pixel_size, self._output, self._probability, self._target,
             self._run, self._message, self.suggestions,
-        ])
+        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
         self._message.native.setWordWrap(True)
 
         self._image.changed.connect(self._on_image_changed)
@@ -98,8 +103,7 @@ class SegmentWidget(Container):
         from napari.layers import Image
 
         return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and (layer.metadata or {}).get(META_KEY, {})
-                .get("role") != "probability"]
+                if isinstance(layer, Image) and not is_probability_layer(layer)]
 
     def _model_choices(self, _widget=None):
         # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
@@ -118,7 +122,7 @@ class SegmentWidget(Container):
         for layer in self._viewer.layers:
             if isinstance(layer, Labels) and is_plugin_layer(layer) and \
                     tuple(layer.data.shape) == shape and \
-                    layer.metadata[META_KEY].get("output", "instances") == output:
+                    plugin_meta(layer).output == output:
                 choices.append((f"{layer.name} (keeps corrected slices)", layer))
         return choices
 

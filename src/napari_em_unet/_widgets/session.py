@@ -6,9 +6,7 @@ the user corrected. One :class:`PluginSession` per viewer holds that, found thro
 :func:`session_for`; it is dropped with the viewer (weak mapping), so two viewers, or the
 tests' many viewers, never see each other's state.
 
-Layers made by this plugin carry ``layer.metadata["napari_em_unet"]`` (the model and image
-they came from). Only such layers are ever written to by the plugin, and then only on
-slices the user has not corrected; any other layer is the user's and is never changed.
+What the plugin notes on its layers is in :mod:`.layer_meta`.
 """
 
 from __future__ import annotations
@@ -19,16 +17,10 @@ import threading
 import weakref
 
 from .corrections import CorrectionTracker
+from .layer_meta import unwrap
 from .model_registry import ModelRegistry
 
-META_KEY = "napari_em_unet"
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def unwrap(obj):
-    """The napari object behind a plugin ``PublicOnlyProxy`` (proxies are new per access,
-    so they cannot serve as dictionary keys or be compared by identity)."""
-    return getattr(obj, "__wrapped__", obj)
 
 
 def session_for(viewer) -> PluginSession:
@@ -39,12 +31,6 @@ def session_for(viewer) -> PluginSession:
         session = PluginSession(viewer)
         _sessions[viewer] = session
     return session
-
-
-def is_plugin_layer(layer) -> bool:
-    """Whether the plugin made this layer (and may fill in its uncorrected slices)."""
-    meta = getattr(layer, "metadata", None) or {}
-    return isinstance(meta.get(META_KEY), dict) and meta[META_KEY].get("role") == "segmentation"
 
 
 class PluginSession:

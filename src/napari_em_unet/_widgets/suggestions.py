@@ -2,8 +2,11 @@
 
 After a segmentation, each slice has an uncertainty score (mean binary entropy of its
 membrane probability, :func:`napari_em_unet.segmentation.pipeline.uncertainty`, stored in the
-labels layer's metadata). Correcting the most uncertain slices first teaches the model
-most per minute of brush work; slices already corrected drop out of the list.
+labels layer's metadata), shown as a percentage: 0 % = the model is sure of every pixel,
+100 % = a coin toss everywhere. Correcting the most uncertain slices first teaches the model
+most per minute of brush work; slices already corrected drop out of the list. The list is
+recomputed whenever napari resets the dock's choices (a layer added, removed or moved), so
+it never goes stale.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from collections.abc import Iterable
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton
 
+from .layer_meta import plugin_meta, unwrap
 from .layers import go_to_slice
 from .ordering import if_alive
-from .session import META_KEY, PluginSession, unwrap
+from .session import PluginSession
 
 MAX_SUGGESTIONS = 5
 
@@ -55,7 +59,9 @@ class SuggestionsWidget(Container):
         self._session = session
         self._layer = None
         self._title = Label(value="Correct next: segment first to get suggestions")
-        self._choice = ComboBox(label="slice", choices=[], nullable=True)
+        self._choice = ComboBox(label="slice", choices=self._choice_items, nullable=True,
+                                tooltip="Uncertainty: 0 % = the model is sure of every pixel, "
+                                        "100 % = a coin toss everywhere.")
         self._go = PushButton(text="Go to slice")
         self._next = PushButton(text="Next uncertain")
         super().__init__(widgets=[self._title, self._choice, self._go, self._next],
@@ -70,7 +76,7 @@ class SuggestionsWidget(Container):
         layer = self._layer
         if layer is None or layer not in self._viewer.layers:
             return []
-        scores = ((layer.metadata or {}).get(META_KEY) or {}).get("uncertainty") or {}
+        scores = plugin_meta(layer).uncertainty
         return rank_slices(scores, self._session.corrected(layer))
 
     def show_for(self, layer) -> None:
@@ -83,12 +89,21 @@ class SuggestionsWidget(Container):
             self._session.tracker(layer).changed.connect(self._refresh)
         self._refresh()
 
+    def _choice_items(self, _widget=None) -> list[tuple[str, int]]:
+        return [(f"slice {i}  (uncertainty {100 * s:.0f} %)", i) for i, s in self.ranked]
+
+    def reset_choices(self, *_) -> None:
+        super().reset_choices()
+        self._refresh()
+
     @if_alive
     def _refresh(self, *_) -> None:
         ranked = self.ranked
-        self._choice.choices = [(f"slice {i}  ({s:.3f} bits)", i) for i, s in ranked]
+        current = self._choice.value
+        self._choice.reset_choices()
         if ranked:
-            self._choice.value = ranked[0][0]
+            kept = current in {i for i, _ in ranked}
+            self._choice.value = current if kept else ranked[0][0]
             self._title.value = f"Correct next ({len(ranked)} most uncertain, uncorrected):"
         elif self._layer is not None:
             self._title.value = "Correct next: no uncorrected slice left"
@@ -108,5 +123,6 @@ class SuggestionsWidget(Container):
         here = current_slice(self._viewer, self._layer)
         order = [i for i, _ in ranked]
         target = order[(order.index(here) + 1) % len(order)] if here in order else order[0]
+        self._choice.reset_choices()
         self._choice.value = target
         go_to_slice(self._viewer, self._layer, target)

@@ -34,8 +34,9 @@ def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
     """Import TensorFlow (so that the next job starts at once); return its version."""
     from ..model.backend import tensorflow_module
 
-    return tensorflow_module().__version__
-    yield  # a generator like the other jobs
+    version = tensorflow_module().__version__
+    yield from ()  # a generator like the other jobs, with nothing to report
+    return version
 
 
 def segment_job(request: SegmentRequest, stop: threading.Event | None = None) -> Generator[
@@ -63,7 +64,8 @@ def segment_job(request: SegmentRequest, stop: threading.Event | None = None) ->
             score = uncertainty(item.probability)
             scores[index] = score
             yield SliceDone(index, item.done, item.total, item.result,
-                            item.probability if request.probability else None, score)
+                            item.probability if request.probability else None, score,
+                            item.no_signal)
             if stop is not None and stop.is_set() and item.done < item.total:
                 stopped = True
                 break

@@ -53,7 +53,7 @@ class FineTuneRequest:
     validation_slices: tuple[int, ...]
     output_path: Path
     base_path: Path | None
-    config: Any  # training.TrainConfig
+    config: Any  # learning.config.TrainConfig
     pixel_size_nm: float | None = None
     name: str = "fine-tuned"
     source: str = ""
@@ -76,6 +76,8 @@ class SliceDone:
     probability: np.ndarray | None
     uncertainty: float
     """Mean binary entropy of the membrane probability (bits): high = the model hesitates."""
+    no_signal: bool = False
+    """The slice showed nothing (black, constant, no finite pixel) and got no cells."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ class SegmentSummary:
 @dataclass(frozen=True)
 class FineTuneOutcome:
     path: Path
-    info: Any  # model_files.ModelInfo
+    info: Any  # model.info.ModelInfo
     best_epoch: int
     best_v_rand: float | None
     v_rand_before: float | None

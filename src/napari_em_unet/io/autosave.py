@@ -16,13 +16,11 @@ accidental erase that got autosaved can still be undone from the one before.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,12 +30,12 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from .atomic import atomic_path, remove_stale_temporaries
+from .paths import data_home
 
-ENV_HOME = "NAPARI_EM_UNET_HOME"
 FORMAT = 1
 KEEP = 3
 """Autosaves kept per image (newest first)."""
-_STALE_PART_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -65,16 +63,6 @@ class Autosave:
         for plane, index in zip(stored, meta["stored_slices"], strict=True):
             labels[index] = plane
         return labels
-
-
-def data_home() -> Path:
-    """napari-em-unet's folder for user data (``$NAPARI_EM_UNET_HOME`` overrides it)."""
-    override = os.environ.get(ENV_HOME)
-    if override:
-        return Path(override).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("napari-em-unet", appauthor=False))
 
 
 def autosave_folder(image_path: str | os.PathLike) -> Path:
@@ -146,15 +134,8 @@ def save_corrections(
     # Nanoseconds in the name order the saves and keep two writers (two napari windows)
     # from ever choosing the same file.
     final = folder / f"labels-{time.time_ns():020d}-{os.getpid()}.npz"
-    fd, tmp_name = tempfile.mkstemp(prefix=".labels-", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, labels=stored, meta=np.array(json.dumps(meta)))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, final)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, labels=stored, meta=np.array(json.dumps(meta)))
     _prune(folder)
     return final
 
@@ -190,22 +171,6 @@ def list_autosaves(image_path: str | os.PathLike) -> list[Autosave]:
     return found
 
 
-def discard_autosaves(image_path: str | os.PathLike) -> int:
-    """Delete every autosave of ``image_path`` (e.g. after the user saved the labels)."""
-    folder = autosave_folder(image_path)
-    if not folder.is_dir():
-        return 0
-    count = 0
-    for file in folder.glob("labels-*.npz"):
-        file.unlink(missing_ok=True)
-        count += 1
-    for part in folder.glob(".labels-*.part"):
-        part.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # another writer just added a file: keep it
-        folder.rmdir()
-    return count
-
-
 def _identity(image_path) -> str:
     """The absolute path of a file, or the string itself for images without one."""
     text = os.fspath(image_path)
@@ -228,10 +193,4 @@ def _prune(folder: Path) -> None:
     files = sorted(folder.glob("labels-*.npz"), reverse=True)
     for old in files[KEEP:]:
         old.unlink(missing_ok=True)
-    now = time.time()
-    for part in folder.glob(".labels-*.part"):
-        try:
-            if now - part.stat().st_mtime > _STALE_PART_SECONDS:
-                part.unlink()
-        except OSError:
-            pass
+    remove_stale_temporaries(folder)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from .atomic import atomic_path
 
 _UNIT_TO_NM = {
@@ -47,7 +47,7 @@ def _open(path: str | os.PathLike):
     try:
         return tifffile.TiffFile(path)
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-        raise InputError(f"{path.name} is not a readable TIFF file ({_first_line(exc)})") from None
+        raise InputError(f"{path.name} is not a readable TIFF file ({first_line(exc)})") from None
 
 
 def read_tiff(path: str | os.PathLike, *, memmap: bool = True) -> TiffImage:
@@ -65,7 +65,7 @@ def read_tiff(path: str | os.PathLike, *, memmap: bool = True) -> TiffImage:
             if data is None:
                 data = tif.asarray()
         except Exception as exc:
-            raise InputError(f"{path.name} could not be decoded ({_first_line(exc)})") from None
+            raise InputError(f"{path.name} could not be decoded ({first_line(exc)})") from None
     data = np.squeeze(data) if data.ndim > 3 and 1 in data.shape[:-2] else data
     return TiffImage(data, pixel_size, path)
 
@@ -96,6 +96,22 @@ def pixel_size_nm(tif) -> float | None:
             return None
         size = _UNIT_TO_NM[unit] / per_unit
         return float(size) if 0.01 < size < 1e6 else None
+    except Exception:  # metadata is a bonus: never fail a read because of it
+        return None
+
+
+def section_spacing_nm(tif) -> float | None:
+    """The distance between slices (Z) of an open ``tifffile.TiffFile`` in nm, when the file
+    records it (ImageJ's ``spacing``, in its ``unit``), else None."""
+    try:
+        meta = tif.imagej_metadata if tif.is_imagej else None
+        if not meta or "spacing" not in meta:
+            return None
+        unit = str(meta.get("unit", "")).strip().lower() or "um"
+        if unit not in _UNIT_TO_NM:
+            return None
+        spacing = float(meta["spacing"]) * _UNIT_TO_NM[unit]
+        return spacing if 0.01 < spacing < 1e7 else None
     except Exception:  # metadata is a bonus: never fail a read because of it
         return None
 
@@ -151,6 +167,3 @@ def tiff_write_options(dtype, ndim: int, pixel_size_nm: float | None = None,
     return kwargs
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]

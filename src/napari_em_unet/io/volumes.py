@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..segmentation.preprocessing import to_grey
 
 # Units of OME-Zarr axes (the UDUNITS-2 names the NGFF specification uses), in nm.
@@ -109,10 +109,9 @@ class _TiffPageSource:
             try:
                 plane = self._tif.asarray(key=index or 0, series=0)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-                from .tiff import _first_line
 
                 raise InputError(f"{self.path.name} slice {index or 0} could not be decoded "
-                                 f"({_first_line(exc)})") from None
+                                 f"({first_line(exc)})") from None
         return plane.reshape(self.plane_shape)
 
     def close(self) -> None:
@@ -147,10 +146,9 @@ class _TiffWholeSource:
             try:
                 self._data = tifffile.imread(self.path, series=0).reshape(self.shape)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-                from .tiff import _first_line
 
                 raise InputError(f"{self.path.name} could not be decoded "
-                                 f"({_first_line(exc)})") from None
+                                 f"({first_line(exc)})") from None
         return self._data[index or 0]
 
 
@@ -325,7 +323,7 @@ def _from_array(array, *, kind: str, drop: tuple[int, ...] | None = None,
 
 # -- TIFF
 def _open_tiff(path: Path) -> Volume:
-    from .tiff import _first_line, _open, pixel_size_nm
+    from .tiff import _open, pixel_size_nm
 
     if path.is_dir():
         raise InputError(f"{path} is a folder, neither a TIFF file nor a zarr store")
@@ -340,7 +338,7 @@ def _open_tiff(path: Path) -> Volume:
             n_pages = len(series.pages)
             byteorder = tif.byteorder
         except Exception as exc:
-            raise InputError(f"{path.name} could not be decoded ({_first_line(exc)})") from None
+            raise InputError(f"{path.name} could not be decoded ({first_line(exc)})") from None
     # Same rules as read_tiff + as_stack, so streaming gives the shape the in-memory path
     # gave: samples last are colour (greyed), samples first are slices (tifffile writes
     # short grey stacks that way), and singleton axes are dropped only beyond 3D.
@@ -395,7 +393,7 @@ def _open_zarr(path: Path) -> Volume:
     try:
         node = zarr.open(str(path.absolute()), mode="r")  # absolute: workers elsewhere
     except Exception as exc:
-        raise InputError(f"{path.name} is not a readable zarr store ({_short(exc)})") from None
+        raise InputError(f"{path.name} is not a readable zarr store ({first_line(exc)})") from None
     if isinstance(node, zarr.Array):
         return _from_array(node, kind="zarr", path=path,
                            pixel_size_nm=_attr_pixel_size(dict(node.attrs)))
@@ -469,6 +467,3 @@ def _attr_pixel_size(attrs: dict) -> float | None:
     return value if 0.01 < value < 1e6 else None
 
 
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]

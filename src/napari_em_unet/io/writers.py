@@ -9,8 +9,9 @@
   0.4 image (zarr format 2, readable by zarr 2 and 3, napari, Fiji and neuroglancer) whose
   single level ``0`` is chunked one slice deep, so each slice is written as whole chunks.
 
-Both write under a temporary name (``.NAME.*.part`` beside a TIFF, ``NAME.zarr.partial``)
-and rename it when complete: a failed or interrupted run leaves no partial output.
+Both write under a hidden temporary name beside the output (``.NAME.PID-TOKEN.part``, see
+:mod:`.atomic`) and rename it when complete: a failed or interrupted run leaves no partial
+output.
 For a viewer, :func:`create_zarr_output` makes a zarr array that is filled slice by slice
 while it is displayed (a zarr-backed napari labels layer).
 """
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .atomic import publish, remove_stale_temporaries, temporary_beside
 
 ZARR_ARRAY = "0"
 """Name of the full-resolution array inside an output ``.zarr`` (OME-Zarr level 0)."""
@@ -102,10 +103,9 @@ class TiffSliceWriter(SliceWriter):
         nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         options = tiff_write_options(self.dtype, len(self.shape), pixel_size_nm, nbytes)
         imagej, bigtiff = options.pop("imagej"), options.pop("bigtiff")
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        remove_stale_temporaries(self.path.parent, self.path.name)
+        # Created by tifffile, so the file gets the user's usual permissions.
+        self._tmp = temporary_beside(self.path)
         self._fd: int | None = None
         try:
             with warnings.catch_warnings():
@@ -137,13 +137,9 @@ class TiffSliceWriter(SliceWriter):
         """Flush, close and rename the file to its final name."""
         if self._fd is None:
             raise RuntimeError("the writer is already closed")
-        try:
-            os.fsync(self._fd)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-        os.replace(self._tmp, self.path)
-        return self.path
+        os.close(self._fd)
+        self._fd = None
+        return publish(self._tmp, self.path)
 
     def abort(self) -> None:
         """Close and delete the temporary file; the final name is left untouched."""
@@ -178,10 +174,9 @@ class ZarrSliceWriter(SliceWriter):
         self.shape = tuple(int(n) for n in shape)
         self.dtype = np.dtype(dtype).newbyteorder("=")
         _check_replaceable(self.path)
-        self._tmp = self.path.with_name(self.path.name + ".partial")
-        if self._tmp.exists():
-            _check_replaceable(self._tmp)  # left by a killed run
-            shutil.rmtree(self._tmp)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path.parent, self.path.name)
+        self._tmp = temporary_beside(self.path)
         try:
             self.array = create_zarr_output(self._tmp, self.shape, self.dtype,
                                             pixel_size_nm=pixel_size_nm, chunks=chunks)
@@ -206,7 +201,8 @@ class ZarrSliceWriter(SliceWriter):
         self._open = False
         old = None
         if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.old-", dir=self.path.parent))
+            old = temporary_beside(self.path)
+            old.mkdir()
             os.replace(self.path, old / self.path.name)
         os.replace(self._tmp, self.path)
         if old is not None:

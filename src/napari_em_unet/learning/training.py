@@ -1,15 +1,17 @@
 """Training and fine-tuning: a generator that yields progress and returns the best model.
 
-``train(...)`` prepares the chosen slices (normalised, resampled to the model's pixel size,
-labels turned into membrane targets by :mod:`.targets`), then runs epochs of random
-augmented patches. After every epoch it predicts the validation data, tunes the watershed
-on it and scores V_rand; the weights of the best epoch are kept. Fine-tuning counts the
-base model as epoch 0, so the result is never worse than the base on the validation data.
+``train(...)`` runs in phases: check the inputs (:func:`_checked_inputs`), start from the
+base model or a new network (:func:`_starting_point`), prepare the chosen slices
+(normalised, resampled to the model's pixel size, labels turned into membrane targets by
+:mod:`.targets`), then run epochs of random augmented patches (:class:`_Trainer`). After
+every epoch it predicts the validation data, tunes the watershed on it and scores V_rand;
+the weights of the best epoch are kept. Fine-tuning counts the base model as epoch 0, so
+the result is never worse than the base on the validation data.
 
 Stopping is cooperative: pass a ``threading.Event`` (or anything with ``is_set()``) as
 ``stop``; the generator finishes the current step, restores the best weights and returns.
-Progress records are small frozen dataclasses, for the CLI's progress bar and napari's
-thread worker alike.
+Progress records (:mod:`.records`) are small frozen dataclasses, for the CLI's progress bar
+and napari's thread worker alike.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
-from ..model.files import LoadedModel, ModelInfo
-from ..model.unet import UNetConfig, build_unet
+from ..model.info import LoadedModel, ModelInfo
+from ..model.unet import build_unet
 from ..segmentation.preprocessing import (
     as_stack,
     normalize,
@@ -34,58 +36,10 @@ from ..segmentation.preprocessing import (
 from ..segmentation.tiling import predict_slice
 from ..segmentation.watershed import WatershedParams, instances_from_probability, tune_watershed
 from .augmentation import AugmentConfig, random_patch
+from .config import TrainConfig
 from .metrics import score_slice
+from .records import EpochProgress, StepProgress, TrainResult
 from .targets import labelled_slices, membrane_width, training_target
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 10
-    steps_per_epoch: int = 40
-    batch_size: int = 4
-    patch_size: int = 256
-    learning_rate: float = 3e-4
-    augment: bool = True
-    elastic: bool = False
-    validation_fraction: float = 0.2
-    """Without validation slices, this bottom band of every training slice is held out."""
-    border_weight: float = 5.0
-    """Extra loss weight on borders between touching cells (0: none)."""
-    border_width_px: float | None = None
-    """Width derived borders are widened to; None: the membrane width of the base model (or
-    of the training labels when training from scratch). 1 takes one-pixel borders literally."""
-    tune_postprocessing: bool = True
-    seed: int = 0
-    architecture: UNetConfig = field(default_factory=UNetConfig)
-
-
-@dataclass(frozen=True)
-class StepProgress:
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float
-
-
-@dataclass(frozen=True)
-class EpochProgress:
-    epoch: int
-    epochs: int
-    loss: float
-    val_loss: float | None
-    val_v_rand: float | None
-    best_epoch: int
-    seconds: float
-
-
-@dataclass
-class TrainResult:
-    model: LoadedModel
-    best_epoch: int
-    best_v_rand: float | None
-    stopped: bool
-    history: list[dict]
 
 
 @dataclass
@@ -96,6 +50,18 @@ class _Sample:
     labels: np.ndarray
 
 
+@dataclass
+class _Start:
+    """Where training starts: the network, what it knows, and at which scale it works."""
+
+    model: object
+    info: ModelInfo
+    pixel_size_nm: float | None
+    membrane_width_px: float
+    params: WatershedParams
+
+
+# ----------------------------------------------------------------------------- inputs
 def _labels_array(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype == bool:
@@ -115,6 +81,46 @@ def _check_slices(slices: Sequence[int], depth: int, what: str) -> list[int]:
     if bad:
         raise InputError(f"{what} {bad} outside the stack (0..{depth - 1})")
     return sorted(set(slices))
+
+
+def _checked_inputs(image, labels, slices, validation_slices):
+    """The ZYX image and labels stacks, training slices and validation slices, checked."""
+    stack, _ = as_stack(image)
+    label_stack = _labels_array(labels)
+    # Labels are never colour-converted: a trailing axis of 3 is a shape error, not RGB.
+    if label_stack.ndim == 2:
+        label_stack = label_stack[np.newaxis]
+    elif label_stack.ndim != 3:
+        raise InputError(f"labels must be 2D or a ZYX stack, got shape {label_stack.shape}")
+    if stack.shape != label_stack.shape:
+        raise InputError(
+            f"image {tuple(stack.shape)} and labels {tuple(label_stack.shape)} differ in shape"
+        )
+    validation = _check_slices(validation_slices or [], stack.shape[0], "validation slices")
+    if slices is None:
+        slices = [s for s in labelled_slices(label_stack) if s not in validation]
+        if not slices:
+            raise InputError("no labelled slice to train on: every slice's labels are all 0")
+    slices = _check_slices(slices, stack.shape[0], "training slices")
+    empty = [s for s in slices + validation if not np.any(label_stack[s] != 0)]
+    if empty:
+        raise InputError(f"slices {empty} are all membrane (no cell labelled); nothing to learn")
+    return stack, label_stack, slices, validation
+
+
+def _starting_point(base: LoadedModel | None, config: TrainConfig, pixel_size_nm,
+                    train_labels: np.ndarray) -> _Start:
+    """A copy of the base model (never modified itself), or a new network."""
+    if base is None:
+        info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=pixel_size_nm)
+        return _Start(build_unet(config.architecture, seed=config.seed), info, pixel_size_nm,
+                      membrane_width(train_labels), WatershedParams())
+    keras = _keras()
+    model = keras.models.clone_model(base.keras_model)
+    model.set_weights(base.keras_model.get_weights())
+    info = base.info
+    return _Start(model, info, info.pixel_size_nm, info.membrane_width_px,
+                  WatershedParams.from_dict(info.postprocessing))
 
 
 def prepare(
@@ -156,6 +162,132 @@ def _split_band(samples: list[_Sample], fraction: float) -> tuple[list[_Sample],
     return train, val
 
 
+def _samples(stack, label_stack, slices, validation, start: _Start, config: TrainConfig,
+             pixel_size_nm) -> tuple[list[_Sample], list[_Sample]]:
+    """Training and validation samples at the model's scale."""
+    prep = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
+            "percentiles": start.info.percentiles,
+            "width": config.border_width_px or start.membrane_width_px,
+            "border_weight": config.border_weight}
+    train_samples = prepare(stack, label_stack, slices, **prep)
+    if validation:
+        return train_samples, prepare(stack, label_stack, validation, **prep)
+    return _split_band(train_samples, config.validation_fraction)
+
+
+# ----------------------------------------------------------------------------- the loop
+class _Trainer:
+    """The optimiser, one training step, validation, and the best epoch so far."""
+
+    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples):
+        self.model, self.config = start.model, config
+        self.train_samples, self.val_samples = train_samples, val_samples
+        self.rng = np.random.default_rng(config.seed)
+        keras = _keras()
+        keras.utils.set_random_seed(config.seed)
+        total_steps = max(1, config.epochs * config.steps_per_epoch)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=total_steps, alpha=0.05
+        )
+        self.optimizer = keras.optimizers.Adam(schedule)
+        self.optimizer.build(self.model.trainable_variables)
+        self.step_fn = self._traced_step()
+        self.augment = AugmentConfig(enabled=config.augment, elastic=config.elastic)
+        weights = np.array([s.image.size for s in train_samples], dtype=float)
+        self.sample_weights = weights / weights.sum()
+        self.history: list[dict] = []
+        self.best_epoch, self.best_weights, self.best_score = 0, None, None
+        self.best_params = start.params
+
+    def _traced_step(self):
+        tf, model, optimizer = _tf(), self.model, self.optimizer
+
+        @tf.function(reduce_retracing=True)
+        def step_fn(x, y, w):
+            with tf.GradientTape() as tape:
+                p = tf.clip_by_value(model(x, training=True), 1e-6, 1 - 1e-6)
+                bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+                loss = tf.reduce_mean(bce * w)
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        return step_fn
+
+    def step(self) -> float:
+        config = self.config
+        batch = [random_patch(self.rng, *_pick(self.rng, self.train_samples, self.sample_weights),
+                              config.patch_size, self.augment)
+                 for _ in range(config.batch_size)]
+        x, y, w = (np.stack([b[i] for b in batch])[..., None] for i in range(3))
+        return float(self.step_fn(x, y, w))
+
+    def evaluate(self, start: WatershedParams):
+        """Validation loss, V_rand and the watershed parameters tuned from ``start``."""
+        if not self.val_samples:
+            return None, None, start
+        probs = [predict_slice(self.model, s.image) for s in self.val_samples]
+        losses = [_weighted_bce(p, s.target, s.weight)
+                  for p, s in zip(probs, self.val_samples, strict=True)]
+        gts = [s.labels for s in self.val_samples]
+        tuned = start
+        if self.config.tune_postprocessing:
+            tuned, score = tune_watershed(probs, gts, start)
+        else:
+            score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
+                                   for p, g in zip(probs, gts, strict=True)]))
+        return float(np.mean(losses)), score, tuned
+
+    def score_base(self) -> EpochProgress:
+        """Epoch 0: the base model itself, the score fine-tuning has to beat."""
+        val_loss, self.best_score, self.best_params = self.evaluate(self.best_params)
+        self.best_weights = self.model.get_weights()
+        self.history.append({"epoch": 0, "loss": None, "val_loss": val_loss,
+                             "val_v_rand": self.best_score})
+        return EpochProgress(0, self.config.epochs, float("nan"), val_loss, self.best_score,
+                             0, 0.0)
+
+    def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
+        val_loss, score, tuned = self.evaluate(self.best_params)
+        mean_loss = float(np.mean(losses))
+        if score is None or self.best_score is None or score > self.best_score:
+            self.best_epoch, self.best_score, self.best_params = epoch, score, tuned
+            self.best_weights = self.model.get_weights()
+        self.history.append({"epoch": epoch, "loss": mean_loss, "val_loss": val_loss,
+                             "val_v_rand": score})
+        return EpochProgress(epoch, self.config.epochs, mean_loss, val_loss, score,
+                             self.best_epoch, time.perf_counter() - started)
+
+    def epochs(self, stop) -> Generator[StepProgress | EpochProgress, None, tuple[int, bool]]:
+        """Run the epochs; return the last epoch run and whether ``stop`` ended them."""
+        config, epoch = self.config, 0
+        for epoch in range(1, config.epochs + 1):
+            started, losses, stopped = time.perf_counter(), [], False
+            for step in range(1, config.steps_per_epoch + 1):
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
+                losses.append(self.step())
+                yield StepProgress(epoch, config.epochs, step, config.steps_per_epoch,
+                                   losses[-1])
+            if stopped and not losses:
+                return epoch - 1, True
+            yield self.end_epoch(epoch, losses, started)
+            if stopped:
+                return epoch, True
+        return epoch, False
+
+    def restore_best(self) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+        if not self.val_samples and self.config.tune_postprocessing:
+            # No held-out data: tune on the training slices themselves (better than nothing).
+            probs = [predict_slice(self.model, s.image) for s in self.train_samples]
+            self.best_params, _ = tune_watershed(probs, [s.labels for s in self.train_samples],
+                                                 self.best_params)
+
+
+# ----------------------------------------------------------------------------- train
 def train(
     image: np.ndarray,
     labels: np.ndarray,
@@ -175,154 +307,41 @@ def train(
     a non-zero label (minus ``validation_slices``). ``pixel_size_nm`` is the data's pixel
     size, used to resample to the base model's scale (and stored in a new model).
     """
-    stack, _ = as_stack(image)
-    label_stack = _labels_array(labels)
-    # Labels are never colour-converted: a trailing axis of 3 is a shape error, not RGB.
-    if label_stack.ndim == 2:
-        label_stack = label_stack[np.newaxis]
-    elif label_stack.ndim != 3:
-        raise InputError(f"labels must be 2D or a ZYX stack, got shape {label_stack.shape}")
-    if stack.shape != label_stack.shape:
-        raise InputError(
-            f"image {tuple(stack.shape)} and labels {tuple(label_stack.shape)} differ in shape"
-        )
-    validation_slices = _check_slices(validation_slices or [], stack.shape[0], "validation slices")
-    if slices is None:
-        slices = [s for s in labelled_slices(label_stack) if s not in validation_slices]
-        if not slices:
-            raise InputError("no labelled slice to train on: every slice's labels are all 0")
-    slices = _check_slices(slices, stack.shape[0], "training slices")
-    empty = [s for s in slices + validation_slices if not np.any(label_stack[s] != 0)]
-    if empty:
-        raise InputError(f"slices {empty} are all membrane (no cell labelled); nothing to learn")
-
-    keras = _keras()
-    if base is not None:
-        info = base.info
-        model_px = info.pixel_size_nm
-        width = info.membrane_width_px
-        params = WatershedParams.from_dict(info.postprocessing)
-        model = keras.models.clone_model(base.keras_model)
-        model.set_weights(base.keras_model.get_weights())
-    else:
-        model_px = pixel_size_nm
-        width = membrane_width(label_stack[slices])
-        params = WatershedParams()
-        model = build_unet(config.architecture, seed=config.seed)
-        info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=model_px)
-    percentiles = info.percentiles
-    factor = resample_factor(pixel_size_nm, model_px)
-    border_width = config.border_width_px or width
-    prep = {"factor": factor, "percentiles": percentiles, "width": border_width,
-            "border_weight": config.border_weight}
-    train_samples = prepare(stack, label_stack, slices, **prep)
-    if validation_slices:
-        val_samples = prepare(stack, label_stack, validation_slices, **prep)
-    else:
-        train_samples, val_samples = _split_band(train_samples, config.validation_fraction)
-
-    tf = _tf()
-    rng = np.random.default_rng(config.seed)
-    keras.utils.set_random_seed(config.seed)
-    total_steps = max(1, config.epochs * config.steps_per_epoch)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=total_steps, alpha=0.05
-    )
-    optimizer = keras.optimizers.Adam(schedule)
-    optimizer.build(model.trainable_variables)
-
-    @tf.function(reduce_retracing=True)
-    def step_fn(x, y, w):
-        with tf.GradientTape() as tape:
-            p = tf.clip_by_value(model(x, training=True), 1e-6, 1 - 1e-6)
-            bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
-            loss = tf.reduce_mean(bce * w)
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
-    augment = AugmentConfig(enabled=config.augment, elastic=config.elastic)
-    sample_weights = np.array([s.image.size for s in train_samples], dtype=float)
-    sample_weights /= sample_weights.sum()
-
-    def evaluate(start: WatershedParams) -> tuple[float | None, float | None, WatershedParams]:
-        """Validation loss, V_rand and the watershed parameters tuned from ``start``."""
-        if not val_samples:
-            return None, None, start
-        probs = [predict_slice(model, s.image) for s in val_samples]
-        losses = [_weighted_bce(p, s.target, s.weight)
-                  for p, s in zip(probs, val_samples, strict=True)]
-        gts = [s.labels for s in val_samples]
-        tuned = start
-        if config.tune_postprocessing:
-            tuned, score = tune_watershed(probs, gts, start)
-        else:
-            score = float(np.mean([score_slice(instances_from_probability(p, start), g).v_rand
-                                   for p, g in zip(probs, gts, strict=True)]))
-        return float(np.mean(losses)), score, tuned
-
-    history: list[dict] = []
-    best_epoch, best_weights, best_score, best_params = 0, None, None, params
+    stack, label_stack, slices, validation = _checked_inputs(image, labels, slices,
+                                                             validation_slices)
+    start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
+    train_samples, val_samples = _samples(stack, label_stack, slices, validation, start,
+                                          config, pixel_size_nm)
+    trainer = _Trainer(start, config, train_samples, val_samples)
     if base is not None and val_samples:
-        val_loss, best_score, best_params = evaluate(params)
-        best_weights = model.get_weights()
-        history.append({"epoch": 0, "loss": None, "val_loss": val_loss, "val_v_rand": best_score})
-        yield EpochProgress(0, config.epochs, float("nan"), val_loss, best_score, 0, 0.0)
+        yield trainer.score_base()
+    last_epoch, stopped = yield from trainer.epochs(stop)
+    trainer.restore_best()
+    run = {"source": source, "slices": slices, "validation_slices": validation,
+           "pixel_size_nm": pixel_size_nm, "epochs": last_epoch,
+           "best_epoch": trainer.best_epoch}
+    info = _trained_info(start, base, trainer, name, run)
+    return TrainResult(LoadedModel(start.model, info, None), trainer.best_epoch,
+                       trainer.best_score, stopped, trainer.history)
 
-    stopped = False
-    epoch = 0
-    for epoch in range(1, config.epochs + 1):
-        started, losses = time.perf_counter(), []
-        for step in range(1, config.steps_per_epoch + 1):
-            if stop is not None and stop.is_set():
-                stopped = True
-                break
-            batch = [random_patch(rng, *_pick(rng, train_samples, sample_weights),
-                                  config.patch_size, augment) for _ in range(config.batch_size)]
-            x, y, w = (np.stack([b[i] for b in batch])[..., None] for i in range(3))
-            loss = float(step_fn(x, y, w))
-            losses.append(loss)
-            yield StepProgress(epoch, config.epochs, step, config.steps_per_epoch, loss)
-        if stopped and not losses:
-            epoch -= 1
-            break
-        val_loss, score, tuned = evaluate(best_params)
-        mean_loss = float(np.mean(losses))
-        improved = score is None or best_score is None or score > best_score
-        if improved:
-            best_epoch, best_score, best_params = epoch, score, tuned
-            best_weights = model.get_weights()
-        history.append({"epoch": epoch, "loss": mean_loss, "val_loss": val_loss,
-                        "val_v_rand": score})
-        yield EpochProgress(epoch, config.epochs, mean_loss, val_loss, score, best_epoch,
-                            time.perf_counter() - started)
-        if stopped:
-            break
 
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    if not val_samples and config.tune_postprocessing:
-        # No held-out data: tune on the training slices themselves (better than nothing).
-        probs = [predict_slice(model, s.image) for s in train_samples]
-        best_params, _ = tune_watershed(probs, [s.labels for s in train_samples], best_params)
-
-    new_info = dataclasses.replace(
+def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) -> ModelInfo:
+    """The new model's metadata: what it was trained on and how well it validated."""
+    info, history = start.info, trainer.history
+    return dataclasses.replace(
         info,
         name=name,
-        pixel_size_nm=model_px,
-        membrane_width_px=float(width),
-        postprocessing=best_params.to_dict(),
-        trained_on=list(info.trained_on if base is not None else [])
-        + [{"source": source, "slices": slices, "validation_slices": validation_slices,
-            "pixel_size_nm": pixel_size_nm, "epochs": epoch, "best_epoch": best_epoch}],
+        pixel_size_nm=start.pixel_size_nm,
+        membrane_width_px=float(start.membrane_width_px),
+        postprocessing=trainer.best_params.to_dict(),
+        trained_on=list(info.trained_on if base is not None else []) + [run],
         base_model=(base.info.name if base is not None else None),
-        epochs=info.epochs + best_epoch if base is not None else best_epoch,
-        validation={"v_rand": best_score,
+        epochs=info.epochs + trainer.best_epoch if base is not None else trainer.best_epoch,
+        validation={"v_rand": trainer.best_score,
                     "v_rand_before": history[0]["val_v_rand"] if base is not None and history
                     else None},
         history=history,
     )
-    return TrainResult(LoadedModel(model, new_info, None), best_epoch, best_score, stopped, history)
 
 
 def _pick(rng, samples: list[_Sample], weights: np.ndarray):
@@ -345,12 +364,3 @@ def _tf():
     from ..model.backend import tensorflow_module
 
     return tensorflow_module()
-
-
-def run_to_completion(gen: Generator) -> TrainResult:
-    """Drain a training generator and return its result (for scripts and tests)."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            return done.value

@@ -13,7 +13,7 @@ import sys
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
+def quiet_native_stderr():
     """Silence C++ log lines (oneDNN, CUDA-probe banners) that TensorFlow prints at import.
 
     TF 2.21 logs them through absl before any log level applies, so only redirecting the
@@ -43,7 +43,7 @@ def keras_module():
     """Import Keras 3 on the TensorFlow backend, quietly, once."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         import keras
         import tensorflow as tf
 

@@ -14,70 +14,17 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
-import time
 import zipfile
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from .. import __version__
-from ..errors import ModelFileError
-from ..segmentation.preprocessing import DEFAULT_PERCENTILES
+from ..errors import ModelFileError, first_line
+from ..io.atomic import publish, remove_stale_temporaries, temporary_beside
+from . import package
+from .info import FORMAT_VERSION, METADATA_ENTRY, LoadedModel, ModelInfo
 
-FORMAT_VERSION = 1
-METADATA_ENTRY = "napari_em_unet.json"
 BUNDLED_MODEL_NAME = "isbi2012_unet.keras"
-
-
-@dataclass
-class ModelInfo:
-    """What travels with a model. Unknown keys from newer versions are kept in ``extra``."""
-
-    name: str = "unnamed"
-    format_version: int = FORMAT_VERSION
-    package_version: str = __version__
-    keras_version: str = ""
-    tensorflow_version: str = ""
-    created: str = ""
-    architecture: dict = field(default_factory=dict)
-    pixel_size_nm: float | None = None
-    normalization: dict = field(
-        default_factory=lambda: {"method": "percentile", "percentiles": list(DEFAULT_PERCENTILES)}
-    )
-    membrane_width_px: float = 3.0
-    postprocessing: dict = field(default_factory=dict)
-    trained_on: list = field(default_factory=list)
-    base_model: str | None = None
-    epochs: int = 0
-    validation: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelInfo:
-        known = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known and k != "extra"}
-        extra = dict(data.get("extra", {}))
-        extra.update({k: v for k, v in data.items() if k not in known})
-        return cls(**kwargs, extra=extra)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @property
-    def percentiles(self) -> tuple[float, float]:
-        low, high = self.normalization.get("percentiles", DEFAULT_PERCENTILES)
-        return float(low), float(high)
-
-
-@dataclass
-class LoadedModel:
-    """A Keras model with its metadata and where it came from."""
-
-    keras_model: object
-    info: ModelInfo
-    path: Path | None = None
 
 
 def bundled_model_path() -> Path:
@@ -86,42 +33,44 @@ def bundled_model_path() -> Path:
 
 
 def read_info(path: str | os.PathLike) -> ModelInfo:
-    """Read only the metadata of a model file (fast: no TensorFlow)."""
-    path = _existing_model_path(path)
-    if path.suffix.lower() == ".zip":  # a bioimage.io package, see export.py
-        from .export import read_package_info
-
-        return read_package_info(path)
+    """Read only the metadata of a model file or package (fast: no TensorFlow)."""
+    path = existing_model_path(path)
+    if package.is_package(path):
+        return package.read_package_info(path)
     try:
         with zipfile.ZipFile(path) as archive:
             if METADATA_ENTRY not in archive.namelist():
                 return ModelInfo(name=path.stem)
             data = json.loads(archive.read(METADATA_ENTRY))
     except (zipfile.BadZipFile, OSError, json.JSONDecodeError, KeyError) as exc:
-        raise ModelFileError(f"{path} is not a readable model file ({_short(exc)})") from None
+        raise ModelFileError(f"{path} is not a readable model file ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise ModelFileError(f"{path} has unreadable model metadata")
     return ModelInfo.from_dict(data)
 
 
 def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
-    """Load a model file (default: the bundled one) in Keras safe mode, with its metadata.
+    """Load a model (default: the bundled one) in Keras safe mode, with its metadata.
 
-    A bioimage.io package (``.zip``) made by ``em-unet export`` loads through its Keras 3
-    weights, so it can be used wherever a ``.keras`` file can.
+    ``path`` is a ``.keras`` model file or a bioimage.io package made by ``em-unet export``
+    (the ``.zip``, its unpacked folder or its ``rdf.yaml``), which loads through its Keras 3
+    weights.
     """
-    path = bundled_model_path() if path is None else path
-    if _existing_model_path(path).suffix.lower() == ".zip":  # a bioimage.io package
-        from .export import load_package
-
-        return load_package(path)
+    path = existing_model_path(bundled_model_path() if path is None else path)
     info = read_info(path)
-    path = Path(path)
     if info.format_version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path.name} was written by a newer napari-em-unet (model format "
             f"{info.format_version}); please upgrade the package"
         )
+    if not package.is_package(path):
+        return LoadedModel(_load_keras(path, path.name), info, path)
+    with package.extracted_keras(path) as (inner, member):
+        return LoadedModel(_load_keras(inner, f"{path.name} ({member})"), info, path)
+
+
+def _load_keras(path: Path, shown: str):
+    """The Keras model in ``path``, loaded in safe mode; ``shown`` names it in errors."""
     from .backend import keras_module
 
     keras = keras_module()
@@ -130,13 +79,13 @@ def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
     except ValueError as exc:
         if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
             raise ModelFileError(
-                f"{path.name} contains executable code (e.g. a Lambda layer); refusing to load it"
+                f"{shown} contains executable code (e.g. a Lambda layer); refusing to load it"
             ) from None
-        raise ModelFileError(f"{path.name} is not a usable Keras model ({_short(exc)})") from None
+        raise ModelFileError(f"{shown} is not a usable Keras model ({first_line(exc)})") from None
     except Exception as exc:  # Keras raises many types for damaged archives
-        raise ModelFileError(f"{path.name} is not a usable Keras model ({_short(exc)})") from None
-    check_model_shape(model, path.name)
-    return LoadedModel(model, info, path)
+        raise ModelFileError(f"{shown} is not a usable Keras model ({first_line(exc)})") from None
+    check_model_shape(model, shown)
+    return model
 
 
 def check_model_shape(model, name: str) -> None:
@@ -175,34 +124,41 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
         package_version=__version__,
     )
     # Keras only writes files named *.keras, so the partial file lives in a hidden folder:
-    # after a kill -9 mid-save no half-written *.keras sits beside the real models. Such
-    # folders left by a killed save of the same file are removed once they are old.
-    for stale in path.parent.glob(f".{path.name}.*.part"):
-        if time.time() - stale.stat().st_mtime > 3600:
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    tmp = tmp_dir / path.name
+    # after a kill -9 mid-save no half-written *.keras sits beside the real models, and the
+    # next save (or napari listing the models) removes the folder of a save that died.
+    remove_stale_temporaries(path.parent, path.name)
+    tmp_dir = temporary_beside(path)
+    tmp_dir.mkdir()
     try:
+        tmp = tmp_dir / path.name
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(METADATA_ENTRY, json.dumps(info.to_dict(), indent=1))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
 
 
-def _existing_model_path(path) -> Path:
+def existing_model_path(path) -> Path:
+    """``path`` when it can hold a model, else a one-sentence :class:`ModelFileError`."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}")
+    if package.is_package(path):
+        return path
     if path.is_dir():
-        raise ModelFileError(f"{path} is a folder, not a model file")
+        raise ModelFileError(f"{path} is a folder, not a model file (a .keras file or a "
+                             "bioimage.io package is needed)")
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        raise ModelFileError(f"{path.name} is an ONNX export, which cannot be fine-tuned or "
+                             "loaded here; use the .keras file or bioimage.io package it was "
+                             "exported from")
+    if suffix in (".h5", ".hdf5"):
+        raise ModelFileError(f"{path.name} is a legacy Keras HDF5 file; use a .keras file or "
+                             "a bioimage.io package")
+    if suffix != ".keras":
+        raise ModelFileError(f"{path.name} is not a model file (expected .keras, or a "
+                             "bioimage.io package .zip)")
     return path
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else exc.__class__.__name__)[:200]

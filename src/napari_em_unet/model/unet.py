@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .backend import keras_module
-
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -32,6 +30,8 @@ class UNetConfig:
 
 def build_unet(config: UNetConfig = UNetConfig(), seed: int | None = None):
     """Build an uncompiled Keras U-Net: (batch, H, W, 1) floats in, H and W multiples of 2**depth."""
+    from .backend import keras_module
+
     keras = keras_module()
     layers = keras.layers
     if seed is not None:

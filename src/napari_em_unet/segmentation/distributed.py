@@ -25,11 +25,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..io.volumes import Volume, open_volume
 from ..io.writers import ZarrSliceWriter, open_writer
 from .streaming import Progress, _Clock, output_shape
@@ -79,7 +80,7 @@ class ModelPlugin(_WorkerPluginBase):
                 os.unlink(state["file"])
 
     def model(self, worker):
-        """This worker's :class:`~napari_em_unet.model.files.LoadedModel`, loaded once."""
+        """This worker's :class:`~napari_em_unet.model.info.LoadedModel`, loaded once."""
         from ..model.files import load_model
 
         state = self._state.get(worker.id)
@@ -102,9 +103,22 @@ class ModelPlugin(_WorkerPluginBase):
         return 0 if state is None else state["loads"]
 
 
-def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
-                  plugin_name: str, output: str, pixel_size_nm, params, predict_kwargs: dict,
-                  zarr_array: str | None):
+@dataclass(frozen=True)
+class _Job:
+    """What every task of one run needs: the same for all of them, sent with each."""
+
+    plugin_name: str
+    """The worker plugin holding the model."""
+    output: str
+    pixel_size_nm: float | None
+    params: object
+    """Watershed parameters (None: the model's)."""
+    predict_kwargs: dict
+    zarr_array: str | None
+    """The output array the workers write into, or None to send slices back."""
+
+
+def _segment_task(source, indices: list[int], volume_indices: list[int] | None, job: _Job):
     """Runs on a worker: segment ``indices`` of ``source``; write to zarr or return slices.
 
     ``volume_indices`` maps the slices of a slab sent by the client (numbered from 0) back
@@ -115,18 +129,20 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
     from .pipeline import segment_stack
 
     worker = get_worker()
-    model = worker.plugins[plugin_name].model(worker)
+    model = worker.plugins[job.plugin_name].model(worker)
+    zarr_array = job.zarr_array
     target = None
     if zarr_array is not None:
         import zarr
 
         target = zarr.open_array(zarr_array, mode="r+")
     results = []
-    for item in segment_stack(model, source, output=output, slices=indices,
-                              pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
+    for item in segment_stack(model, source, output=job.output, slices=indices,
+                              pixel_size_nm=job.pixel_size_nm, params=job.params,
+                              **job.predict_kwargs):
         index = item.index if volume_indices is None else volume_indices[item.index]
         if target is None:
-            results.append((index, item.result))
+            results.append((index, item.result, item.no_signal))
         else:
             if not os.path.exists(os.path.join(zarr_array, ".zarray")):
                 # The run failed elsewhere and the client removed the store: writing
@@ -136,7 +152,7 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None,
                 target[...] = item.result
             else:
                 target[index] = item.result
-            results.append((index, None))
+            results.append((index, None, item.no_signal))
     return results
 
 
@@ -179,7 +195,7 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
             client = Client(scheduler, timeout=timeout)
         except OSError as exc:
             raise InputError(f"cannot reach the dask scheduler at {scheduler} "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
         with client:
             yield client
         return
@@ -248,9 +264,8 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     pathlib.Path
         The written output (the generator's return value).
     """
-    from distributed import as_completed
-
-    from ..model.files import LoadedModel, bundled_model_path, read_info
+    from ..model.files import bundled_model_path, read_info
+    from ..model.info import LoadedModel
     from .pipeline import Output
 
     output = Output(output)
@@ -272,9 +287,12 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
             dask_client.register_plugin(plugin, name=plugin.name)
             try:
                 warm_up(dask_client, plugin.name)
-                yield from _run(dask_client, as_completed, plugin.name, volume, writer, slabs,
-                                len(indices), output.value, pixel_size_nm, params,
-                                predict_kwargs, max_pending, timeout)
+                zarr_array = str(writer.array_path.absolute()) \
+                    if isinstance(writer, ZarrSliceWriter) else None
+                job = _Job(plugin.name, output.value, pixel_size_nm, params, predict_kwargs,
+                           zarr_array)
+                yield from _run(dask_client, job, volume, writer, slabs,
+                                max_pending=max_pending, timeout=timeout)
             finally:
                 with contextlib.suppress(Exception):  # the cluster may be gone already
                     dask_client.unregister_worker_plugin(plugin.name)
@@ -290,10 +308,11 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     return writer.commit()
 
 
-def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total, output,
-         pixel_size_nm, params, predict_kwargs, max_pending, timeout):
-    zarr_array = str(writer.array_path.absolute()) if isinstance(writer, ZarrSliceWriter) \
-        else None
+def _run(client, job: _Job, volume: Volume, writer, slabs: list[list[int]], *,
+         max_pending: int | None, timeout: float | None):
+    """Keep ``max_pending`` tasks in flight; write what comes back; yield progress."""
+    from distributed import as_completed
+
     portable = volume.kind in _PORTABLE_KINDS
     # A file-backed volume goes to each worker once, not with every task.
     shared = client.scatter([volume], hash=False)[0] if portable else None
@@ -309,10 +328,9 @@ def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total
         else:  # in-memory data: send just this slab's slices
             source = np.stack([volume.read_slice(i) for i in slab])
             local, mapping = list(range(len(slab))), slab
-        return client.submit(_segment_task, source, local, mapping, plugin_name, output,
-                             pixel_size_nm, params, predict_kwargs, zarr_array, pure=False)
+        return client.submit(_segment_task, source, local, mapping, job, pure=False)
 
-    clock = _Clock(total)
+    clock = _Clock(sum(len(slab) for slab in slabs))
     done = 0
     running = as_completed(timeout=timeout)
     futures = set()
@@ -329,11 +347,11 @@ def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total
                 new = submit()
                 futures.add(new)
                 running.add(new)
-            for index, plane in results:
+            for index, plane, no_signal in results:
                 if plane is not None:
                     writer.write(index, plane)
                 done += 1
-                yield clock.tick(index, done)
+                yield clock.tick(index, done, no_signal)
             del results
     finally:
         if futures:
@@ -341,6 +359,3 @@ def _run(client, as_completed, plugin_name, volume: Volume, writer, slabs, total
                 client.cancel(list(futures))
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return (lines[0] if lines else exc.__class__.__name__)[:200]

@@ -122,6 +122,7 @@ def link_distributed(labels, path, *, probability=None, voxel_size_nm=None,
                 for record in result:
                     yield clock.tick(record.z, 1)
             objects = solve(records, depth, params.min_sections)
+            count = objects.count
             del records
             zarr_array = (str(writer.array_path.absolute())
                           if isinstance(writer, ZarrSliceWriter) else None)
@@ -131,7 +132,7 @@ def link_distributed(labels, path, *, probability=None, voxel_size_nm=None,
                 for z, plane in result:
                     if plane is not None:
                         writer.write(z, plane)
-                    yield clock.tick(z, 2)
+                    yield clock.tick(z, 2, count)
     except BaseException:
         writer.abort()
         raise

@@ -105,6 +105,8 @@ class LinkProgress(Progress):
 
     pass_number: int = 1
     passes: int = 2
+    objects: int | None = None
+    """Number of 3D objects, known from pass 2 on."""
 
 
 def resolve_voxel_size(voxel_size_nm=None, pixel_size_nm: float | None = None,
@@ -164,9 +166,10 @@ def link_into(labels, target, *, probability=None, voxel_size_nm=None,
         yield clock.tick(record.z, 1)
     objects = solve(records, depth, params.min_sections)
     del records, window
+    count = objects.count
     for z, plane in write_sections(source, objects, 0, depth):
         put(z, plane)
-        yield clock.tick(z, 2)
+        yield clock.tick(z, 2, count)
 
 
 def write_sections(labels, objects: Objects, start: int, stop: int
@@ -223,11 +226,12 @@ class LinkClock:
         self.start = time.perf_counter()
         self.done = 0
 
-    def tick(self, index: int, pass_number: int) -> LinkProgress:
+    def tick(self, index: int, pass_number: int, objects: int | None = None) -> LinkProgress:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         eta = elapsed / self.done * (self.total - self.done)
-        return LinkProgress(index, self.done, self.total, elapsed, eta, pass_number)
+        return LinkProgress(index, self.done, self.total, elapsed, eta,
+                            pass_number=pass_number, objects=objects)
 
 
 __all__ = ["LinkParams", "LinkProgress", "link_into", "link_labels", "resolve_voxel_size",

@@ -1,4 +1,4 @@
-"""Segment a stack: probabilities from :mod:`.inference`, cells from :mod:`.postprocessing`.
+"""Segment a stack: probabilities from :mod:`.tiling`, cells from :mod:`.watershed`.
 
 :func:`segment_stack` is the one generator behind ``em-unet segment`` and the napari
 Segment widget. It yields one :class:`SliceSegmentation` per slice, holding the output the
@@ -14,7 +14,7 @@ from enum import Enum
 
 import numpy as np
 
-from ..model.files import LoadedModel
+from ..model.info import LoadedModel
 from .tiling import predict_stack
 from .watershed import WatershedParams, instances_from_probability, membranes_from_labels
 
@@ -43,6 +43,8 @@ class SliceSegmentation:
     """The requested output for this slice."""
     probability: np.ndarray
     """The membrane probability, always available (for uncertainty and the probability layer)."""
+    no_signal: bool = False
+    """The slice shows nothing (black, constant, no finite pixel): no cells were made."""
 
 
 def segment_stack(
@@ -68,7 +70,7 @@ def segment_stack(
     if output is Output.PROBABILITIES:
         for item in predictions:
             yield SliceSegmentation(item.index, item.done, item.total, item.probability,
-                                    item.probability)
+                                    item.probability, item.no_signal)
         return
 
     def post_process(probability: np.ndarray) -> np.ndarray:
@@ -77,7 +79,7 @@ def segment_stack(
 
     def finished(item, future: Future) -> SliceSegmentation:
         return SliceSegmentation(item.index, item.done, item.total, future.result(),
-                                 item.probability)
+                                 item.probability, item.no_signal)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-unet-watershed") as pool:
         pending = None

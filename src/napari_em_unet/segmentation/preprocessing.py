@@ -32,11 +32,6 @@ def as_stack(image: np.ndarray) -> tuple[np.ndarray, bool]:
     )
 
 
-def check_slice_size(shape: tuple[int, ...]) -> None:
-    if min(shape[-2:]) < 1:
-        raise InputError(f"the image is empty (shape {tuple(shape)})")
-
-
 def normalize(
     image: np.ndarray, percentiles: tuple[float, float] = DEFAULT_PERCENTILES
 ) -> np.ndarray:
@@ -60,6 +55,29 @@ def normalize(
     out = (image - np.float32(low)) * np.float32(1.0 / (high - low))
     out[~finite] = 0.5
     return out
+
+
+def has_signal(image: np.ndarray) -> bool:
+    """Whether a slice shows anything at all.
+
+    A missing section in a real stack is black, constant (a placeholder), or has no finite
+    pixel; the network would invent cells there (one slice-sized cell, typically). Constant
+    means that 99 % of the pixels share one value; for 8-bit data, a dark and flat slice
+    (99 % of pixels within 5 grey levels and below 13: a black section scanned with some
+    noise) counts too. Deeper types are not judged by their range: 10- or 12-bit cameras
+    store real images in a small part of 16 bits.
+    """
+    image = np.asarray(image)
+    values = image[np.isfinite(image)] if image.dtype.kind == "f" else image.ravel()
+    if values.size == 0:
+        return False
+    sample = values[:: max(1, values.size // 1_000_000)]
+    low, high = (float(v) for v in np.percentile(sample, (0.5, 99.5)))
+    if not high > low:
+        return False
+    if image.dtype == np.uint8:
+        return not (high - low < 5 and high < 13)
+    return True
 
 
 def resample_factor(pixel_size_nm: float | None, model_pixel_size_nm: float | None) -> float:

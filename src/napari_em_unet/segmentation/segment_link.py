@@ -103,5 +103,5 @@ def _segment_locally(model, volume: Volume, scratch: Path, predict_kwargs: dict)
                               **predict_kwargs):
         labels[item.index] = item.result
         probability[item.index] = item.probability
-        yield clock.tick(item.index, item.done)
+        yield clock.tick(item.index, item.done, item.no_signal)
     return labels, probability

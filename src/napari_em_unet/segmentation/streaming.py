@@ -33,6 +33,8 @@ class Progress:
     """Seconds since the run started."""
     eta_s: float | None
     """Estimated seconds left (None before the first slice is done)."""
+    no_signal: bool = False
+    """The slice showed nothing (black, constant, no finite pixel) and got no cells."""
 
     @property
     def slices_per_second(self) -> float:
@@ -47,13 +49,13 @@ class _Clock:
         self.start = time.perf_counter()
         self.first: float | None = None
 
-    def tick(self, index: int, done: int) -> Progress:
+    def tick(self, index: int, done: int, no_signal: bool = False) -> Progress:
         now = time.perf_counter() - self.start
         if self.first is None:
             self.first = now
         per_slice = (now - self.first) / (done - 1) if done >= 2 else now
         eta = per_slice * (self.total - done)
-        return Progress(index, done, self.total, now, eta)
+        return Progress(index, done, self.total, now, eta, no_signal)
 
 
 def output_shape(volume: Volume) -> tuple[int, ...]:
@@ -106,12 +108,12 @@ def segment_into(model, volume, target, *, output="instances",
     put = target.write if isinstance(target, SliceWriter) else _setter(target, volume)
     for item in segment_stack(model, volume, output=output, slices=indices,
                               pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
-        index, done = item.index, item.done
+        index, done, no_signal = item.index, item.done, item.no_signal
         put(index, item.result)
         # Drop our references before handing control back, so that a slow consumer does
         # not keep a finished slice alive while the next one is computed.
         del item
-        yield clock.tick(index, done)
+        yield clock.tick(index, done, no_signal)
 
 
 def _setter(target, volume: Volume):
@@ -162,14 +164,3 @@ def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float 
         writer.abort()
         raise
     return writer.commit()
-
-
-def run(progress: Iterator[Progress], callback=None):
-    """Drive a streaming generator to the end; return its return value (e.g. the path)."""
-    while True:
-        try:
-            record = next(progress)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(record)

@@ -17,8 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.files import LoadedModel
-from .preprocessing import as_stack, normalize, resample_factor, scaled_shape, zoom_to
+from ..model.info import LoadedModel
+from .preprocessing import (
+    as_stack,
+    has_signal,
+    normalize,
+    resample_factor,
+    scaled_shape,
+    zoom_to,
+)
 
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP = 64
@@ -37,6 +44,8 @@ class SliceProbability:
     probability: np.ndarray
     """float32 membrane probability in [0, 1], same shape as the input slice; NaN where the
     input has no data (NaN or infinite pixels), so no cell is claimed there."""
+    no_signal: bool = False
+    """The slice shows nothing (black, constant, no finite pixel): all NaN, no cells."""
 
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -170,10 +179,10 @@ def predict_stack(
         missing = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
         plane = normalize(raw, percentiles)
         original_shape = plane.shape
-        if missing is not None and missing.all():
+        if not has_signal(raw):
             # A lost section: say nothing rather than invent cells (NaN -> no labels).
             prob = np.full(original_shape, np.nan, dtype=np.float32)
-            yield SliceProbability(index, done, len(indices), prob)
+            yield SliceProbability(index, done, len(indices), prob, no_signal=True)
             continue
         if factor != 1.0:
             plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)

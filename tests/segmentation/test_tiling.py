@@ -25,7 +25,9 @@ def test_any_slice_size(tiny_model, shape):
     [item] = list(predict_stack(tiny_model, image))
     assert item.probability.shape == shape
     assert item.probability.dtype == np.float32
-    assert item.probability.min() >= 0 and item.probability.max() <= 1
+    assert item.no_signal == (shape == (1, 1))  # one pixel shows nothing: no prediction
+    if not item.no_signal:
+        assert item.probability.min() >= 0 and item.probability.max() <= 1
 
 
 def test_stack_progress_records_and_slice_subset(tiny_model, small_stack):
@@ -81,3 +83,17 @@ def test_no_cells_are_invented_where_there_is_no_data(tiny_model):
     assert not results[1].result[:, :20].any()
     assert np.isfinite(results[1].probability[:, 20:]).all()
     assert uncertainty(results[0].probability) == 0.0
+
+
+def test_a_black_section_gets_no_cells(tiny_model, small_stack):
+    """A missing section (black, or black with a little noise) says nothing: no probability,
+    no cell, and it is flagged so that the CLI and napari can warn."""
+    from napari_em_unet.segmentation.pipeline import segment_stack
+
+    image = small_stack[0]
+    stack = np.stack([image[0], np.zeros_like(image[0]), image[1] % 3, image[2]])
+    results = list(segment_stack(tiny_model, stack))
+    assert [r.no_signal for r in results] == [False, True, True, False]
+    for r in results[1:3]:
+        assert not r.result.any() and np.isnan(r.probability).all()
+    assert all(np.isfinite(r.probability).all() for r in (results[0], results[3]))

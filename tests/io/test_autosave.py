@@ -8,19 +8,19 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.io import autosave
+from napari_em_unet.io import autosave, paths
 from napari_em_unet.io.autosave import (
-    ENV_HOME,
-    discard_autosaves,
     find_autosave,
     list_autosaves,
     save_corrections,
 )
+from napari_em_unet.io.paths import ENV_HOME
 
 
 @pytest.fixture(autouse=True)
@@ -144,13 +144,6 @@ def test_kill_9_during_saves_never_leaves_a_torn_autosave(image, home):
     assert len(list_autosaves(image)) == len(files)
 
 
-def test_discard(image):
-    save_corrections(_labels(), image, [0])
-    save_corrections(_labels(), image, [1])
-    assert discard_autosaves(image) == 2
-    assert find_autosave(image) is None and discard_autosaves(image) == 0
-
-
 @pytest.mark.parametrize(
     ("labels", "slices", "match"),
     [
@@ -170,8 +163,7 @@ def test_default_folder_is_the_user_data_folder(monkeypatch):
     monkeypatch.delenv(ENV_HOME)
     from platformdirs import user_data_dir
 
-    assert autosave.data_home() == autosave.Path(user_data_dir("napari-em-unet",
-                                                               appauthor=False))
+    assert paths.data_home() == Path(user_data_dir("napari-em-unet", appauthor=False))
 
 
 def test_importing_the_store_pulls_in_no_gui_and_no_tensorflow():

@@ -11,12 +11,11 @@ import pytest
 import tifffile
 
 from napari_em_unet.cli import main
-from napari_em_unet.errors import InputError
-from napari_em_unet.io.tiff import read_tiff
+from napari_em_unet.generators import drain
 from napari_em_unet.io.volumes import open_volume
 from napari_em_unet.io.writers import TiffSliceWriter, ZarrSliceWriter, create_zarr_output
 from napari_em_unet.segmentation.pipeline import Output, segment_stack
-from napari_em_unet.segmentation.streaming import run, segment_into, segment_to
+from napari_em_unet.segmentation.streaming import segment_into, segment_to
 from napari_em_unet.segmentation.watershed import WatershedParams
 
 
@@ -53,99 +52,12 @@ def leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if "part" in p.name or ".old-" in p.name)
 
 
-# ----------------------------------------------------------------------------- writers
-def test_tiff_writer_any_order_unwritten_slices_zero_and_metadata(tmp_path):
-    out = tmp_path / "out.tif"
-    data = np.arange(4 * 20 * 30, dtype=np.uint32).reshape(4, 20, 30)
-    with TiffSliceWriter(out, data.shape, np.uint32, pixel_size_nm=4.0) as writer:
-        for z in (3, 0, 2):  # slice 1 never written
-            writer.write(z, data[z])
-        assert not out.exists() and len(leftovers(tmp_path)) == 1
-    assert leftovers(tmp_path) == []
-    image = read_tiff(out)
-    expected = data.copy()
-    expected[1] = 0
-    np.testing.assert_array_equal(image.data, expected)
-    assert image.pixel_size_nm == pytest.approx(4.0)
-
-    with TiffSliceWriter(tmp_path / "m.tif", (20, 30), np.uint8, pixel_size_nm=5.0) as writer:
-        writer.write(0, np.full((20, 30), 255, np.uint8))
-    with tifffile.TiffFile(tmp_path / "m.tif") as tif:  # ImageJ-style, as write_tiff makes
-        assert tif.is_imagej and tif.series[0].shape == (20, 30)
-    assert read_tiff(tmp_path / "m.tif").pixel_size_nm == pytest.approx(5.0)
-
-
-def test_tiff_writer_switches_to_bigtiff_past_4_gb(tmp_path):
-    """A 4.6 GB stack: only the slices written take disk space (the file is sparse)."""
-    shape = (1100, 2048, 2048)
-    out = tmp_path / "big.tif"
-    last = np.random.default_rng(0).integers(0, 255, shape[1:], dtype=np.uint8)
-    with TiffSliceWriter(out, shape, np.uint8) as writer:
-        assert writer.bigtiff
-        writer.write(1099, last)  # its offset lies beyond 4 GiB
-    with tifffile.TiffFile(out) as tif:
-        assert tif.is_bigtiff and tif.series[0].shape == shape
-    volume = open_volume(out)
-    np.testing.assert_array_equal(volume[1099], last)
-    assert not volume[3].any()
-    out.unlink()
-
-
-def test_writers_reject_wrong_slices(tmp_path):
-    writer = TiffSliceWriter(tmp_path / "o.tif", (2, 8, 8), np.uint8)
-    with pytest.raises(IndexError):
-        writer.write(2, np.zeros((8, 8)))
-    with pytest.raises(ValueError):
-        writer.write(0, np.zeros((8, 9)))
-    writer.abort()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_zarr_writer_replaces_only_zarr_and_cleans_up(tmp_path):
-    out = tmp_path / "out.zarr"
-    data = np.random.default_rng(0).integers(0, 9, (3, 20, 30)).astype(np.uint32)
-    for attempt in range(2):  # the second run replaces the first store
-        with ZarrSliceWriter(out, data.shape, np.uint32, pixel_size_nm=4.0) as writer:
-            for z in range(3):
-                writer.write(z, data[z] + attempt)
-            assert (tmp_path / "out.zarr.partial").is_dir()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]
-    volume = open_volume(out)
-    assert volume.kind == "ome-zarr" and volume.pixel_size_nm == pytest.approx(4.0)
-    np.testing.assert_array_equal(np.asarray(volume), data + 1)
-
-    with pytest.raises(RuntimeError), ZarrSliceWriter(out, data.shape, np.uint32) as writer:
-        writer.write(0, data[0])
-        raise RuntimeError("boom")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # old result kept
-    np.testing.assert_array_equal(open_volume(out)[0], data[0] + 1)
-
-    (tmp_path / "precious.zarr").mkdir()
-    (tmp_path / "precious.zarr" / "notes.txt").write_text("mine")
-    with pytest.raises(InputError, match="not a zarr"):
-        ZarrSliceWriter(tmp_path / "precious.zarr", data.shape, np.uint32)
-    assert (tmp_path / "precious.zarr" / "notes.txt").exists()
-
-
-def test_zarr_output_is_chunked_one_slice_deep(tmp_path):
-    import zarr
-
-    array = create_zarr_output(tmp_path / "l.zarr", (5, 3000, 40), np.uint32)
-    assert array.chunks == (1, 1024, 40) and array.fill_value == 0
-    group = zarr.open_group(str(tmp_path / "l.zarr"), mode="r")
-    assert group.metadata.zarr_format == 2
-    assert group.attrs["multiscales"][0]["datasets"][0]["path"] == "0"
-    with pytest.raises(InputError, match="already exists"):
-        create_zarr_output(tmp_path / "l.zarr", (5, 3000, 40), np.uint32)
-
-
-# ----------------------------------------------------------------------------- segmenting
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 @pytest.mark.parametrize("kind", ["instances", "membranes", "probabilities"])
 def test_streaming_output_equals_in_memory_output(model, params, stack_tif, small_stack,
                                                   tmp_path, suffix, kind):
     expected = in_memory(model, small_stack[0], kind, params)
-    out = run(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
+    out = drain(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
                          output=kind, params=params))
     result = open_volume(out)
     assert result.shape == expected.shape and result.dtype == Output(kind).dtype
@@ -164,7 +76,7 @@ def test_progress_records_and_eta(model, small_stack, tmp_path):
 
 
 def test_2d_image_gives_a_2d_output(model, small_stack, tmp_path):
-    out = run(segment_to(model, small_stack[0][1], tmp_path / "one.zarr", output="membranes"))
+    out = drain(segment_to(model, small_stack[0][1], tmp_path / "one.zarr", output="membranes"))
     import zarr
 
     array = zarr.open_array(str(out / "0"), mode="r")
@@ -209,7 +121,7 @@ def test_slices_in_flight_stay_bounded(model, small_stack):
     log: list = []
     stack = np.concatenate([small_stack[0]] * 3)  # 9 slices
     target = ProbeTarget(stack.shape, log)
-    run(segment_into(model, Probe(stack, log), target, output="membranes"))
+    drain(segment_into(model, Probe(stack, log), target, output="membranes"))
     reads = writes = 0
     for event, _ in log:
         reads += event == "read"
@@ -223,7 +135,7 @@ def _peak_python_memory(model, stack, target_factory) -> int:
     gc.collect()
     tracemalloc.start()
     try:
-        run(segment_into(model, stack, target_factory(stack.shape), output="instances"))
+        drain(segment_into(model, stack, target_factory(stack.shape), output="instances"))
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -242,7 +154,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, wh
         made.append(cls(path, shape, np.uint32))
         return made[-1]
 
-    run(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
+    drain(segment_into(model, base[:2], factory(base[:2].shape)))  # warm-up: tracing, caches
     small = _peak_python_memory(model, base[:3], factory)
     large = _peak_python_memory(model, base, factory)
     slice_result = 128 * 128 * 4
@@ -263,7 +175,7 @@ class Failing(Probe):
 def test_failure_or_early_stop_leaves_no_output(model, small_stack, tmp_path, suffix):
     out = tmp_path / f"o{suffix}"
     with pytest.raises(OSError, match="disk unplugged"):
-        run(segment_to(model, Failing(small_stack[0], []), out))
+        drain(segment_to(model, Failing(small_stack[0], []), out))
     assert list(tmp_path.iterdir()) == []
 
     progress = segment_to(model, small_stack[0], out)
@@ -307,8 +219,9 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_zarr(tiny_model_path, sta
     target = tmp_path / "results.zarr"
     target.mkdir()
     (target / "keep.txt").write_text("x")
-    assert main(["segment", str(stack_tif), "-o", str(target),
-                 "--model", str(tiny_model_path)]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error:") and "not a zarr" in err[0]
-    assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []
+    for extra, reason in (([], "--overwrite"), (["--overwrite"], "not a zarr")):
+        assert main(["segment", str(stack_tif), "-o", str(target),
+                     "--model", str(tiny_model_path), *extra]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and reason in err[0]
+        assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []

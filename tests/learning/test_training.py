@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 
 from napari_em_unet.errors import InputError
-from napari_em_unet.learning.training import (
-    EpochProgress,
-    StepProgress,
-    TrainConfig,
-    run_to_completion,
-    train,
-)
+from napari_em_unet.generators import drain
+from napari_em_unet.learning.config import TrainConfig
+from napari_em_unet.learning.records import EpochProgress, StepProgress
+from napari_em_unet.learning.training import train
 from napari_em_unet.model.unet import UNetConfig
 
 TINY = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=2, patch_size=64, learning_rate=3e-3,
@@ -23,14 +20,8 @@ def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_s
     image, labels = small_stack
     before = [w.copy() for w in tiny_model.keras_model.get_weights()]
     records = []
-    gen = train(image, labels, base=tiny_model, config=TINY, name="ft", validation_slices=[2],
-                pixel_size_nm=4.0)
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as done:
-            result = done.value
-            break
+    result = drain(train(image, labels, base=tiny_model, config=TINY, name="ft",
+                         validation_slices=[2], pixel_size_nm=4.0), records.append)
     steps = [r for r in records if isinstance(r, StepProgress)]
     epochs = [r for r in records if isinstance(r, EpochProgress)]
     assert len(steps) == TINY.epochs * TINY.steps_per_epoch
@@ -50,17 +41,15 @@ def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_s
 def test_stop_returns_the_best_weights_so_far(tiny_model, small_stack):
     image, labels = small_stack
     stop = threading.Event()
-    gen = train(image, labels, base=tiny_model, config=TINY, validation_slices=[2], stop=stop)
     seen = []
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as done:
-            result = done.value
-            break
+
+    def watch(record):
         seen.append(record)
         if isinstance(record, StepProgress) and record.epoch == 2 and record.step == 2:
             stop.set()
+
+    result = drain(train(image, labels, base=tiny_model, config=TINY, validation_slices=[2],
+                         stop=stop), watch)
     assert result.stopped
     epochs = [r for r in seen if isinstance(r, EpochProgress)]
     assert epochs[-1].epoch == 2  # the interrupted epoch is still validated
@@ -72,8 +61,8 @@ def test_stop_returns_the_best_weights_so_far(tiny_model, small_stack):
 def test_training_from_scratch_is_seedable(small_stack):
     image, labels = small_stack
     config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "steps_per_epoch": 2})
-    a = run_to_completion(train(image, labels, config=config))
-    b = run_to_completion(train(image, labels, config=config))
+    a = drain(train(image, labels, config=config))
+    b = drain(train(image, labels, config=config))
     pairs = zip(a.model.keras_model.get_weights(), b.model.keras_model.get_weights(), strict=True)
     for wa, wb in pairs:
         np.testing.assert_allclose(wa, wb, atol=1e-5)

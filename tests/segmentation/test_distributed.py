@@ -15,9 +15,10 @@ import tifffile
 
 from napari_em_unet.cli import main
 from napari_em_unet.errors import InputError
+from napari_em_unet.generators import drain
 from napari_em_unet.io.volumes import open_volume
 from napari_em_unet.segmentation.pipeline import segment_stack
-from napari_em_unet.segmentation.streaming import run, segment_to
+from napari_em_unet.segmentation.streaming import segment_to
 from napari_em_unet.segmentation.watershed import WatershedParams
 
 distributed = pytest.importorskip("distributed")
@@ -88,7 +89,7 @@ def test_distributed_output_is_identical_and_the_model_loads_once_per_worker(
 
     out = tmp_path / f"out{suffix}"
     records = []
-    written = run(segment_distributed_(tiny_model_path, stack_tif, out, client, params,
+    written = drain(segment_distributed_(tiny_model_path, stack_tif, out, client, params,
                                        slices_per_task=per_task), records.append)
     assert written == out and sorted(r.index for r in records) == list(range(6))
     assert [r.done for r in records] == list(range(1, 7))
@@ -111,7 +112,7 @@ def test_in_memory_input_and_a_subset_of_slices(client, model, tiny_model_path, 
                                                 tmp_path):
     """numpy data cannot be read by workers from a path: the client sends slab by slab."""
     out = tmp_path / "sub.tif"
-    run(segment_distributed_(tiny_model_path, stack, out, client, params, slices=[5, 1, 2],
+    drain(segment_distributed_(tiny_model_path, stack, out, client, params, slices=[5, 1, 2],
                              slices_per_task=2))
     result = np.asarray(open_volume(out))
     expected = local_result(model, stack, params)
@@ -124,8 +125,8 @@ def test_in_memory_input_and_a_subset_of_slices(client, model, tiny_model_path, 
 
 def test_same_as_the_streaming_local_run(client, model, tiny_model_path, stack_tif, params,
                                          tmp_path):
-    local = run(segment_to(model, stack_tif, tmp_path / "local.zarr", output="probabilities"))
-    remote = run(segment_distributed_(tiny_model_path, stack_tif, tmp_path / "dist.zarr",
+    local = drain(segment_to(model, stack_tif, tmp_path / "local.zarr", output="probabilities"))
+    remote = drain(segment_distributed_(tiny_model_path, stack_tif, tmp_path / "dist.zarr",
                                       client, params, output="probabilities"))
     np.testing.assert_array_equal(np.asarray(open_volume(remote)),
                                   np.asarray(open_volume(local)))
@@ -138,7 +139,7 @@ def test_a_failing_task_fails_the_run_and_leaves_no_output(client, tiny_model_pa
         fh.truncate(stack_tif.stat().st_size - 3 * 80 * 80)
     for suffix in (".zarr", ".tif"):
         with pytest.raises(InputError, match="truncated"):
-            run(segment_distributed_(tiny_model_path, volume, tmp_path / f"o{suffix}", client,
+            drain(segment_distributed_(tiny_model_path, volume, tmp_path / f"o{suffix}", client,
                                      params))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
 
