@@ -169,13 +169,13 @@ def _link_params(args):
 
 def _link_voxel_size(args, volume) -> tuple[tuple[float, float, float], str]:
     """--voxel-size, else what the file records; and how the summary line should say it."""
-    from .io.voxel_size import section_spacing_nm
+    from .io.voxel_size import section_spacing_of
     from .segmentation.linking import resolve_voxel_size
 
     if args.voxel_size:
         voxel = resolve_voxel_size(args.voxel_size)
         return voxel, _voxel_text(voxel)
-    spacing = section_spacing_nm(volume)
+    spacing = section_spacing_of(volume)
     voxel = resolve_voxel_size(None, volume.pixel_size_nm, spacing)
     if spacing is None:  # said in the summary, not before: a failed run prints one line
         return voxel, (f"{_voxel_text(voxel)}, assuming {voxel[0]:g} nm sections as the file "

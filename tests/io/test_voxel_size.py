@@ -3,7 +3,7 @@
 import numpy as np
 import tifffile
 
-from napari_em_unet.io.voxel_size import section_spacing_nm
+from napari_em_unet.io.voxel_size import section_spacing_of
 from napari_em_unet.io.writers import create_zarr_output
 
 
@@ -11,16 +11,16 @@ def test_imagej_spacing_in_micrometres(tmp_path):
     path = tmp_path / "a.tif"
     tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint8), imagej=True, resolution=(250, 250),
                      metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"})
-    assert section_spacing_nm(path) == 50.0
+    assert section_spacing_of(path) == 50.0
 
 
 def test_files_without_it(tmp_path):
     path = tmp_path / "b.tif"
     tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint8))
-    assert section_spacing_nm(path) is None
-    assert section_spacing_nm(tmp_path / "missing.tif") is None
+    assert section_spacing_of(path) is None
+    assert section_spacing_of(tmp_path / "missing.tif") is None
     create_zarr_output(tmp_path / "c.zarr", (3, 8, 8), np.uint8, pixel_size_nm=4)
-    assert section_spacing_nm(tmp_path / "c.zarr") is None  # z scale without a unit
+    assert section_spacing_of(tmp_path / "c.zarr") is None  # z scale without a unit
 
 
 def test_ome_zarr_scale_and_our_attribute(tmp_path):
@@ -32,7 +32,7 @@ def test_ome_zarr_scale_and_our_attribute(tmp_path):
                                             {"name": "y"}, {"name": "x"}],
                                    "datasets": [{"path": "0", "coordinateTransformations": [
                                        {"type": "scale", "scale": [10.0, 10.0, 10.0]}]}]}]
-    assert section_spacing_nm(tmp_path / "d.zarr") == 10.0
+    assert section_spacing_of(tmp_path / "d.zarr") == 10.0
     array = zarr.create_array(str(tmp_path / "e.zarr"), shape=(3, 8, 8), dtype=np.uint8)
     array.attrs["voxel_size_nm"] = [45.0, 4.6, 4.6]
-    assert section_spacing_nm(tmp_path / "e.zarr") == 45.0
+    assert section_spacing_of(tmp_path / "e.zarr") == 45.0

@@ -1,10 +1,11 @@
 """The section spacing (z voxel size) recorded in a TIFF or zarr, which linking needs.
 
 The XY pixel size is read by :func:`~napari_em_unet.io.volumes.open_volume`; how far apart
-the sections are is read here, from where microscopy files keep it: ImageJ's ``spacing``
-(in the file's ``unit``), OME-XML ``PhysicalSizeZ``, the z scale of an OME-Zarr image, or
-a ``voxel_size_nm`` attribute ([z, y, x]) on a zarr array or group. Never fails: a file
-without it (or with nonsense in it) gives None.
+the sections are is read here, for a file or a volume, from where microscopy files keep
+it: ImageJ's ``spacing`` (:func:`napari_em_unet.io.tiff.section_spacing_nm`), OME-XML
+``PhysicalSizeZ``, the z scale of an OME-Zarr image, or a ``voxel_size_nm`` attribute
+([z, y, x]) on a zarr array or group. Never fails: a file without it (or with nonsense in
+it) gives None.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _UNIT_TO_NM = {
 }
 
 
-def section_spacing_nm(source) -> float | None:
+def section_spacing_of(source) -> float | None:
     """Distance between sections in nm recorded with ``source`` (a path or a Volume)."""
     path = getattr(source, "path", source)
     if path is None:
@@ -38,6 +39,8 @@ def section_spacing_nm(source) -> float | None:
 def _tiff_spacing(path: Path) -> float | None:
     import tifffile
 
+    from .tiff import section_spacing_nm
+
     with tifffile.TiffFile(path) as tif:
         if tif.is_ome and tif.ome_metadata:
             match = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata)
@@ -45,12 +48,7 @@ def _tiff_spacing(path: Path) -> float | None:
                 unit = re.search(r'PhysicalSizeZUnit="([^"]+)"', tif.ome_metadata)
                 scale = _UNIT_TO_NM.get(unit.group(1).lower() if unit else "\u00b5m")
                 return float(match.group(1)) * scale if scale else None
-        meta = tif.imagej_metadata if tif.is_imagej else None
-        if meta and "spacing" in meta:
-            unit = str(meta.get("unit", "")).strip().lower()
-            scale = _UNIT_TO_NM.get(unit)
-            return float(meta["spacing"]) * scale if scale else None
-    return None
+        return section_spacing_nm(tif)  # ImageJ's spacing
 
 
 def _zarr_spacing(path: Path) -> float | None:

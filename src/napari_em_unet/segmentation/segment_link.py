@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.volumes import Volume, open_volume
-from ..io.voxel_size import section_spacing_nm
+from ..io.voxel_size import section_spacing_of
 from ..io.writers import create_zarr_output, open_writer
 from .linking import LinkParams, link_into, resolve_voxel_size
 from .streaming import Progress, _Clock, output_shape
@@ -57,7 +57,7 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
     scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".link-3d",
                                     dir=path.parent))
     voxel_size_nm = resolve_voxel_size(voxel_size_nm, volume.pixel_size_nm,
-                                       section_spacing_nm(volume))
+                                       section_spacing_of(volume))
     link = {"voxel_size_nm": voxel_size_nm, "params": params}
     try:
         if scheduler or n_workers:
