@@ -149,7 +149,9 @@ def segment_vnc(model, folder: Path) -> tuple[Path, Path]:
     meta = {"imagej": True, "resolution": (1e3 / pixel, 1e3 / pixel),
             "metadata": {"unit": "um", "spacing": 0.05, "axes": "ZYX"}}
     paths = folder / "vnc-labels.tif", folder / "vnc-prob.tif"
-    tifffile.imwrite(paths[0], np.stack(labels), **meta)
+    labels = np.stack(labels)
+    assert labels.max() < 2**16  # ImageJ TIFF (which records the spacing) stops at uint16
+    tifffile.imwrite(paths[0], labels.astype(np.uint16), **meta)
     tifffile.imwrite(paths[1], np.stack(probability), **meta)
     return paths
 
@@ -174,7 +176,7 @@ def run_link(labels: Path, probability: Path, out: Path, *extra: str) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "EM_UNET_PROGRESS"}
     env["PYTHONWARNINGS"] = "ignore"
     command = [sys.executable, "-m", "napari_em_unet.cli", "link", str(labels),
-               "--probability", str(probability), "-o", str(out), *extra]
+               "--probability", str(probability), "-o", str(out), "--overwrite", *extra]
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -247,6 +249,8 @@ def main() -> int:
     parser.add_argument("--biases", default="0.3,0.4,0.5,0.6,0.7")
     parser.add_argument("--quick", action="store_true", help="one volume per kind and set")
     parser.add_argument("--json", default=None, help="also write every figure here")
+    parser.add_argument("--real-only", action="store_true",
+                        help="only the vnc2013 part (speed, memory, chunked = local)")
     args = parser.parse_args()
     biases = [float(b) for b in args.biases.split(",")]
     from napari_em_unet.model.files import load_model
@@ -255,6 +259,8 @@ def main() -> int:
     seeds = {"tuning": [1] if args.quick else [1, 2, 3], "test": [4] if args.quick else [4, 5, 6]}
     print(f"# Linking benchmark, {machine()}", flush=True)
     report: dict = {"machine": machine(), "biases": biases}
+    if args.real_only:
+        seeds = {}
     for name, chosen in seeds.items():
         results = []
         for kind in KINDS:
@@ -267,7 +273,7 @@ def main() -> int:
                       + ", ".join(f"{b}: {r['ours'][b]['v_rand']:.4f}" for b in biases),
                       flush=True)
         report[name] = results
-    default = choose_bias(report["tuning"], biases)
+    default = choose_bias(report["tuning"], biases) if seeds else None
     report["chosen_bias"] = default
     for name in seeds:
         print(f"\n## {name} volumes (3D scores; the bias is chosen on the tuning volumes: "

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_em_unet.generators import drain as run
 from napari_em_unet.io.volumes import open_volume
 from napari_em_unet.segmentation.link_distributed import link_distributed
 from napari_em_unet.segmentation.linking import LinkParams, link_labels
-from napari_em_unet.generators import drain as run
 
 distributed = pytest.importorskip("distributed")
 VOXEL = (10.0, 10.0, 10.0)
@@ -91,3 +91,21 @@ def test_a_bad_input_fails_before_anything_is_written(client, stack, tmp_path):
         run(link_distributed(labels, tmp_path / "x.tif", probability=probability[:2],
                              client=client))
     assert not list(tmp_path.iterdir())
+
+
+def test_segment_and_link_on_the_cluster_equals_the_local_run(client, tiny_model_path,
+                                                               tmp_path):
+    """segment --link-3d: locally the labels come from the segmentation; on a cluster they
+    are recomputed from the probability by the same watershed: the same objects."""
+    from napari_em_unet.learning.synthetic import FIBSEM_STYLE, make_synthetic_volume
+    from napari_em_unet.model.files import load_model
+    from napari_em_unet.segmentation.segment_link import segment_and_link
+
+    image, _ = make_synthetic_volume((5, 48, 48), FIBSEM_STYLE, seed=6)
+    model = load_model(tiny_model_path)
+    local = run(segment_and_link(model, image, tmp_path / "local.tif", pixel_size_nm=10.0,
+                                 voxel_size_nm=VOXEL))
+    remote = run(segment_and_link(model, image, tmp_path / "remote.zarr", pixel_size_nm=10.0,
+                                  voxel_size_nm=VOXEL, client=client, sections_per_task=2))
+    np.testing.assert_array_equal(open_volume(remote)[:], open_volume(local)[:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local.tif", "remote.zarr"]

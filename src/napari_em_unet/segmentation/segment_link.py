@@ -39,14 +39,15 @@ class LabelsFromProbability:
 
 def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
                      voxel_size_nm=None, pixel_size_nm: float | None = None,
-                     scheduler: str | None = None, n_workers: int | None = None,
+                     client=None, scheduler: str | None = None, n_workers: int | None = None,
                      slices_per_task: int = 1, sections_per_task: int = 16,
                      **predict_kwargs) -> Iterator[Progress]:
     """Segment ``volume`` and write its linked 3D labels to ``path`` (TIFF or ``.zarr``).
 
     Yields the segmentation's :class:`~.streaming.Progress` per slice, then the linking's
     :class:`~.linking.LinkProgress` per section and pass; returns the written path.
-    ``model`` is a model file (None: the bundled model) or a loaded model.
+    ``model`` is a model file (None: the bundled model) or a loaded model; ``client``,
+    ``scheduler`` or ``n_workers`` run both steps on a dask cluster.
     """
     from ..model.files import LoadedModel, bundled_model_path, load_model, read_info
 
@@ -60,7 +61,7 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
                                        section_spacing_of(volume))
     link = {"voxel_size_nm": voxel_size_nm, "params": params}
     try:
-        if scheduler or n_workers:
+        if client is not None or scheduler or n_workers:
             from .distributed import segment_distributed
             from .link_distributed import link_distributed
 
@@ -68,14 +69,14 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
             model_path = bundled_model_path() if model_path is None else model_path
             yield from segment_distributed(
                 model_path, volume, scratch / "probability.zarr", output="probabilities",
-                scheduler=scheduler, n_workers=n_workers, slices_per_task=slices_per_task,
-                **predict_kwargs)
+                client=client, scheduler=scheduler, n_workers=n_workers,
+                slices_per_task=slices_per_task, **predict_kwargs)
             probability = open_volume(scratch / "probability.zarr")
             info = model.info if isinstance(model, LoadedModel) else read_info(model_path)
             labels = LabelsFromProbability(probability,
                                            WatershedParams.from_dict(info.postprocessing))
             return (yield from link_distributed(
-                labels, path, probability=probability, scheduler=scheduler,
+                labels, path, probability=probability, client=client, scheduler=scheduler,
                 n_workers=n_workers, sections_per_task=sections_per_task, **link))
         model = model if isinstance(model, LoadedModel) else load_model(model)
         labels, probability = yield from _segment_locally(model, volume, scratch,
