@@ -156,8 +156,8 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
     result = _drive_link(progress, volume.shape[0], args.interrupt, first=("segment", "slice"),
                          first_kind=lambda r: not isinstance(r, LinkProgress))
     print(f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {_where(args)}; "
-          f"{result} objects; voxel {voxel_text}; "
-          f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
+          f"{result}; voxel {voxel_text}; {time.perf_counter() - started:.1f} s in all)",
+          file=sys.stderr)
     return 0
 
 
@@ -187,10 +187,10 @@ def _voxel_text(voxel) -> str:
     return " x ".join(f"{v:g}" for v in voxel) + " nm (z, y, x)"
 
 
-def _drive_link(progress, depth: int, interrupt, *, first=None, first_kind=None) -> int:
+def _drive_link(progress, depth: int, interrupt, *, first=None, first_kind=None) -> str:
     """Run a linking generator with progress bars (Ctrl-C stops it at the next section, with
-    nothing written); warn about slices without signal; return the number of objects."""
-    bar, stage, objects, silent = None, None, 0, []
+    nothing written); warn about slices without signal; say what was linked, how fast."""
+    bar, stage, objects, silent, seconds = None, None, 0, [], 0.0
     interrupt.working()
     try:
         for record in progress:
@@ -204,14 +204,16 @@ def _drive_link(progress, depth: int, interrupt, *, first=None, first_kind=None)
             bar.update(1)
             if is_first and record.no_signal:
                 silent.append(record.index)
-            elif not is_first and record.objects is not None:
-                objects = record.objects
+            elif not is_first:
+                objects, seconds = record.objects or 0, record.elapsed_s
             interrupt.check()
     finally:
         if bar is not None:
             bar.close()
     _warn_no_signal(silent)
-    return objects
+    per_section = seconds / depth if depth else 0.0
+    return (f"{objects} objects; {depth} sections linked in {seconds:.1f} s "
+            f"({per_section:.3f} s per section)")
 
 
 # ----------------------------------------------------------------------------- link
@@ -244,10 +246,9 @@ def cmd_link(args) -> int:
     else:
         progress = _link_to_file(labels, probability, args.output, shape, voxel, params,
                                  open_writer, link_into)
-    count = _drive_link(progress, labels.shape[0], args.interrupt)
-    print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {count} "
-          f"objects; voxel {voxel_text}; {time.perf_counter() - started:.1f} s)",
-          file=sys.stderr)
+    result = _drive_link(progress, labels.shape[0], args.interrupt)
+    print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {result}; "
+          f"voxel {voxel_text}; {time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
 
 
