@@ -66,6 +66,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {text!r}")
+    return value
+
+
 def _voxel_size(text: str) -> tuple[float, float, float]:
     """'50,4,4' (z, y, x in nm) or '10' (isotropic)."""
     try:
@@ -108,6 +118,8 @@ def cmd_segment(args) -> int:
         predict["flips"] = True
     bands = Bands(above_pixels=round(args.bands_above * 2**20))
     started = time.perf_counter()
+    if args.link_3d:
+        return _segment_and_link(args, volume, output, predict, started)
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
 
@@ -120,8 +132,6 @@ def cmd_segment(args) -> int:
         model = load_model(args.model)
         progress = segment_to(model, volume, args.output, output=output, bands=bands,
                               **predict)
-    where = f"on {args.scheduler}" if args.scheduler else (
-        f"on {args.workers} local workers" if args.workers else "locally")
     last, silent = None, []
     args.interrupt.working()
     with _progress(volume.shape[0], "segment", "slice") as bar:
@@ -141,9 +151,140 @@ def cmd_segment(args) -> int:
     _warn_no_signal(silent)
     rate = "" if last is None else (
         f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s")
-    print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where}{rate}; "
-          f"{time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
+    print(f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {_where(args)}"
+          f"{rate}; {time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
     return 0
+
+
+def _where(args) -> str:
+    return f"on {args.scheduler}" if args.scheduler else (
+        f"on {args.workers} local workers" if args.workers else "locally")
+
+
+def _segment_and_link(args, volume, output, predict, started) -> int:
+    """``segment --link-3d``: per-slice segmentation into a temporary store, then linking."""
+    import time
+
+    from .segmentation.linking import LinkProgress
+    from .segmentation.segment_link import segment_and_link
+    from .segmentation.streaming import output_shape
+
+    if output.value != "instances":
+        raise InputError("--link-3d writes instance labels; it cannot be combined with "
+                         f"--output-kind {output.value}")
+    voxel, voxel_text = _link_voxel_size(args, volume)
+    progress = segment_and_link(
+        args.model, volume, args.output, params=_link_params(args), voxel_size_nm=voxel,
+        scheduler=args.scheduler, n_workers=args.workers, slices_per_task=args.slices_per_task,
+        sections_per_task=args.sections_per_task, **predict)
+    result = _drive_link(progress, volume.shape[0], args.interrupt, first=("segment", "slice"),
+                         first_kind=lambda r: not isinstance(r, LinkProgress))
+    print(f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {_where(args)}; "
+          f"{result}; voxel {voxel_text}; {time.perf_counter() - started:.1f} s in all)",
+          file=sys.stderr)
+    return 0
+
+
+def _link_params(args):
+    from .segmentation.linking import LinkParams
+
+    return LinkParams(bias=args.bias, min_sections=args.min_sections)
+
+
+def _link_voxel_size(args, volume) -> tuple[tuple[float, float, float], str]:
+    """--voxel-size, else what the file records; and how the summary line should say it."""
+    from .io.voxel_size import section_spacing_of
+    from .segmentation.linking import resolve_voxel_size
+
+    if args.voxel_size:
+        voxel = resolve_voxel_size(args.voxel_size)
+        return voxel, _voxel_text(voxel)
+    spacing = section_spacing_of(volume)
+    voxel = resolve_voxel_size(None, volume.pixel_size_nm, spacing)
+    if spacing is None:  # said in the summary, not before: a failed run prints one line
+        return voxel, (f"{_voxel_text(voxel)}, assuming {voxel[0]:g} nm sections as the file "
+                       "does not record them (give --voxel-size Z,Y,X)")
+    return voxel, _voxel_text(voxel)
+
+
+def _voxel_text(voxel) -> str:
+    return " x ".join(f"{v:g}" for v in voxel) + " nm (z, y, x)"
+
+
+def _drive_link(progress, depth: int, interrupt, *, first=None, first_kind=None) -> str:
+    """Run a linking generator with progress bars (Ctrl-C stops it at the next section, with
+    nothing written); warn about slices without signal; say what was linked, how fast."""
+    bar, stage, objects, silent, seconds = None, None, 0, [], 0.0
+    interrupt.working()
+    try:
+        for record in progress:
+            is_first = first_kind is not None and first_kind(record)
+            kind = "first" if is_first else f"link (pass {record.pass_number}/2)"
+            if kind != stage:
+                if bar is not None:
+                    bar.close()
+                desc, unit = first if is_first else (kind, "section")
+                bar, stage = _progress(depth, desc, unit), kind
+            bar.update(1)
+            if is_first and record.no_signal:
+                silent.append(record.index)
+            elif not is_first:
+                objects, seconds = record.objects or 0, record.elapsed_s
+            interrupt.check()
+    finally:
+        if bar is not None:
+            bar.close()
+    _warn_no_signal(silent)
+    per_section = seconds / depth if depth else 0.0
+    return (f"{objects} objects; {depth} sections linked in {seconds:.1f} s "
+            f"({per_section:.3f} s per section)")
+
+
+# ----------------------------------------------------------------------------- link
+def cmd_link(args) -> int:
+    import time
+
+    from .io.volumes import open_volume
+    from .io.writers import open_writer
+    from .segmentation.linking import link_into
+
+    started = time.perf_counter()
+    check_output(args.output, [args.labels, args.probability], overwrite=args.overwrite)
+    labels = open_volume(args.labels)  # each section's values are checked as it is read
+    probability = None
+    if args.probability:
+        probability = open_volume(args.probability)
+        if probability.shape != labels.shape:
+            raise InputError(f"the probability map has shape {probability.shape} but the "
+                             f"labels {labels.shape}")
+    voxel, voxel_text = _link_voxel_size(args, labels)
+    params = _link_params(args)
+    shape = labels.shape[1:] if labels.was_2d else labels.shape
+    if args.scheduler or args.workers:
+        from .segmentation.link_distributed import link_distributed
+
+        progress = link_distributed(labels, args.output, probability=probability,
+                                    voxel_size_nm=voxel, params=params,
+                                    scheduler=args.scheduler, n_workers=args.workers,
+                                    sections_per_task=args.sections_per_task)
+    else:
+        progress = _link_to_file(labels, probability, args.output, shape, voxel, params,
+                                 open_writer, link_into)
+    result = _drive_link(progress, labels.shape[0], args.interrupt)
+    print(f"wrote {args.output} (3D objects, shape {tuple(shape)}, {_where(args)}; {result}; "
+          f"voxel {voxel_text}; {time.perf_counter() - started:.1f} s in all)", file=sys.stderr)
+    return 0
+
+
+def _link_to_file(labels, probability, path, shape, voxel, params, open_writer, link_into):
+    writer = open_writer(path, shape, np.uint32, pixel_size_nm=labels.pixel_size_nm)
+    try:
+        yield from link_into(labels, writer, probability=probability, voxel_size_nm=voxel,
+                             params=params)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
 
 
 def _warn_no_signal(slices: list[int]) -> None:
@@ -257,6 +398,8 @@ def cmd_finetune(args) -> int:
 
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args) -> int:
+    if args.three_d:
+        return _evaluate_3d(args)
     from .io.tiff import read_tiff
     from .learning.metrics import score_stack
 
@@ -318,6 +461,29 @@ def _recorded_voxel_size(*paths) -> tuple[tuple[float, float, float] | None, str
         if all(v is not None for v in size):
             return size, Path(path).name
     return None, ""
+
+
+def _evaluate_3d(args) -> int:
+    """3D V_rand / V_info over objects (ids through sections), read slice by slice."""
+    from .io.volumes import open_volume
+    from .learning.metrics import score_volume_3d
+
+    prediction, truth = open_volume(args.prediction), open_volume(args.ground_truth)
+    if prediction.was_2d or truth.was_2d:
+        raise InputError("--3d scores ZYX stacks; got a single 2D image")
+    score = score_volume_3d(prediction, truth)
+    if args.json:
+        print(json.dumps(score.to_dict()))
+        return 0
+    print(f"{'':>6}  {'score':>7}  {'split':>7}  {'merge':>7}")
+    print(f"{'V_rand':>6}  {score.v_rand:7.4f}  {score.v_rand_split:7.4f}  "
+          f"{score.v_rand_merge:7.4f}")
+    print(f"{'V_info':>6}  {score.v_info:7.4f}  {score.v_info_split:7.4f}  "
+          f"{score.v_info_merge:7.4f}")
+    print(f"3D objects; {score.voxels} voxels scored (ground truth not 0)")
+    return 0
+
+
 def _check_order(prediction: np.ndarray, truth: np.ndarray) -> None:
     """Catch ``evaluate TRUTH PREDICTION``: plausible numbers for the wrong question."""
     order = "the order is: em-unet evaluate PREDICTION GROUND_TRUTH"
@@ -431,6 +597,65 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _add_link_args(p: argparse.ArgumentParser, flag: bool = False) -> None:
+    from .segmentation.linking import LinkParams
+
+    if flag:
+        p.add_argument("--link-3d", action="store_true",
+                       help="link the cells of neighbouring sections into 3D objects (one id "
+                            "per object through all its sections; see 'em-unet link')")
+    p.add_argument("--bias", type=_unit_float, default=LinkParams().bias,
+                   help="linking's split/merge control in (0, 1): higher joins more (fewer "
+                        "split objects, more merged ones), lower splits more (default "
+                        "%(default)s, chosen by measurement; see docs/linking.md)")
+    p.add_argument("--min-sections", type=_positive_int, default=1, metavar="N",
+                   help="drop objects present in fewer than N sections (default 1: keep all)")
+    p.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                   help="voxel size in nm, e.g. 50,4,4 (ssTEM) or 10 (isotropic FIB-SEM); "
+                        "default: read from the file, else 50 nm sections")
+    p.add_argument("--sections-per-task", type=_positive_int, default=16, metavar="K",
+                   help="with --scheduler/--workers: sections per linking task (default 16)")
+
+
+def _add_link_parser(sub) -> None:
+    p = sub.add_parser("link", help="link per-section labels into 3D objects",
+                       description="Link per-section instance labels (e.g. corrected ones) "
+                                   "into 3D objects: one id per object through all its "
+                                   "sections, 0 = membrane. Reads two passes over the stack, "
+                                   "a few sections at a time; TIFF or zarr in and out.")
+    p.add_argument("labels", help="per-section labels: TIFF or zarr, ZYX, 0 = membrane")
+    p.add_argument("-o", "--output", required=True,
+                   help="output: a TIFF, or an OME-Zarr folder when the name ends in .zarr")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the output if it exists (never an input)")
+    p.add_argument("--probability", default=None, metavar="P",
+                   help="membrane probability of the same sections (em-unet segment "
+                        "--output-kind probabilities): weighs boundaries and splits labels "
+                        "that merge two cells")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="link on an existing dask.distributed cluster (inputs and a .zarr "
+                            "output on a file system the workers share)")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="link on N dask worker processes on this machine")
+    _add_link_args(p)
+    p.set_defaults(func=cmd_link)
+
+
+def _add_evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
+                       description="ISBI 2012 leaderboard scores per slice, as Fiji computes them.")
+    p.add_argument("prediction", help="predicted TIFF: instance labels, 0/255 membranes or "
+                                      "float probabilities")
+    p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="score 3D objects (ids through sections) instead of each slice: "
+                        "V_rand and V_info over ground-truth objects, with their split and "
+                        "merge parts; TIFF or zarr, read slice by slice")
+    p.set_defaults(func=cmd_evaluate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .learning.config import TrainConfig
 
@@ -484,7 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on N dask worker processes on this machine")
     p.add_argument("--slices-per-task", type=_positive_int, default=1, metavar="K",
                    help="with --scheduler/--workers: slices per task (default 1)")
+    _add_link_args(p, flag=True)
     p.set_defaults(func=cmd_segment)
+
+    _add_link_parser(sub)
 
     p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
                        description="Fine-tune a model (default: the bundled one) on the "
@@ -502,13 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=_positive_int, default=unet.depth, help=f"default {unet.depth}")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="score a segmentation against ground truth",
-                       description="ISBI 2012 leaderboard scores per slice, as Fiji computes them.")
-    p.add_argument("prediction", help="predicted TIFF: labels, 0/255 mask or probabilities")
-    p.add_argument("ground_truth", help="ground-truth TIFF: 0 = membrane")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_evaluate)
-    _add_measure_parser(sub)  # its own function: this one stays within a screen
+    _add_evaluate_parser(sub)
+    _add_measure_parser(sub)  # their own functions: this one stays within a screen
 
     p = sub.add_parser("export", help="export a model for other tools (bioimage.io, ONNX)",
                        description="Write a model as a bioimage.io model package (.zip: Keras, "
