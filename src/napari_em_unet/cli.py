@@ -656,17 +656,7 @@ def _add_evaluate_parser(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .learning.config import TrainConfig
-
-    parser = _Parser(
-        prog="em-unet",
-        description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
-                    "corrected slices.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_segment_parser(sub) -> None:
     p = sub.add_parser("segment", help="segment a TIFF or zarr image or stack",
                        description="Segment a 2D image or ZYX stack slice by slice, reading "
                                    "one slice at a time and writing each result as it is "
@@ -711,6 +701,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --scheduler/--workers: slices per task (default 1)")
     _add_link_args(p, flag=True)
     p.set_defaults(func=cmd_segment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .learning.config import TrainConfig
+
+    parser = _Parser(
+        prog="em-unet",
+        description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
+                    "corrected slices.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_segment_parser(sub)
 
     _add_link_parser(sub)
 
