@@ -106,3 +106,21 @@ def sample_viewer(make_napari_viewer, engine):
     session_for(viewer).use_engine(engine, for_training=True)
     return viewer
 
+
+
+@pytest.fixture
+def accept_any_finetune(monkeypatch):
+    """Fine-tuning in this test keeps whatever the untrained tiny network learns, even when
+    validation says it is no better than its base (the verdict has tests of its own): the
+    test is about what happens around a saved model."""
+    import dataclasses
+
+    from napari_em_unet._widgets.finetune_widget import FineTuneWidget
+
+    original = FineTuneWidget.training_request
+
+    def accepting(self):
+        request = original(self)
+        return dataclasses.replace(request, config=request.config.replace(min_gain=-1.0))
+
+    monkeypatch.setattr(FineTuneWidget, "training_request", accepting)
