@@ -232,9 +232,11 @@ class BaseComparison:
         """Measure the base plus each configured share of the change (and, when ``tune``,
         with the watershed re-tuned on the validation data of the full change)."""
         found, tuned = [], None
+        # On new data a change is expected and not capped: two check slices tell its size.
+        checks = None if self.familiar else 2
         for blend in self.config.blends:
             model.set_weights(blended(base_weights, tuned_weights, blend))
-            v_rand, change, probabilities = self.measure(model)
+            v_rand, change, probabilities = self.measure(model, checks=checks)
             found.append(Candidate(blend, v_rand, change))
             if tune and blend == max(self.config.blends) and self.validation:
                 params, _ = tune_watershed(probabilities, [v.labels for v in self.validation],
@@ -242,7 +244,7 @@ class BaseComparison:
                 if params != self.params:
                     tuned = params
             if tuned is not None:
-                v_rand, change, _ = self.measure(model, tuned)
+                v_rand, change, _ = self.measure(model, tuned, checks=checks)
                 found.append(Candidate(blend, v_rand, change, tuned_watershed=True))
         return found, tuned
 

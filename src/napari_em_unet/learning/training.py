@@ -365,7 +365,8 @@ class _FineTuner(_Trainer):
 
 
 def _fine_tuner(base: LoadedModel, stack, slices, validation, roles, start: _Start,
-                config: TrainConfig, pixel_size_nm, samples) -> tuple[_FineTuner, FineTunePlan]:
+                config: TrainConfig, pixel_size_nm, samples, held_out: bool
+                ) -> tuple[_FineTuner, FineTunePlan]:
     """The fine-tuning trainer and the plan it follows.
 
     Familiar data (the base already does well on the corrected slices): the base's
@@ -392,7 +393,8 @@ def _fine_tuner(base: LoadedModel, stack, slices, validation, roles, start: _Sta
         adapt_batch_norm(start.model, planes, seed=config.seed)
     if config.freeze_batch_norm:
         freeze_batch_norm(start.model)
-    what = ("the validation slices (never trained on)" if validation else
+    what = ("a corrected slice held out from training" if held_out else
+            "the validation slices (never trained on)" if validation else
             f"the bottom {config.validation_fraction:.0%} of each corrected slice (never "
             "trained on)")
     plan = FineTunePlan(
@@ -450,6 +452,12 @@ def train(
     """
     stack, label_stack, slices, validation = _checked_inputs(image, labels, slices,
                                                              validation_slices)
+    held_out = base is not None and not validation and len(slices) >= config.hold_out_from
+    if held_out:
+        # A whole corrected slice says more about the slices nobody corrected than a band
+        # of the slices trained on (docs/design.md, "Fine-tuning").
+        validation = [slices[len(slices) // 2]]
+        slices = [s for s in slices if s not in validation]
     start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
     samples = _samples(stack, label_stack, slices, validation, start, config, pixel_size_nm)
     plan = None
@@ -458,7 +466,7 @@ def train(
     else:
         trainer, plan = _fine_tuner(base, stack, slices, validation,
                                     (anchor_slices, check_slices), start, config,
-                                    pixel_size_nm, samples)
+                                    pixel_size_nm, samples, held_out)
         yield plan
         yield trainer.score_base()
     last_epoch, stopped = yield from trainer.epochs(stop)
