@@ -81,7 +81,8 @@ def test_rgb_image_gives_a_grey_yx_result(tiny_model_path, tmp_path):
     assert tifffile.imread(out).shape == (40, 50)
 
 
-def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, tmp_path):
+def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, tmp_path,
+                                                capsys):
     image, labels = sample_slices
     out = tmp_path / "ft.keras"
     code = main(["finetune", "--image", str(image), "--labels", str(labels), "-o", str(out),
@@ -93,6 +94,26 @@ def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, t
     info = read_info(out)
     assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]
     assert info.pixel_size_nm == 4.0
+    # The last line says what was written and what validation said, either way.
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    if info.validation["accepted"]:
+        assert last.startswith(f"saved the fine-tuned model to {out}: accepted: validation")
+    else:
+        assert last.startswith("kept the base model") and last.endswith(
+            f"wrote the base model's weights to {out}")
+
+
+def test_finetune_options_default_to_the_training_config():
+    from napari_em_unet.cli import build_parser
+    from napari_em_unet.learning.config import TrainConfig
+
+    args = build_parser().parse_args(["finetune", "--image", "a.tif", "--labels", "b.tif",
+                                      "-o", "m.keras"])
+    d = TrainConfig()
+    assert (args.epochs, args.steps_per_epoch, args.batch_size, args.patch_size,
+            args.learning_rate, args.anchor_share, args.change_budget, args.seed) == (
+        d.epochs, d.steps_per_epoch, d.batch_size, d.patch_size, d.learning_rate,
+        d.anchor_share, d.change_budget, d.seed)
 
 
 def test_bad_file_gives_one_error_line_and_no_output(tmp_path):
@@ -158,3 +179,39 @@ def test_demo_without_a_display_is_one_error_line_not_a_qt_abort(capfd):
         assert main(["demo"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: napari needs a display")
+
+
+def test_finetune_that_validates_worse_writes_the_base_and_says_so(sample_slices, tmp_path,
+                                                                   capsys):
+    from napari_em_unet.model.backend import keras_module
+    from napari_em_unet.model.files import load_model, save_model
+    from napari_em_unet.model.info import ModelInfo
+
+    keras = keras_module()
+    inputs = keras.Input((None, None, 1))
+    outputs = keras.layers.Conv2D(  # dark pixels are membrane: already good on the sample
+        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(-14.0),
+        bias_initializer=keras.initializers.Constant(5.0))(inputs)
+    base = save_model(keras.Model(inputs, outputs),
+                      ModelInfo(name="dark", pixel_size_nm=4.0,
+                                postprocessing={"threshold": 0.5, "seed_threshold": 0.2,
+                                                "sigma": 1.0}), tmp_path / "dark.keras")
+    image, labels = sample_slices
+    wrong = tifffile.imread(labels)
+    wrong[0] = 0  # "corrections" calling slice 0 membrane but for one square
+    wrong[0, 40:70, 40:70] = 1
+    tifffile.imwrite(tmp_path / "wrong.tif", wrong)
+    out = tmp_path / "ft.keras"
+    assert main(["finetune", "--image", str(image), "--labels", str(tmp_path / "wrong.tif"),
+                 "--slices", "0", "--validation-slices", "1", "-o", str(out), "--model",
+                 str(base), "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "2",
+                 "--patch-size", "64", "--learning-rate", "0.3"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("kept the base model: the fine-tuned one is not better on the "
+                           "validation slices") and last.endswith(
+        f"wrote the base model's weights to {out}")
+    written, original = load_model(out), load_model(base)
+    assert written.info.validation["accepted"] is False
+    for a, b in zip(written.keras_model.get_weights(), original.keras_model.get_weights(),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -297,15 +297,19 @@ def _warn_no_signal(slices: list[int]) -> None:
 
 # ----------------------------------------------------------------------------- training
 class _TrainingReport:
-    """Training progress on stderr: a bar per epoch, one line per finished epoch."""
+    """Training progress on stderr: a bar per epoch, one line per finished epoch, and for
+    fine-tuning what the validation measures before it starts."""
 
     def __init__(self):
         self.bar = None
 
     def __call__(self, record) -> None:
-        from .learning.records import EpochProgress, StepProgress
+        from .learning.finetuning import describe_plan
+        from .learning.records import EpochProgress, FineTunePlan, StepProgress
 
-        if isinstance(record, StepProgress):
+        if isinstance(record, FineTunePlan):
+            print(describe_plan(record), file=sys.stderr, flush=True)
+        elif isinstance(record, StepProgress):
             if self.bar is None:
                 self.bar = _progress(record.steps, f"epoch {record.epoch}/{record.epochs}",
                                      "step")
@@ -316,14 +320,23 @@ class _TrainingReport:
             score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
             loss = "-" if record.loss != record.loss else f"{record.loss:.4f}"
             vloss = "-" if record.val_loss is None else f"{record.val_loss:.4f}"
+            change = "" if record.val_change is None else \
+                f"  change of uncorrected slices {record.val_change:.3f}"
             print(f"epoch {record.epoch}/{record.epochs}: loss {loss}  val_loss {vloss}  "
-                  f"val V_rand {score}  best epoch {record.best_epoch}  "
+                  f"val V_rand {score}{change}  best epoch {record.best_epoch}  "
                   f"({record.seconds:.0f} s)", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def verdict_text(verdict, output) -> str:
+    """The last line of ``em-unet finetune``: what was saved and why."""
+    if verdict.accepted:
+        return f"saved the fine-tuned model to {output}: {verdict.reason}"
+    return f"{verdict.reason}; wrote the base model's weights to {output}"
 
 
 def _train_config(args, defaults):
@@ -334,6 +347,8 @@ def _train_config(args, defaults):
         augment=not args.no_augment, elastic=args.elastic, seed=args.seed,
         border_width_px=args.border_width, border_weight=args.border_weight,
         architecture=getattr(args, "architecture", defaults.architecture),
+        **({"anchor_share": args.anchor_share, "change_budget": args.change_budget}
+           if hasattr(args, "anchor_share") else {}),
     )
 
 
@@ -369,6 +384,9 @@ def _train_common(args, defaults, base_path=None, finetune: bool = False) -> int
         raise KeyboardInterrupt  # stopped before a single training step: nothing to save
     save_model(result.model.keras_model, result.model.info, output)
     how = "stopped early; " if result.stopped else ""
+    if result.verdict is not None:
+        print(how + verdict_text(result.verdict, output), file=sys.stderr)
+        return 0
     score = "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
     print(f"{how}saved the best weights (epoch {result.best_epoch}{score}) to {output}",
           file=sys.stderr)
@@ -548,8 +566,8 @@ def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
                    help="training slices, e.g. 0,5,9 or 0-15 (default: every slice whose "
                         "labels are not all 0)")
     p.add_argument("--validation-slices", type=_slices, default=None,
-                   help="slices held out to pick the best epoch and tune the watershed "
-                        "(default: the bottom 20%% of each training slice)")
+                   help="slices held out for validation (default: the bottom 20%% of each "
+                        "training slice)")
     p.add_argument("--pixel-size", type=_positive_float, default=None,
                    help="pixel size in nm (default: read from the TIFF, if recorded)")
     p.add_argument("--epochs", type=_positive_int, default=d.epochs,
@@ -590,6 +608,33 @@ def _add_measure_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="CSV file to write (.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     p.set_defaults(func=cmd_measure)
+
+
+def _add_finetune_parser(sub) -> None:
+    from .learning.config import TrainConfig
+
+    p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
+                       description="Fine-tune a model (default: the bundled one) on the "
+                                   "labelled slices of a stack; saves a new model file. "
+                                   "Slices you did not correct keep the base's behaviour "
+                                   "(anchors), and the new model is accepted only when it "
+                                   "validates better than the base on held-out corrected "
+                                   "data; otherwise the base's weights are written.")
+    p.add_argument("--model", default=None, help="base model (default: the bundled model)")
+    defaults = TrainConfig()
+    _add_training_args(p, defaults)
+    p.add_argument("--anchor-share", type=float, default=defaults.anchor_share,
+                   help="share of every batch taken from uncorrected slices with the base "
+                        "model's own predictions as targets, so that it keeps its behaviour "
+                        f"where nobody corrected (0: none; default {defaults.anchor_share:g})")
+    p.add_argument("--change-budget", type=float, default=defaults.change_budget,
+                   help="when the base already does well on the corrected slices, the "
+                        "largest change (1 - V_rand against the base's segmentation) an "
+                        "uncorrected slice may undergo before the base is kept "
+                        f"(default {defaults.change_budget:g})")
+    p.set_defaults(func=cmd_finetune)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one ``error:`` line like every other failure."""
 
@@ -718,12 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_link_parser(sub)
 
-    p = sub.add_parser("finetune", help="fine-tune a model on corrected slices",
-                       description="Fine-tune a model (default: the bundled one) on the "
-                                   "labelled slices of a stack; saves a new model file.")
-    p.add_argument("--model", default=None, help="base model (default: the bundled model)")
-    _add_training_args(p, TrainConfig())
-    p.set_defaults(func=cmd_finetune)
+    _add_finetune_parser(sub)
 
     p = sub.add_parser("train", help="train a new model from scratch",
                        description="Train a new U-Net from scratch.")

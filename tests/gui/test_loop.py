@@ -40,7 +40,8 @@ def widgets(sample_viewer, gui_models):
     return segment, finetune, evaluate
 
 
-def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugin_home):
+def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugin_home,
+                                            accept_any_finetune):
     segment, finetune, evaluate = widgets
     segment.run()
     qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
@@ -77,7 +78,13 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     assert saved is not None and saved.corrected_slices == (1,)
     np.testing.assert_array_equal(saved.load_labels()[1], painted)
     assert "StepProgress" in epochs and "EpochProgress" in epochs
-    assert finetune.plot.epochs[-1] == 1
+    assert "FineTunePlan" in epochs
+    # Progress over every step of the run, validation at step 0 (the base) and at the end.
+    assert finetune.plot.steps == [1, 2] and finetune.plot.total == 2
+    assert [r.step for r in finetune.plot.rounds] == [0, 2]
+    assert finetune.plot.final is not None and finetune.plot.final[0]
+    assert "before" in finetune.validation_text.value
+    assert "after" in finetune.validation_text.value
     info = read_info(outcome.path)
     assert info.base_model == "tiny" and info.name == "synthetic ssTEM-finetuned"
     assert info.trained_on[-1]["slices"] == [1]
@@ -116,7 +123,8 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     assert evaluate.history[-1][0].startswith(labels.name)  # + "(model ...)"
 
 
-def test_stop_during_finetuning_saves_the_best_weights(qtbot, sample_viewer, widgets):
+def test_stop_during_finetuning_saves_the_weights_so_far(qtbot, sample_viewer, widgets,
+                                                         accept_any_finetune):
     segment, finetune, _ = widgets
     truth = sample_viewer.layers["synthetic ssTEM ground truth"]
     finetune._labels_layer.value = truth

@@ -14,18 +14,22 @@ from napari_em_unet.model.unet import UNetConfig
 
 TINY = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=2, patch_size=64, learning_rate=3e-3,
                    architecture=UNetConfig(base_filters=4, depth=2), tune_postprocessing=False)
+ACCEPT = TINY.replace(min_gain=-1.0)
+"""Fine-tuning that keeps whatever the untrained tiny network learned (the verdict is tested
+in test_finetuning.py)."""
 
 
 def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_stack):
     image, labels = small_stack
     before = [w.copy() for w in tiny_model.keras_model.get_weights()]
     records = []
-    result = drain(train(image, labels, base=tiny_model, config=TINY, name="ft",
+    result = drain(train(image, labels, base=tiny_model, config=ACCEPT, name="ft",
                          validation_slices=[2], pixel_size_nm=4.0), records.append)
     steps = [r for r in records if isinstance(r, StepProgress)]
     epochs = [r for r in records if isinstance(r, EpochProgress)]
     assert len(steps) == TINY.epochs * TINY.steps_per_epoch
     assert [e.epoch for e in epochs] == [0, 1, 2, 3]  # epoch 0 = the base model
+    assert result.verdict.accepted
     first, last = np.mean([s.loss for s in steps[:4]]), np.mean([s.loss for s in steps[-4:]])
     assert last < first
     after = result.model.keras_model.get_weights()
@@ -36,9 +40,10 @@ def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_s
     info = result.model.info
     assert info.base_model == "tiny" and info.trained_on[-1]["slices"] == [0, 1]
     assert info.postprocessing and "v_rand" in info.validation
+    assert info.validation["accepted"] is True and info.validation["reason"]
 
 
-def test_stop_returns_the_best_weights_so_far(tiny_model, small_stack):
+def test_stop_ends_with_a_verdict_on_the_weights_so_far(tiny_model, small_stack):
     image, labels = small_stack
     stop = threading.Event()
     seen = []
@@ -48,13 +53,24 @@ def test_stop_returns_the_best_weights_so_far(tiny_model, small_stack):
         if isinstance(record, StepProgress) and record.epoch == 2 and record.step == 2:
             stop.set()
 
-    result = drain(train(image, labels, base=tiny_model, config=TINY, validation_slices=[2],
+    result = drain(train(image, labels, base=tiny_model, config=ACCEPT, validation_slices=[2],
                          stop=stop), watch)
     assert result.stopped
     epochs = [r for r in seen if isinstance(r, EpochProgress)]
-    assert epochs[-1].epoch == 2  # the interrupted epoch is still validated
+    assert epochs[-1].epoch == 2 and epochs[-1].done == 8  # the interrupted round is shown
+    assert result.verdict is not None and result.verdict.accepted
+    assert result.best_v_rand == pytest.approx(result.verdict.v_rand_after)
+    assert result.model.info.trained_on[-1]["epochs"] == 2
+
+
+def test_training_from_scratch_keeps_the_best_epoch(small_stack):
+    image, labels = small_stack
+    seen = []
+    result = drain(train(image, labels, config=TINY, validation_slices=[2]), seen.append)
+    epochs = [r for r in seen if isinstance(r, EpochProgress)]
+    assert [e.epoch for e in epochs] == [1, 2, 3]  # no base, no epoch 0, no verdict
     best = max(epochs, key=lambda e: (e.val_v_rand, -e.epoch))
-    assert result.best_epoch == best.epoch
+    assert result.best_epoch == best.epoch and result.verdict is None
     assert result.best_v_rand == pytest.approx(best.val_v_rand)
 
 

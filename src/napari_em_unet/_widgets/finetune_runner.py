@@ -27,7 +27,7 @@ class FineTuneRunner:
     """
 
     progressed = Signal(object)
-    """A record from the job: ModelReady, StepProgress or EpochProgress."""
+    """A record from the job: ModelReady, FineTunePlan, StepProgress or EpochProgress."""
     finished = Signal(object)
     """The run ended: a FineTuneOutcome, a JobFailed, or None when cancelled."""
 
@@ -54,7 +54,7 @@ class FineTuneRunner:
             raise RuntimeError("a fine-tuning run is already going")
         self.request, self._result = request, None
         total = request.config.epochs * request.config.steps_per_epoch
-        self._pbar = progress(total=total, desc="Fine-tune: loading model")
+        self._pbar = progress(total=total, desc="Fine-tune: loading model")  # every step
         self.engine = self._session.training_engine()
         worker = create_worker(finetune_remote, self.engine, request, _start_thread=False)
         in_order = CallbackQueue()
@@ -72,7 +72,7 @@ class FineTuneRunner:
 
     # ------------------------------------------------------------------ worker callbacks
     def _on_yielded(self, record) -> None:
-        from ..learning.records import EpochProgress, StepProgress
+        from ..learning.records import EpochProgress, FineTunePlan, StepProgress
 
         if isinstance(record, ModelReady):
             self._pbar.set_description(f"Fine-tune {record.name}")
@@ -80,7 +80,7 @@ class FineTuneRunner:
             self._pbar.update(1)
             if record.step == 1 or record.step == record.steps:
                 self._pbar.set_description(f"Fine-tune epoch {record.epoch}/{record.epochs}")
-        elif not isinstance(record, EpochProgress):
+        elif not isinstance(record, EpochProgress | FineTunePlan):
             return
         self.progressed.emit(record)
 
@@ -90,7 +90,8 @@ class FineTuneRunner:
         self._result = result
         if isinstance(result, JobFailed):
             show_error(result.message)
-        elif isinstance(result, FineTuneOutcome):
+        elif isinstance(result, FineTuneOutcome) and result.path is not None:
+            # Only accepted models are saved; validation kept the base otherwise.
             self._session.models.add_session_model(result.path)
 
     def _on_aborted(self) -> None:

@@ -37,6 +37,7 @@ from ..engine.protocol import (
     ModelReady,
     SegmentRequest,
 )
+from ..learning.config import TrainConfig
 from ..slices import format_slices, parse_slices
 from .finetune_runner import FineTuneRunner
 from .layer_meta import is_plugin_layer, is_probability_layer, pixel_size_of, plugin_meta, unwrap
@@ -84,17 +85,24 @@ class FineTuneWidget(ScrollingDock, Container):
             label="validation slices",
             tooltip="Slices held out to pick the best epoch and tune the watershed. Blank: "
                     "the bottom 20% of each training slice is held out.")
-        self._epochs = SpinBox(label="epochs", min=1, max=1000, value=10)
-        self._steps = SpinBox(label="steps per epoch", min=1, max=10000, value=40)
-        self._batch = SpinBox(label="batch size", min=1, max=64, value=4)
-        self._patch = SpinBox(label="patch size", min=32, max=1024, step=16, value=256)
+        defaults = TrainConfig()  # the same defaults as `em-unet finetune`
+        self._epochs = SpinBox(label="epochs", min=1, max=1000, value=defaults.epochs,
+                               tooltip="validation rounds; each is 'steps per epoch' steps")
+        self._steps = SpinBox(label="steps per epoch", min=1, max=10000,
+                              value=defaults.steps_per_epoch)
+        self._batch = SpinBox(label="batch size", min=1, max=64, value=defaults.batch_size)
+        self._patch = SpinBox(label="patch size", min=32, max=1024, step=16,
+                              value=defaults.patch_size)
         self._learning_rate = FloatSpinBox(label="learning rate", min=1e-6, max=1e-1,
-                                           step=1e-5, value=3e-4)
-        self._augment = CheckBox(text="augmentation (flips, rotations, intensity)", value=True)
+                                           step=1e-5, value=defaults.learning_rate)
+        self._augment = CheckBox(text="augmentation (flips, rotations, intensity)",
+                                 value=defaults.augment)
         self._model_name = LineEdit(label="model name")
         self._run = PushButton(text="Run")
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self._status = Label(value="")
+        self.validation_text = Label(value="")
+        """What the validation measures (shown when a run starts), then before / after."""
         self.plot = LossPlot()
         self._resegment = PushButton(text="Re-segment the rest with the new model")
         self._message = Label(value="")
@@ -103,12 +111,12 @@ class FineTuneWidget(ScrollingDock, Container):
             self._unmark,
             self._validation, self._epochs, self._steps, self._batch, self._patch,
             self._learning_rate, self._augment, self._model_name, self._run, self._progress,
-            self._status, self._resegment, self._message,
+            self._status, self.validation_text, self._resegment, self._message,
         ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
-        # The plot is a plain QWidget; it sits under the progress line.
-        self.form.layout().insertWidget(self.index(self._status) + 1, self.plot)
-        self._message.native.setWordWrap(True)
-        self._status.native.setWordWrap(True)
+        # The plot is a plain QWidget; it sits under what the validation measures.
+        self.form.layout().insertWidget(self.index(self.validation_text) + 1, self.plot)
+        for label in (self._message, self._status, self.validation_text):
+            label.native.setWordWrap(True)
 
         self._image.changed.connect(self._on_image_changed)
         self._labels_layer.changed.connect(self._on_labels_changed)
@@ -128,6 +136,9 @@ class FineTuneWidget(ScrollingDock, Container):
             event.connect(self.reset_choices)
         self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.reset_choices()
+        default_model = self._session.models.default_entry()
+        if default_model is not None:
+            self._base.value = default_model.path
         plugin_layers = [layer for _, layer in self._labels_choices() if is_plugin_layer(layer)]
         if plugin_layers:
             self._labels_layer.value = plugin_layers[-1]
@@ -307,24 +318,33 @@ class FineTuneWidget(ScrollingDock, Container):
         self.run()
 
     def training_request(self) -> FineTuneRequest:
-        """A snapshot of the form and copies of the training and validation slices."""
-        from ..learning.config import TrainConfig
+        """A snapshot of the form: copies of the training and validation slices, and of a
+        few uncorrected slices spread over the stack (the base's behaviour is kept there,
+        and how much it changes is measured there)."""
+        from ..learning.finetuning import uncorrected_roles
 
         image, labels = self._image.value, self._labels_layer.value
         depth = depth_of(spatial_shape(image))
         slices = tuple(parse_slices(self._slices.value, depth))
         validation = tuple(parse_slices(self._validation.value, depth))
-        numbers = tuple(sorted(set(slices) | set(validation)))
-        if labels.ndim >= 3:
-            planes = np.stack([np.asarray(image.data[i]) for i in numbers])
-            truth = np.stack([np.array(labels.data[i], copy=True) for i in numbers])
-        else:
-            planes, truth = np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
         config = TrainConfig(
             epochs=self._epochs.value, steps_per_epoch=self._steps.value,
             batch_size=self._batch.value, patch_size=self._patch.value,
             learning_rate=float(self._learning_rate.value), augment=self._augment.value,
         )
+        # Slices the user corrected but did not list are their truth, not the base's.
+        exclude = {*slices, *validation, *self._session.corrected(labels)}
+        anchors, checks = uncorrected_roles(depth, sorted(exclude), config.anchor_slices,
+                                            config.check_slices)
+        labelled = sorted(set(slices) | set(validation))
+        numbers = tuple(sorted(set(labelled) | set(anchors) | set(checks)))
+        if labels.ndim >= 3:
+            planes = np.stack([np.asarray(image.data[i]) for i in numbers])
+            truth = np.stack([np.array(labels.data[i], copy=True) if i in labelled else
+                              np.zeros(labels.data.shape[1:], labels.data.dtype)
+                              for i in numbers])
+        else:
+            planes, truth = np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = self._model_name.value.strip()
         return FineTuneRequest(
@@ -333,7 +353,7 @@ class FineTuneWidget(ScrollingDock, Container):
             output_path=self._session.models.new_model_path(f"{name}-{stamp}"),
             base_path=Path(self._base.value), config=config,
             pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels), name=name,
-            source=image.name,
+            source=image.name, anchor_slices=tuple(anchors), check_slices=tuple(checks),
         )
 
     def run(self) -> None:
@@ -343,9 +363,12 @@ class FineTuneWidget(ScrollingDock, Container):
         # starts, whatever happens next.
         self._session.autosave.save_now(self._labels_layer.value)
         # Training and validation slices are the user's truth: re-segmenting keeps them.
-        self._last_training = request.numbers
+        self._last_training = tuple(sorted(set(request.slices) | set(request.validation_slices)))
         self.plot.clear()
-        self._progress.max = request.config.steps_per_epoch
+        total = request.config.epochs * request.config.steps_per_epoch
+        self.plot.set_total(total)
+        self.validation_text.value = ""
+        self._progress.max = total
         self._progress.value = 0
         self._status.value = "starting TensorFlow and loading the base model..."
         self.runner.start(request)
@@ -365,30 +388,38 @@ class FineTuneWidget(ScrollingDock, Container):
 
     @if_alive
     def _on_progress(self, record) -> None:
-        from ..learning.records import EpochProgress, StepProgress
+        from ..learning.finetuning import describe_plan
+        from ..learning.records import EpochProgress, FineTunePlan, StepProgress
 
         if isinstance(record, ModelReady):
             self._status.value = f"base model {record.name} ready; preparing the slices..."
+        elif isinstance(record, FineTunePlan):
+            self.validation_text.value = describe_plan(record)
+            self.plot.set_total(record.total_steps)
         elif isinstance(record, StepProgress):
-            self._progress.max = record.steps
-            self._progress.value = record.step
-            self._status.value = (f"epoch {record.epoch}/{record.epochs}, step "
-                                  f"{record.step}/{record.steps}, loss {record.loss:.4f}")
+            self._progress.max = record.total or record.steps
+            self._progress.value = record.done or record.step
+            self.plot.add_step(record.done, record.total, record.loss, record.anchor_loss)
+            self._status.value = (f"step {record.done}/{record.total} (epoch {record.epoch}/"
+                                  f"{record.epochs}), loss {record.loss:.4f}")
         elif isinstance(record, EpochProgress):
+            self.plot.add_round(record.done, record.val_v_rand, record.val_change)
             score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
-            self.plot.add_epoch(record.epoch, record.loss if record.epoch else None,
-                                record.val_v_rand, record.best_epoch)
-            what = "base model" if record.epoch == 0 else f"epoch {record.epoch}"
-            self._status.value = (f"{what}: validation V_rand {score} (best: epoch "
-                                  f"{record.best_epoch})")
+            change = "" if record.val_change is None else \
+                f", uncorrected slices changed by up to {record.val_change:.3f}"
+            what = "base model" if record.epoch == 0 else f"after {record.done} steps"
+            self._status.value = f"{what}: validation V_rand {score}{change}"
 
     def _on_run_finished(self, result) -> None:
         from napari.utils.notifications import show_info
 
         if isinstance(result, FineTuneOutcome):
-            self.last_outcome = result
+            self.last_outcome = result if result.path is not None else self.last_outcome
             text = _outcome_text(result)
             show_info(text)
+            if _alive(self) and result.verdict is not None:
+                self.plot.set_final(result.verdict.accepted, result.verdict.v_rand_after)
+                self.validation_text.value = _before_after(result)
         elif isinstance(result, JobFailed):
             text = result.message
         else:
@@ -457,14 +488,40 @@ class FineTuneWidget(ScrollingDock, Container):
 
 
 def _outcome_text(result: FineTuneOutcome) -> str:
-    score = ""
-    if result.best_v_rand is not None:
-        score = f", validation V_rand {result.best_v_rand:.4f}"
-        if result.v_rand_before is not None:
-            score += f" (base model: {result.v_rand_before:.4f})"
-    how = "Stopped early; kept" if result.stopped else "Saved"
-    return (f"{how} the best weights (epoch {result.best_epoch}{score}) as "
-            f"{result.path.name}; it is now selected in the Segment widget.")
+    how = "Stopped early. " if result.stopped else ""
+    verdict = result.verdict
+    if verdict is None:  # a model from training without a base
+        score = "" if result.best_v_rand is None else \
+            f", validation V_rand {result.best_v_rand:.4f}"
+        return (f"{how}Saved the best weights (epoch {result.best_epoch}{score}) as "
+                f"{result.path.name}; it is now selected in the Segment widget.")
+    if not verdict.accepted:
+        return (f"{how}Not saved: {verdict.reason}. The Segment widget keeps its model.")
+    return (f"{how}Saved as {result.path.name} and selected in the Segment widget: "
+            f"{verdict.reason}.")
+
+
+def _before_after(result: FineTuneOutcome) -> str:
+    """Validation before / after, with what it was measured on."""
+    from ..slices import format_slices
+
+    verdict, plan = result.verdict, result.plan
+
+    def value(v) -> str:
+        return "-" if v is None else f"{v:.4f}"
+
+    where = ""
+    if plan is not None:
+        slices = plan.validation_slices or plan.corrected
+        where = f" on {plan.validation} (slices {format_slices(slices)})"
+    best = max(verdict.candidates, key=lambda c: c.v_rand or 0.0, default=None)
+    tried = "" if best is None else f"; fine-tuned: {value(best.v_rand)}"
+    change = "" if verdict.change is None else \
+        f"; largest change of an uncorrected slice: {verdict.change:.3f}"
+    outcome = (f"accepted ({verdict.blend:.0%} of the change kept)" if verdict.accepted else
+               "base model kept")
+    return (f"Validation V_rand{where}: before {value(verdict.v_rand_before)}, after "
+            f"{value(verdict.v_rand_after)}{tried}{change} - {outcome}.")
 
 
 def _alive(widget) -> bool:

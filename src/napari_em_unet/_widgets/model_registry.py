@@ -41,6 +41,9 @@ class ModelEntry:
         POSIX time the model was made (metadata, else file time): the sort key.
     pixel_size_nm : float or None
         The pixel size the model was trained at.
+    worse : bool
+        Its own validation says it is not better than the model it was fine-tuned from:
+        listed, but never chosen for the user.
     """
 
     path: Path
@@ -48,13 +51,15 @@ class ModelEntry:
     kind: str
     created: float
     pixel_size_nm: float | None = None
+    worse: bool = False
 
     @property
     def label(self) -> str:
         when = _dt.datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
         tag = {"bundled": "bundled", "session": "this session", "file": "file",
                "user": "saved"}[self.kind]
-        return f"{self.name} ({tag}, {when})"
+        warning = ", not better than its base on validation" if self.worse else ""
+        return f"{self.name} ({tag}, {when}{warning})"
 
 
 class ModelRegistry:
@@ -85,6 +90,12 @@ class ModelRegistry:
     def entries(self) -> list[ModelEntry]:
         """All usable models, newest first."""
         return list(self._entries)
+
+    def default_entry(self) -> ModelEntry | None:
+        """The model to preselect: the newest one whose validation does not say it is worse
+        than its base (a worse model stays listed for whoever wants to look at it)."""
+        return next((e for e in self._entries if not e.worse), None) or \
+            next(iter(self._entries), None)
 
     def find(self, path: str | os.PathLike) -> ModelEntry | None:
         path = Path(path).resolve()
@@ -163,4 +174,14 @@ def _entry(path: Path, kind: str, strict: bool = False) -> ModelEntry | None:
         with contextlib.suppress(ValueError):
             created = _dt.datetime.fromisoformat(info.created).timestamp()
     name = info.name if info.name and info.name != "unnamed" else path.stem
-    return ModelEntry(path, name, kind, created, info.pixel_size_nm)
+    return ModelEntry(path, name, kind, created, info.pixel_size_nm, validated_worse(info))
+
+
+def validated_worse(info) -> bool:
+    """Whether a model's own validation says it is not better than its base: the verdict of
+    a fine-tuning run, or (models from before verdicts) a lower score than before."""
+    validation = info.validation or {}
+    if validation.get("accepted") is False:
+        return True
+    after, before = validation.get("v_rand"), validation.get("v_rand_before")
+    return isinstance(after, (int, float)) and isinstance(before, (int, float)) and after < before

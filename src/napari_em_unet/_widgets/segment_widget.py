@@ -98,6 +98,7 @@ class SegmentWidget(ScrollingDock, Container):
                       self._viewer.layers.events.moved):
             event.connect(self.reset_choices)
         self.reset_choices()
+        self._select_default_model()
         self._on_image_changed()
         self._session.prewarm()
 
@@ -165,11 +166,19 @@ class SegmentWidget(ScrollingDock, Container):
         self._model.reset_choices()
         self._update_state()
 
+    def _select_default_model(self) -> None:
+        # Newest first, but never a model whose own validation says it is worse.
+        entry = self._session.models.default_entry()
+        if entry is not None:
+            self._model.value = entry.path
+
     @if_alive
     def _on_model_added(self, entry) -> None:
-        # A model the user just fine-tuned or added is what they want next.
+        # A model the user just fine-tuned or added is what they want next, unless its
+        # validation says it is worse than its base.
         self._model.reset_choices()
-        self._model.value = entry.path
+        if not entry.worse:
+            self._model.value = entry.path
         self._update_state()
 
     # ------------------------------------------------------------------ validation

@@ -79,10 +79,12 @@ def segment_job(request: SegmentRequest, stop: threading.Event | None = None) ->
 
 def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
         Any, None, FineTuneOutcome | JobFailed]:
-    """Fine-tune, yielding the core's StepProgress/EpochProgress records, then save.
+    """Fine-tune, yielding the core's records (the plan with the user's slice numbers),
+    then save the model if validation accepted it.
 
-    ``stop`` is the core's cooperative stop: set it and the training finishes its step,
-    restores the best weights, and the model is saved as usual.
+    ``stop`` is the core's cooperative stop: set it and the training finishes its step, the
+    verdict is made on the weights so far, and an accepted model is saved as usual. When
+    validation keeps the base, nothing is saved (the outcome says why).
     """
     from ..learning.training import train
     from ..model.files import save_model
@@ -95,15 +97,19 @@ def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
     yield ModelReady(base.info.name if base else "new model", time.perf_counter() - started)
     local = {number: i for i, number in enumerate(request.numbers)}
     try:
-        result = yield from train(
+        result = yield from _numbered(train(
             request.image, request.labels, base=base,
             slices=[local[s] for s in request.slices],
             validation_slices=[local[s] for s in request.validation_slices] or None,
+            anchor_slices=[local[s] for s in request.anchor_slices],
+            check_slices=[local[s] for s in request.check_slices],
             pixel_size_nm=request.pixel_size_nm, config=request.config, name=request.name,
             source=request.source, stop=stop,
-        )
+        ), request.numbers)
         info = _with_slice_numbers(result.model.info, request.numbers)
-        path = save_model(result.model.keras_model, info, request.output_path)
+        accepted = result.verdict is None or result.verdict.accepted
+        path = save_model(result.model.keras_model, info, request.output_path) if accepted \
+            else None
     except EmUnetError as exc:
         return JobFailed(str(exc))
     except MemoryError:
@@ -112,11 +118,30 @@ def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
         return JobFailed(f"could not save the model to {request.output_path} ({exc})")
     epochs_run = max((h["epoch"] for h in result.history), default=0)
     return FineTuneOutcome(
-        path=Path(path), info=info, best_epoch=result.best_epoch,
+        path=None if path is None else Path(path), info=info, best_epoch=result.best_epoch,
         best_v_rand=result.best_v_rand,
         v_rand_before=info.validation.get("v_rand_before"),
-        stopped=result.stopped, epochs_run=epochs_run,
+        stopped=result.stopped, epochs_run=epochs_run, verdict=result.verdict,
+        plan=None if result.plan is None else _plan_numbered(result.plan, request.numbers),
     )
+
+
+def _numbered(job: Generator, numbers: tuple[int, ...]) -> Generator:
+    """Relay ``job``'s records, its plan with the user's slice numbers instead of planes."""
+    from ..learning.records import FineTunePlan
+
+    while True:
+        try:
+            record = next(job)
+        except StopIteration as done:
+            return done.value
+        yield _plan_numbered(record, numbers) if isinstance(record, FineTunePlan) else record
+
+
+def _plan_numbered(plan, numbers: tuple[int, ...]):
+    fields = ("corrected", "validation_slices", "anchors", "check")
+    return dataclasses.replace(plan, **{
+        key: tuple(int(numbers[i]) for i in getattr(plan, key)) for key in fields})
 
 
 def _with_slice_numbers(info, numbers: tuple[int, ...]):
@@ -124,6 +149,6 @@ def _with_slice_numbers(info, numbers: tuple[int, ...]):
     if not info.trained_on:
         return info
     last = dict(info.trained_on[-1])
-    for key in ("slices", "validation_slices"):
+    for key in ("slices", "validation_slices", "anchor_slices", "check_slices"):
         last[key] = [int(numbers[i]) for i in last.get(key) or []]
     return dataclasses.replace(info, trained_on=[*info.trained_on[:-1], last])

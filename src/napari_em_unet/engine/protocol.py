@@ -41,11 +41,13 @@ class SegmentRequest:
 
 @dataclass(frozen=True)
 class FineTuneRequest:
-    """A snapshot of what to fine-tune on: copies of the training and validation planes."""
+    """A snapshot of what to fine-tune on: copies of the training and validation planes,
+    and of a bounded number of uncorrected planes (anchors and check slices)."""
 
     image: np.ndarray
     """The planes listed in ``numbers`` (k x Y x X, or k x Y x X x 3)."""
     labels: np.ndarray
+    """Their labels (all 0 on the uncorrected planes)."""
     numbers: tuple[int, ...]
     """Slice number in the user's stack of each plane of ``image`` and ``labels``."""
     slices: tuple[int, ...]
@@ -57,6 +59,10 @@ class FineTuneRequest:
     pixel_size_nm: float | None = None
     name: str = "fine-tuned"
     source: str = ""
+    anchor_slices: tuple[int, ...] = ()
+    """Uncorrected slices (slice numbers) whose base predictions are mixed into training."""
+    check_slices: tuple[int, ...] = ()
+    """Uncorrected slices (slice numbers) where the change against the base is measured."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +96,20 @@ class SegmentSummary:
 
 @dataclass(frozen=True)
 class FineTuneOutcome:
-    path: Path
+    path: Path | None
+    """The saved model; None when validation kept the base (nothing is saved then)."""
     info: Any  # model.info.ModelInfo
     best_epoch: int
     best_v_rand: float | None
     v_rand_before: float | None
     stopped: bool
     epochs_run: int
+    verdict: Any = None  # learning.records.Verdict
+    plan: Any = None  # learning.records.FineTunePlan, slice numbers as the user's
+
+    @property
+    def accepted(self) -> bool:
+        return self.verdict is None or self.verdict.accepted
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,13 @@ def random_patch(
     weight: np.ndarray,
     patch: int,
     config: AugmentConfig = AugmentConfig(),
+    soft: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One (image, target, weight) patch of ``patch`` x ``patch`` pixels from a prepared slice."""
+    """One (image, target, weight) patch of ``patch`` x ``patch`` pixels from a prepared slice.
+
+    ``soft``: the target is a probability (the base model's own prediction, kept as it is)
+    rather than a 0/1 membrane mask (re-binarised after interpolation).
+    """
     from scipy import ndimage
 
     scale = rng.uniform(*config.scale_range) if config.enabled else 1.0
@@ -54,11 +59,12 @@ def random_patch(
         zoom = patch / crop
         arrays = [ndimage.zoom(a, zoom, order=1, grid_mode=True, mode="reflect") for a in arrays]
         arrays = [_pad_to(a[:patch, :patch], patch, mode="edge") for a in arrays]
-        arrays[1] = (arrays[1] >= 0.5).astype(np.float32)
+        if not soft:
+            arrays[1] = (arrays[1] >= 0.5).astype(np.float32)
     img, tgt, wgt = arrays
     if config.enabled:
         if config.elastic:
-            img, tgt, wgt = _elastic(rng, img, tgt, wgt)
+            img, tgt, wgt = _elastic(rng, img, tgt, wgt, soft=soft)
         k = rng.integers(4)
         flip = rng.random() < 0.5
         img, tgt, wgt = (np.rot90(a, k) for a in (img, tgt, wgt))
@@ -108,7 +114,7 @@ def _section_defects(rng: np.random.Generator, img: np.ndarray, wgt: np.ndarray)
     return img, wgt
 
 
-def _elastic(rng, img, tgt, wgt, alpha: float = 12.0, sigma: float = 8.0):
+def _elastic(rng, img, tgt, wgt, alpha: float = 12.0, sigma: float = 8.0, soft: bool = False):
     from scipy import ndimage
 
     shape = img.shape
@@ -117,4 +123,5 @@ def _elastic(rng, img, tgt, wgt, alpha: float = 12.0, sigma: float = 8.0):
     yy, xx = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
     coords = np.array([yy + dy, xx + dx])
     warp = lambda a: ndimage.map_coordinates(a, coords, order=1, mode="reflect")  # noqa: E731
-    return warp(img), (warp(tgt) >= 0.5).astype(np.float32), warp(wgt)
+    target = warp(tgt) if soft else (warp(tgt) >= 0.5).astype(np.float32)
+    return warp(img), target, warp(wgt)

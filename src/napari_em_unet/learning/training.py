@@ -37,8 +37,19 @@ from ..segmentation.tiling import predict_slice
 from ..segmentation.watershed import WatershedParams, instances_from_probability, tune_watershed
 from .augmentation import AugmentConfig, random_patch
 from .config import TrainConfig
+from .finetuning import (
+    BaseComparison,
+    LabelledPlane,
+    adapt_batch_norm,
+    anchor_patch_count,
+    anchor_samples,
+    blended,
+    freeze_batch_norm,
+    model_scale_planes,
+    uncorrected_roles,
+)
 from .metrics import score_slice
-from .records import EpochProgress, StepProgress, TrainResult
+from .records import EpochProgress, FineTunePlan, StepProgress, TrainResult, Verdict
 from .targets import labelled_slices, membrane_width, training_target
 
 
@@ -173,25 +184,31 @@ def _split_band(samples: list[_Sample], fraction: float) -> tuple[list[_Sample],
 
 
 def _samples(stack, label_stack, slices, validation, start: _Start, config: TrainConfig,
-             pixel_size_nm) -> tuple[list[_Sample], list[_Sample]]:
-    """Training and validation samples at the model's scale."""
+             pixel_size_nm) -> tuple[list[_Sample], list[_Sample], list[_Sample]]:
+    """Training and validation samples at the model's scale, and the whole training slices."""
     prep = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
             "percentiles": start.info.percentiles,
             "width": config.border_width_px or start.membrane_width_px,
             "border_weight": config.border_weight}
-    train_samples = prepare(stack, label_stack, slices, **prep)
+    whole = prepare(stack, label_stack, slices, **prep)
     if validation:
-        return train_samples, prepare(stack, label_stack, validation, **prep)
-    return _split_band(train_samples, config.validation_fraction)
+        return whole, prepare(stack, label_stack, validation, **prep), whole
+    return (*_split_band(whole, config.validation_fraction), whole)
 
 
 # ----------------------------------------------------------------------------- the loop
 class _Trainer:
     """The optimiser, one training step, validation, and the best epoch so far."""
 
-    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples):
+    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples,
+                 anchors: Sequence = ()):
         self.model, self.config = start.model, config
         self.train_samples, self.val_samples = train_samples, val_samples
+        self.anchors = list(anchors)
+        self.anchor_patches = anchor_patch_count(config.batch_size, config.anchor_share,
+                                                 bool(self.anchors))
+        anchor_area = np.array([a.image.size for a in self.anchors], dtype=float)
+        self.anchor_weights = anchor_area / anchor_area.sum() if self.anchors else anchor_area
         self.rng = np.random.default_rng(config.seed)
         keras = _keras()
         keras.utils.set_random_seed(config.seed)
@@ -206,6 +223,7 @@ class _Trainer:
         weights = np.array([s.image.size for s in train_samples], dtype=float)
         self.sample_weights = weights / weights.sum()
         self.history: list[dict] = []
+        self.done = 0
         self.best_epoch, self.best_weights, self.best_score = 0, None, None
         self.best_params = start.params
 
@@ -217,20 +235,28 @@ class _Trainer:
             with tf.GradientTape() as tape:
                 p = tf.clip_by_value(model(x, training=True), 1e-6, 1 - 1e-6)
                 bce = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
-                loss = tf.reduce_mean(bce * w)
+                per_patch = tf.reduce_mean(bce * w, axis=[1, 2, 3])
+                loss = tf.reduce_mean(per_patch)
             grads = tape.gradient(loss, model.trainable_variables)
             optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
+            return per_patch
 
         return step_fn
 
-    def step(self) -> float:
+    def step(self) -> tuple[float, float | None]:
+        """One optimiser step; the mean loss of the corrected patches and of the anchors."""
         config = self.config
+        corrected = config.batch_size - self.anchor_patches
         batch = [random_patch(self.rng, *_pick(self.rng, self.train_samples, self.sample_weights),
                               config.patch_size, self.augment)
-                 for _ in range(config.batch_size)]
+                 for _ in range(corrected)]
+        batch += [random_patch(self.rng, *_pick(self.rng, self.anchors, self.anchor_weights),
+                               config.patch_size, self.augment, soft=True)
+                  for _ in range(self.anchor_patches)]
         x, y, w = (np.stack([b[i] for b in batch])[..., None] for i in range(3))
-        return float(self.step_fn(x, y, w))
+        per_patch = np.asarray(self.step_fn(x, y, w))
+        anchor = float(per_patch[corrected:].mean()) if self.anchor_patches else None
+        return float(per_patch[:corrected].mean()), anchor
 
     def evaluate(self, start: WatershedParams):
         """Validation loss, V_rand and the watershed parameters tuned from ``start``."""
@@ -267,20 +293,23 @@ class _Trainer:
         self.history.append({"epoch": epoch, "loss": mean_loss, "val_loss": val_loss,
                              "val_v_rand": score})
         return EpochProgress(epoch, self.config.epochs, mean_loss, val_loss, score,
-                             self.best_epoch, time.perf_counter() - started)
+                             self.best_epoch, time.perf_counter() - started, self.done)
 
     def epochs(self, stop) -> Generator[StepProgress | EpochProgress, None, tuple[int, bool]]:
         """Run the epochs; return the last epoch run and whether ``stop`` ended them."""
         config, epoch = self.config, 0
+        total = config.epochs * config.steps_per_epoch
         for epoch in range(1, config.epochs + 1):
             started, losses, stopped = time.perf_counter(), [], False
             for step in range(1, config.steps_per_epoch + 1):
                 if stop is not None and stop.is_set():
                     stopped = True
                     break
-                losses.append(self.step())
-                yield StepProgress(epoch, config.epochs, step, config.steps_per_epoch,
-                                   losses[-1])
+                loss, anchor_loss = self.step()
+                losses.append(loss)
+                self.done += 1
+                yield StepProgress(epoch, config.epochs, step, config.steps_per_epoch, loss,
+                                   self.done, total, anchor_loss)
             if stopped and not losses:
                 return epoch - 1, True
             yield self.end_epoch(epoch, losses, started)
@@ -298,6 +327,111 @@ class _Trainer:
                                                  self.best_params)
 
 
+class _FineTuner(_Trainer):
+    """Fine-tuning: anchors in every batch, progress measured against the base (held-out
+    corrected data and uncorrected check slices), and the verdict at the end instead of
+    the best epoch on a band of the training slices."""
+
+    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples,
+                 anchors: Sequence, comparison: BaseComparison):
+        super().__init__(start, config, train_samples, val_samples, anchors)
+        self.comparison = comparison
+        self.base_weights = self.model.get_weights()
+        self.best_params = comparison.params
+        self.verdict: Verdict | None = None
+
+    def score_base(self) -> EpochProgress:
+        before = self.comparison.base_v_rand
+        self.best_score = before
+        self.history.append({"epoch": 0, "step": 0, "loss": None, "val_v_rand": before,
+                             "val_change": 0.0})
+        return EpochProgress(0, self.config.epochs, float("nan"), None, before, 0, 0.0, 0, 0.0)
+
+    def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
+        # A quick look (two check slices) to show progress; the verdict looks at all.
+        score, change, _ = self.comparison.measure(self.model, checks=2)
+        mean_loss = float(np.mean(losses))
+        self.best_epoch = epoch
+        self.history.append({"epoch": epoch, "step": self.done, "loss": mean_loss,
+                             "val_v_rand": score, "val_change": change})
+        return EpochProgress(epoch, self.config.epochs, mean_loss, None, score, epoch,
+                             time.perf_counter() - started, self.done, change)
+
+    def restore_best(self) -> None:
+        """Nothing to restore: :meth:`conclude` chooses the final weights."""
+
+    def conclude(self, what: str, tune: bool) -> Verdict:
+        """Measure the candidates, keep the verdict's weights and watershed parameters."""
+        tuned_weights = self.model.get_weights()
+        found, tuned_params = self.comparison.candidates(self.model, self.base_weights,
+                                                         tuned_weights, tune)
+        verdict = self.comparison.verdict(found, what)
+        self.model.set_weights(blended(self.base_weights, tuned_weights, verdict.blend))
+        chosen = next((c for c in found if c.blend == verdict.blend and
+                       c.v_rand == verdict.v_rand_after), None)
+        if verdict.accepted and chosen is not None and chosen.tuned_watershed:
+            self.best_params = tuned_params
+        self.best_score, self.verdict = verdict.v_rand_after, verdict
+        return verdict
+
+
+def _fine_tuner(base: LoadedModel, stack, slices, validation, roles, start: _Start,
+                config: TrainConfig, pixel_size_nm, samples, held_out: bool
+                ) -> tuple[_FineTuner, FineTunePlan]:
+    """The fine-tuning trainer and the plan it follows.
+
+    Familiar data (the base already does well on the corrected slices): the base's
+    predictions on anchor slices are mixed into every batch and the change of uncorrected
+    check slices is capped. New data: the batch-norm statistics are first re-estimated on
+    the user's slices, and neither anchors nor a cap hold the model back.
+    """
+    train_samples, val_samples, whole = samples
+    anchor_slices, check_slices = _uncorrected_slices(stack.shape[0], slices, validation,
+                                                      roles, config)
+    scale = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
+             "percentiles": start.info.percentiles}
+    check_planes = model_scale_planes(stack, check_slices, **scale)
+    comparison = BaseComparison(
+        base.keras_model, start.params, [LabelledPlane(s.image, s.labels) for s in val_samples],
+        [LabelledPlane(s.image, s.labels) for s in whole], check_planes, config)
+    anchors = []
+    if comparison.familiar and config.anchor_share > 0:
+        anchors = anchor_samples(lambda plane: predict_slice(base.keras_model, plane), stack,
+                                 anchor_slices, **scale)
+    elif not comparison.familiar and config.adapt_batch_norm:
+        planes = [s.image for s in whole] + check_planes + model_scale_planes(
+            stack, anchor_slices, **scale)
+        adapt_batch_norm(start.model, planes, seed=config.seed)
+    if config.freeze_batch_norm:
+        freeze_batch_norm(start.model)
+    what = ("a corrected slice held out from training" if held_out else
+            "the validation slices (never trained on)" if validation else
+            f"the bottom {config.validation_fraction:.0%} of each corrected slice (never "
+            "trained on)")
+    plan = FineTunePlan(
+        corrected=tuple(slices), validation=what if val_samples else "nothing (slices too small)",
+        validation_slices=tuple(validation),
+        anchors=tuple(anchor_slices) if anchors else (), check=tuple(check_slices),
+        base_corrected_v_rand=comparison.base_corrected_v_rand, familiar=comparison.familiar,
+        change_budget=comparison.change_budget,
+        total_steps=config.epochs * config.steps_per_epoch,
+        base_val_v_rand=comparison.base_v_rand)
+    return _FineTuner(start, config, train_samples, val_samples, anchors, comparison), plan
+
+
+def _uncorrected_slices(depth: int, slices, validation, roles, config: TrainConfig
+                        ) -> tuple[list[int], list[int]]:
+    """Anchor and check slices: the caller's, or spread over the rest of the stack."""
+    anchor_slices, check_slices = roles
+    if anchor_slices is None or check_slices is None:
+        auto_anchors, auto_checks = uncorrected_roles(
+            depth, [*slices, *validation], config.anchor_slices, config.check_slices)
+        anchor_slices = auto_anchors if anchor_slices is None else anchor_slices
+        check_slices = auto_checks if check_slices is None else check_slices
+    return (_check_slices(anchor_slices, depth, "anchor slices"),
+            _check_slices(check_slices, depth, "check slices"))
+
+
 # ----------------------------------------------------------------------------- train
 def train(
     image: np.ndarray,
@@ -311,8 +445,10 @@ def train(
     name: str = "em-unet",
     source: str = "",
     extra: Sequence[TrainingSource] = (),
+    anchor_slices: Sequence[int] | None = None,
+    check_slices: Sequence[int] | None = None,
     stop=None,
-) -> Generator[StepProgress | EpochProgress, None, TrainResult]:
+) -> Generator[StepProgress | EpochProgress | FineTunePlan, None, TrainResult]:
     """Train a new U-Net (``base=None``) or fine-tune ``base`` on the labelled slices.
 
     ``labels`` follows the rule in :mod:`.targets`; ``slices`` defaults to every slice with
@@ -320,16 +456,38 @@ def train(
     size, used to resample to the base model's scale (and stored in a new model). ``extra``
     volumes are resampled to the same scale and add training patches only
     (``config.extra_share`` of them), never validation data.
+
+    Fine-tuning (:mod:`.finetuning`) also uses slices nobody corrected: ``anchor_slices``
+    (the base's predictions there are mixed into every batch) and ``check_slices`` (where
+    the change against the base is measured); both default to slices spread over the stack
+    that are neither training nor validation slices. It yields a :class:`FineTunePlan`
+    first, and its result carries the :class:`Verdict`: when the fine-tuned model does not
+    validate better than the base, the result holds the base's weights.
     """
     stack, label_stack, slices, validation = _checked_inputs(image, labels, slices,
                                                              validation_slices)
+    held_out = base is not None and not validation and len(slices) >= config.hold_out_from
+    if held_out:
+        # A whole corrected slice says more about the slices nobody corrected than a band
+        # of the slices trained on (docs/design.md, "Fine-tuning").
+        validation = [slices[len(slices) // 2]]
+        slices = [s for s in slices if s not in validation]
     start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
-    train_samples, val_samples = _samples(stack, label_stack, slices, validation, start,
-                                          config, pixel_size_nm)
-    extra_samples = _extra_samples(extra, start, config)
-    trainer = _Trainer(start, config, train_samples + extra_samples, val_samples)
-    trainer.sample_weights = _mixed_weights(train_samples, extra_samples, config.extra_share)
-    if base is not None and val_samples:
+    samples = _samples(stack, label_stack, slices, validation, start, config, pixel_size_nm)
+    plan = None
+    if base is None:
+        trainer = _Trainer(start, config, samples[0], samples[1])
+    else:
+        trainer, plan = _fine_tuner(base, stack, slices, validation,
+                                    (anchor_slices, check_slices), start, config,
+                                    pixel_size_nm, samples, held_out)
+    if extra:
+        extra_samples = _extra_samples(extra, start, config)
+        trainer.sample_weights = _mixed_weights(trainer.train_samples, extra_samples,
+                                                config.extra_share)
+        trainer.train_samples = trainer.train_samples + extra_samples
+    if plan is not None:
+        yield plan
         yield trainer.score_base()
     last_epoch, stopped = yield from trainer.epochs(stop)
     trainer.restore_best()
@@ -340,14 +498,28 @@ def train(
         run["extra"] = [{"source": e.name, "pixel_size_nm": e.pixel_size_nm,
                          "slices": labelled_slices(_labels_array(e.labels))} for e in extra]
         run["extra_share"] = config.extra_share
+    if plan is not None:
+        trainer.conclude(plan.validation, tune=config.tune_postprocessing)
+        run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
     info = _trained_info(start, base, trainer, name, run)
     return TrainResult(LoadedModel(start.model, info, None), trainer.best_epoch,
-                       trainer.best_score, stopped, trainer.history)
+                       trainer.best_score, stopped, trainer.history,
+                       getattr(trainer, "verdict", None), plan)
 
 
 def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) -> ModelInfo:
     """The new model's metadata: what it was trained on and how well it validated."""
     info, history = start.info, trainer.history
+    verdict = getattr(trainer, "verdict", None)
+    if verdict is not None:
+        validation = {"v_rand": verdict.v_rand_after, "v_rand_before": verdict.v_rand_before,
+                      **verdict.to_dict()}
+        epochs = info.epochs + (run["epochs"] if verdict.accepted else 0)
+    else:
+        validation = {"v_rand": trainer.best_score,
+                      "v_rand_before": history[0]["val_v_rand"] if base is not None and history
+                      else None}
+        epochs = info.epochs + trainer.best_epoch if base is not None else trainer.best_epoch
     return dataclasses.replace(
         info,
         name=name,
@@ -356,10 +528,8 @@ def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) 
         postprocessing=trainer.best_params.to_dict(),
         trained_on=list(info.trained_on if base is not None else []) + [run],
         base_model=(base.info.name if base is not None else None),
-        epochs=info.epochs + trainer.best_epoch if base is not None else trainer.best_epoch,
-        validation={"v_rand": trainer.best_score,
-                    "v_rand_before": history[0]["val_v_rand"] if base is not None and history
-                    else None},
+        epochs=epochs,
+        validation=validation,
         history=history,
     )
 
