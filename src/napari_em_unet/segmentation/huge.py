@@ -31,7 +31,7 @@ from ..io.scratch import ScratchRows
 from .bands import predict_rows, row_spans
 from .preprocessing import resample_factor
 from .stitching import BandStitcher
-from .watershed import WatershedParams, membranes_from_labels
+from .watershed import WatershedParams, membranes_from_labels, params_for_data
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,8 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
     slice showed nothing (the generator's return value).
     """
     height, width = volume.shape[1:]
-    params = params or WatershedParams.from_dict(model.info.postprocessing)
+    params = params or params_for_data(model.info.postprocessing, model.info.pixel_size_nm,
+                                       pixel_size_nm)
     tiles = (0, 0)
     predict = {"batch_size": bands.batch_size, "tile_size": bands.tile_size, **predict_kwargs,
                "pixel_size_nm": pixel_size_nm}

@@ -16,7 +16,12 @@ import numpy as np
 
 from ..model.info import LoadedModel
 from .tiling import predict_stack
-from .watershed import WatershedParams, instances_from_probability, membranes_from_labels
+from .watershed import (
+    WatershedParams,
+    instances_from_probability,
+    membranes_from_labels,
+    params_for_data,
+)
 
 
 class Output(str, Enum):
@@ -64,7 +69,8 @@ def segment_stack(
     (about 30 % faster per slice than one after the other). Results still come in order.
     """
     output = Output(output)
-    params = params or WatershedParams.from_dict(model.info.postprocessing)
+    params = params or params_for_data(model.info.postprocessing, model.info.pixel_size_nm,
+                                       pixel_size_nm)
     predictions = predict_stack(model, image, slices=slices, pixel_size_nm=pixel_size_nm,
                                 **predict_kwargs)
     if output is Output.PROBABILITIES:

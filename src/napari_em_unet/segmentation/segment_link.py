@@ -22,7 +22,7 @@ from ..io.voxel_size import section_spacing_of
 from ..io.writers import create_zarr_output, open_writer
 from .linking import LinkParams, link_into, resolve_voxel_size
 from .streaming import Progress, _Clock, output_shape
-from .watershed import WatershedParams, instances_from_probability
+from .watershed import WatershedParams, instances_from_probability, params_for_data
 
 
 class LabelsFromProbability:
@@ -74,7 +74,8 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
             probability = open_volume(scratch / "probability.zarr")
             info = model.info if isinstance(model, LoadedModel) else read_info(model_path)
             labels = LabelsFromProbability(probability,
-                                           WatershedParams.from_dict(info.postprocessing))
+                                           params_for_data(info.postprocessing, info.pixel_size_nm,
+                                                           volume.pixel_size_nm))
             return (yield from link_distributed(
                 labels, path, probability=probability, client=client, scheduler=scheduler,
                 n_workers=n_workers, sections_per_task=sections_per_task, **link))

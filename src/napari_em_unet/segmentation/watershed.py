@@ -37,6 +37,17 @@ class WatershedParams:
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def at_scale(self, factor: float) -> WatershedParams:
+        """These parameters, chosen at the model's pixel size, for data whose pixels are
+        ``factor`` times larger (the watershed runs at the data's scale): lengths divide by
+        ``factor``, areas by its square, so that a sigma of 2 model pixels does not blur the
+        thinner membranes of 10 nm data."""
+        if factor == 1.0:
+            return self
+        return replace(self, sigma=self.sigma / factor,
+                       min_seed_size=max(1, round(self.min_seed_size / factor**2)),
+                       min_size=max(1, round(self.min_size / factor**2)))
+
 
 def _smooth(probability: np.ndarray, sigma: float) -> np.ndarray:
     from scipy import ndimage
@@ -80,6 +91,16 @@ def watershed_labels(
         if small.any():
             seeds[small[seeds]] = 0
     return watershed(smooth, seeds, mask=(smooth < params.threshold) & ~missing)
+
+
+def params_for_data(postprocessing: dict | None, model_pixel_size_nm: float | None,
+                    pixel_size_nm: float | None) -> WatershedParams:
+    """A model's watershed parameters (its ``info.postprocessing``) for data at
+    ``pixel_size_nm``, which the watershed runs at."""
+    from .preprocessing import resample_factor
+
+    return WatershedParams.from_dict(postprocessing).at_scale(
+        resample_factor(pixel_size_nm, model_pixel_size_nm))
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
