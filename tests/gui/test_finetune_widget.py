@@ -121,16 +121,16 @@ def _fake_model(path, name, created, validation=None):
 def test_a_model_validated_worse_is_listed_but_not_preselected(sample_viewer, plugin_home):
     folder = plugin_home / "models"
     folder.mkdir(parents=True)
-    good = _fake_model(folder / "good.keras", "good", "2026-12-02T00:00:00+00:00",
+    good = _fake_model(folder / "good.keras", "good", "2027-01-02T00:00:00+00:00",
                        {"accepted": True, "v_rand": 0.9, "v_rand_before": 0.8})
-    _fake_model(folder / "worse.keras", "worse", "2026-12-03T00:00:00+00:00",
+    _fake_model(folder / "worse.keras", "worse", "2027-01-03T00:00:00+00:00",
                 {"accepted": False, "v_rand": 0.8, "v_rand_before": 0.8})
-    _fake_model(folder / "older-code.keras", "older", "2026-12-04T00:00:00+00:00",
+    _fake_model(folder / "older-code.keras", "older", "2027-01-04T00:00:00+00:00",
                 {"v_rand": 0.7, "v_rand_before": 0.8})  # before verdicts: lower than before
     session = session_for(sample_viewer)
     session.models.refresh()
     names = [e.name for e in session.models.entries]
-    assert names[:3] == ["older", "worse", "good"]  # newest first, all listed
+    assert names[:3] == ["older", "worse", "good"]  # newest first (after the bundled model), all listed
     labels = {e.name: e.label for e in session.models.entries}
     assert "not better than its base" in labels["worse"]
     assert "not better than its base" in labels["older"]
