@@ -22,8 +22,10 @@ def require_data() -> None:
 
 
 def machine() -> str:
-    return (f"{_dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    return (
+        f"{_dt.date.today().isoformat()}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
 
 def napari_like_labels(membranes: np.ndarray) -> np.ndarray:
@@ -75,12 +77,14 @@ def touching_labels(membranes: np.ndarray, share: float, seed: int) -> np.ndarra
     grown = expand_labels(cells, distance=max(membranes.shape))
     high, low = ndimage.maximum_filter(grown, size=9), ndimage.minimum_filter(grown, size=9)
     other = np.where(high != grown, high, low)  # the cell on the other side of the membrane
-    pair = np.minimum(grown, other).astype(np.int64) * (int(grown.max()) + 1) + \
-        np.maximum(grown, other)
+    pair = np.minimum(grown, other).astype(np.int64) * (int(grown.max()) + 1) + np.maximum(
+        grown, other
+    )
     membrane = (membranes == 0) & (other != grown)
     pairs = np.unique(pair[membrane])
-    touching = membrane & np.isin(pair, pairs[np.random.default_rng(seed).random(pairs.size)
-                                              < share])
+    touching = membrane & np.isin(
+        pair, pairs[np.random.default_rng(seed).random(pairs.size) < share]
+    )
     return np.where((membranes > 0) | touching, grown, 0).astype(np.uint32)
 
 
@@ -90,12 +94,20 @@ def _resample(plane: np.ndarray, factor: float, order: int) -> np.ndarray:
     shape = tuple(int(round(n * factor)) for n in plane.shape)
     if order:  # average before shrinking, as a coarser detector pixel would
         plane = ndimage.gaussian_filter(plane.astype(np.float32), 0.5 / factor)
-    return ndimage.zoom(plane, np.array(shape) / plane.shape, order=order, grid_mode=True,
-                        mode="nearest")
+    return ndimage.zoom(
+        plane, np.array(shape) / plane.shape, order=order, grid_mode=True, mode="nearest"
+    )
 
 
-def _fibsem_look(plane: np.ndarray, seed: int, gamma: float, contrast: float, noise: float,
-                 blur: float, curtain: float) -> np.ndarray:
+def _fibsem_look(
+    plane: np.ndarray,
+    seed: int,
+    gamma: float,
+    contrast: float,
+    noise: float,
+    blur: float,
+    curtain: float,
+) -> np.ndarray:
     """Lower contrast, another detector curve, blur, shot-like noise and the vertical
     curtaining streaks of focused-ion-beam milling."""
     from scipy import ndimage
@@ -108,14 +120,20 @@ def _fibsem_look(plane: np.ndarray, seed: int, gamma: float, contrast: float, no
     return np.clip(x * 255, 0, 255).astype(np.uint8)
 
 
-def fibsem_like(raw: np.ndarray, membranes: np.ndarray, pixel_size_nm: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def fibsem_like(
+    raw: np.ndarray, membranes: np.ndarray, pixel_size_nm: float
+) -> tuple[np.ndarray, np.ndarray]:
     """vnc2013 made into a stand-in for FIB-SEM data the bundled model has never seen: 10 nm
     pixels (recorded, so the pipeline resamples), FIB-SEM-like contrast, noise and streaks,
     and instance labels in which some cells touch. Deterministic."""
     factor = pixel_size_nm / FIBSEM_PIXEL_NM
-    image = np.stack([_fibsem_look(_resample(p, factor, 1), 100 + z, **FIBSEM_LOOK)
-                      for z, p in enumerate(raw)])
-    labels = np.stack([_resample(touching_labels(m, FIBSEM_TOUCHING_SHARE, z), factor, 0)
-                       for z, m in enumerate(membranes)])
+    image = np.stack(
+        [_fibsem_look(_resample(p, factor, 1), 100 + z, **FIBSEM_LOOK) for z, p in enumerate(raw)]
+    )
+    labels = np.stack(
+        [
+            _resample(touching_labels(m, FIBSEM_TOUCHING_SHARE, z), factor, 0)
+            for z, m in enumerate(membranes)
+        ]
+    )
     return image, labels

@@ -26,7 +26,9 @@ def features(image: np.ndarray) -> np.ndarray:
         out.append(ndimage.gaussian_gradient_magnitude(image, s))
         out.append(ndimage.gaussian_laplace(image, s))
         out.append(smooth - ndimage.gaussian_filter(image, s * 1.6))
-        eig = hessian_matrix_eigvals(hessian_matrix(image, s, order="rc", use_gaussian_derivatives=False))
+        eig = hessian_matrix_eigvals(
+            hessian_matrix(image, s, order="rc", use_gaussian_derivatives=False)
+        )
         out.extend([eig[0], eig[1]])
     return np.stack(out, axis=-1).astype(np.float32)
 
@@ -37,8 +39,9 @@ class RandomForestBaseline:
 
         self.samples = samples_per_slice
         self.rng = np.random.default_rng(seed)
-        self.forest = RandomForestClassifier(n_estimators=n_estimators, min_samples_leaf=5,
-                                             n_jobs=2, random_state=seed)
+        self.forest = RandomForestClassifier(
+            n_estimators=n_estimators, min_samples_leaf=5, n_jobs=2, random_state=seed
+        )
 
     def fit(self, images: list[np.ndarray], labels: list[np.ndarray]) -> RandomForestBaseline:
         xs, ys = [], []

@@ -57,20 +57,31 @@ PREVIOUS_COMMIT = "5ce5730"  # the bundled model before issue 8: ISBI 0-15, sele
 
 def arguments():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--folds", nargs="+", required=True,
-                   help="fold models, each trained without one block of ISBI slices")
-    p.add_argument("--holdouts", nargs="+", default=None,
-                   help="the slices each fold model left out, e.g. 0-9 10-19 (default: 0-19 "
-                        "split evenly over the models, in order)")
+    p.add_argument(
+        "--folds",
+        nargs="+",
+        required=True,
+        help="fold models, each trained without one block of ISBI slices",
+    )
+    p.add_argument(
+        "--holdouts",
+        nargs="+",
+        default=None,
+        help="the slices each fold model left out, e.g. 0-9 10-19 (default: 0-19 "
+        "split evenly over the models, in order)",
+    )
     p.add_argument("--model", default=None, help="the shipped model (default: bundled)")
     p.add_argument("--write-postprocessing", default=None)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-forest", action="store_true")
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")
     p.add_argument("--skip-accuracy", action="store_true", help="speed only")
-    p.add_argument("--cache", default=None,
-                   help="folder keeping the random forest's out-of-fold maps and the previous "
-                        "model's scores between runs (they do not depend on the new models)")
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="folder keeping the random forest's out-of-fold maps and the previous "
+        "model's scores between runs (they do not depend on the new models)",
+    )
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "benchmark.json"))
     return p.parse_args()
 
@@ -80,8 +91,10 @@ def unet_probabilities(path, image, slices, flips=False):
     from napari_em_unet.segmentation.tiling import predict_stack
 
     model = load_model(path)
-    return {r.index: r.probability for r in predict_stack(model, image, slices=slices,
-                                                          pixel_size_nm=4.0, flips=flips)}
+    return {
+        r.index: r.probability
+        for r in predict_stack(model, image, slices=slices, pixel_size_nm=4.0, flips=flips)
+    }
 
 
 def slice_range(text: str) -> list[int]:
@@ -105,8 +118,9 @@ def forest_probabilities(image, truth, fold):
     from baseline_random_forest import RandomForestBaseline
 
     train = [s for s in range(image.shape[0]) if s not in fold]
-    forest = RandomForestBaseline().fit([normalize(image[s]) for s in train],
-                                        [truth[s] for s in train])
+    forest = RandomForestBaseline().fit(
+        [normalize(image[s]) for s in train], [truth[s] for s in train]
+    )
     return {s: forest.membrane_probability(normalize(image[s])) for s in fold}
 
 
@@ -119,21 +133,39 @@ def cross_validate(oof: dict[int, np.ndarray], truth: np.ndarray) -> dict:
         for s in fold:
             labels[s] = instances_from_probability(oof[s], params)
         score = score_stack(np.stack([labels[s] for s in fold]), truth[fold])
-        rows.append({"slices": f"{fold[0]}-{fold[-1]}", "v_rand": score.v_rand,
-                     "v_info": score.v_info, "params": params.to_dict()})
+        rows.append(
+            {
+                "slices": f"{fold[0]}-{fold[-1]}",
+                "v_rand": score.v_rand,
+                "v_info": score.v_info,
+                "params": params.to_dict(),
+            }
+        )
     every = sorted(oof)
     pooled = score_stack(np.stack([labels[s] for s in every]), truth[every])
     maps = score_stack(np.stack([oof[s] for s in every]), truth[every], grown=False)
-    return {"folds": rows, "v_rand": pooled.v_rand, "v_info": pooled.v_info,
-            "per_slice_v_rand": [s.v_rand for s in pooled.per_slice],
-            "probability_map": {"v_rand": maps.v_rand, "v_info": maps.v_info}}
+    return {
+        "folds": rows,
+        "v_rand": pooled.v_rand,
+        "v_info": pooled.v_info,
+        "per_slice_v_rand": [s.v_rand for s in pooled.per_slice],
+        "probability_map": {"v_rand": maps.v_rand, "v_info": maps.v_info},
+    }
 
 
 def previous_model_file(tmp: Path) -> Path:
     path = tmp / "previous_bundled.keras"
-    blob = subprocess.run(["git", "-C", str(ROOT), "show",
-                           f"{PREVIOUS_COMMIT}:src/napari_em_unet/models/isbi2012_unet.keras"],
-                          capture_output=True, check=True).stdout
+    blob = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(ROOT),
+            "show",
+            f"{PREVIOUS_COMMIT}:src/napari_em_unet/models/isbi2012_unet.keras",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     path.write_bytes(blob)
     return path
 
@@ -145,8 +177,10 @@ def previous_model_scores(path, image, truth, vnc) -> dict:
 
     model = load_model(path)
     out = {}
-    for name, img, gt, px in (("isbi 16-19 (its selection slices)", image[16:], truth[16:], 4.0),
-                              ("vnc2013 0-19 (never trained on)", *vnc)):
+    for name, img, gt, px in (
+        ("isbi 16-19 (its selection slices)", image[16:], truth[16:], 4.0),
+        ("vnc2013 0-19 (never trained on)", *vnc),
+    ):
         labels = np.stack([r.result for r in segment_stack(model, img, pixel_size_nm=px)])
         s = score_stack(labels, gt)
         out[name] = {"v_rand": s.v_rand, "v_info": s.v_info}
@@ -184,28 +218,49 @@ def accuracy(args, tmp: Path) -> dict:
         print(f"cross-validated new model (flips={flips}) done", flush=True)
     if not args.skip_forest:
         key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
-        maps = cached(args, f"forest_oof_{key}.npz", lambda: {
-            s: p for held in HOLDOUTS for s, p in forest_probabilities(image, truth, held).items()})
+        maps = cached(
+            args,
+            f"forest_oof_{key}.npz",
+            lambda: {
+                s: p
+                for held in HOLDOUTS
+                for s, p in forest_probabilities(image, truth, held).items()
+            },
+        )
         results["forest"] = cross_validate(maps, truth)
         print("cross-validated random forest done", flush=True)
-    vnc = (np.asarray(read_tiff(VNC / "raw.tif").data),
-           np.asarray(read_tiff(VNC / "membranes.tif").data), 4.6)
+    vnc = (
+        np.asarray(read_tiff(VNC / "raw.tif").data),
+        np.asarray(read_tiff(VNC / "membranes.tif").data),
+        4.6,
+    )
     previous = previous_model_file(tmp)
-    results["previous"] = cached(args, "previous_scores.json",
-                                 lambda: previous_model_scores(previous, image, truth, vnc))
+    results["previous"] = cached(
+        args, "previous_scores.json", lambda: previous_model_scores(previous, image, truth, vnc)
+    )
     every = sorted(oof[False])
     params, score = tune_watershed([oof[False][s] for s in every], [truth[s] for s in every])
-    results["shipped_postprocessing"] = {"params": params.to_dict(),
-                                         "tuned_on": f"out-of-fold maps of ISBI {every}",
-                                         "v_rand_on_them": score}
+    results["shipped_postprocessing"] = {
+        "params": params.to_dict(),
+        "tuned_on": f"out-of-fold maps of ISBI {every}",
+        "v_rand_on_them": score,
+    }
     if args.write_postprocessing:
         Path(args.write_postprocessing).write_text(json.dumps(params.to_dict()))
     return results
 
 
 def time_cli(model: Path | None, volume: Path, out: Path, *extra) -> float:
-    command = [sys.executable, "-m", "napari_em_unet.cli", "segment", str(volume), "-o",
-               str(out), *extra] + (["--model", str(model)] if model else [])
+    command = [
+        sys.executable,
+        "-m",
+        "napari_em_unet.cli",
+        "segment",
+        str(volume),
+        "-o",
+        str(out),
+        *extra,
+    ] + (["--model", str(model)] if model else [])
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True)
     return time.perf_counter() - start
@@ -221,13 +276,15 @@ def speed(args, tmp: Path) -> dict:
     volume = tifffile.imread(ISBI / "test-volume.tif")
     net = classic_unet()
     fn = tf.function(lambda x: net(x, training=False))
-    batch = [tf.constant((volume[i] / 255.0).astype(np.float32)[None, ..., None])
-             for i in range(4)]
+    batch = [tf.constant((volume[i] / 255.0).astype(np.float32)[None, ..., None]) for i in range(4)]
     fn(batch[0])
     one = tmp / "one.tif"
     tifffile.imwrite(one, volume[:1], imagej=True, resolution=(250, 250), metadata={"unit": "um"})
-    runs = {"new": (args.model, ()), "new, flips": (args.model, ("--flips",)),
-            "previous": (tmp / "previous_bundled.keras", ())}
+    runs = {
+        "new": (args.model, ()),
+        "new, flips": (args.model, ("--flips",)),
+        "previous": (tmp / "previous_bundled.keras", ()),
+    }
     times = {"classic": []} | {k: [] for k in runs}
     for _ in range(args.repeats):
         times["classic"].append(time_classic(fn, batch))
@@ -250,37 +307,63 @@ def forest_seconds(volume) -> float:
     forest = RandomForestBaseline().fit([normalize(p) for p in image[:3]], list(truth[:3]))
     start = time.perf_counter()
     for plane in volume[:4]:
-        instances_from_probability(forest.membrane_probability(normalize(plane)),
-                                   WatershedParams())
+        instances_from_probability(forest.membrane_probability(normalize(plane)), WatershedParams())
     return (time.perf_counter() - start) / 4
 
 
 def report(acc: dict, sec: dict) -> None:
     print(f"benchmark ({machine()})")
-    print("accuracy: official ISBI V_rand / V_info (after thinning) of the instance output; "
-          f"blocked CV, ISBI slices {FOLDS[0][0]}-{FOLDS[-1][-1]} in blocks of {BLOCK}, each "
-          "block held out from training (fold models without "
-          f"{', '.join(f'{h[0]}-{h[-1]}' for h in HOLDOUTS)}) and from watershed tuning")
+    print(
+        "accuracy: official ISBI V_rand / V_info (after thinning) of the instance output; "
+        f"blocked CV, ISBI slices {FOLDS[0][0]}-{FOLDS[-1][-1]} in blocks of {BLOCK}, each "
+        "block held out from training (fold models without "
+        f"{', '.join(f'{h[0]}-{h[-1]}' for h in HOLDOUTS)}) and from watershed tuning"
+    )
     n = sum(len(f) for f in FOLDS)
-    header = ("method", *(f"block {f[0]}-{f[-1]}" for f in FOLDS), f"V_rand ({n} slices)", "V_info",
-              "prob. map V_rand", "s / slice", "speed-up")
+    header = (
+        "method",
+        *(f"block {f[0]}-{f[-1]}" for f in FOLDS),
+        f"V_rand ({n} slices)",
+        "V_info",
+        "prob. map V_rand",
+        "s / slice",
+        "speed-up",
+    )
     rows = []
-    names = {"forest": "random forest (ilastik-style features)", "new": "new bundled recipe",
-             "new, flips": "new bundled recipe + test-time flips"}
+    names = {
+        "forest": "random forest (ilastik-style features)",
+        "new": "new bundled recipe",
+        "new, flips": "new bundled recipe + test-time flips",
+    }
     for key, label in names.items():
         if key not in acc:
             continue
         r = acc[key]
-        rows.append((label, *(f"{f['v_rand']:.4f}" for f in r["folds"]), f"{r['v_rand']:.4f}",
-                     f"{r['v_info']:.4f}", f"{r['probability_map']['v_rand']:.4f}",
-                     f"{sec.get(key, float('nan')):.3f}",
-                     f"{sec['classic'] / sec[key]:.1f}x" if key in sec else "-"))
-    rows.append(("classic U-Net (31 M params), network only", *["-"] * (len(FOLDS) + 3),
-                 f"{sec['classic']:.3f}", "1.0x"))
+        rows.append(
+            (
+                label,
+                *(f"{f['v_rand']:.4f}" for f in r["folds"]),
+                f"{r['v_rand']:.4f}",
+                f"{r['v_info']:.4f}",
+                f"{r['probability_map']['v_rand']:.4f}",
+                f"{sec.get(key, float('nan')):.3f}",
+                f"{sec['classic'] / sec[key]:.1f}x" if key in sec else "-",
+            )
+        )
+    rows.append(
+        (
+            "classic U-Net (31 M params), network only",
+            *["-"] * (len(FOLDS) + 3),
+            f"{sec['classic']:.3f}",
+            "1.0x",
+        )
+    )
     print(table(rows, header))
-    print("previous bundled model (not cross-validated; trained on ISBI 0-15, epoch and "
-          f"watershed chosen on 16-19): {json.dumps(acc['previous'])}; "
-          f"{sec['previous']:.3f} s / slice ({sec['classic'] / sec['previous']:.1f}x)")
+    print(
+        "previous bundled model (not cross-validated; trained on ISBI 0-15, epoch and "
+        f"watershed chosen on 16-19): {json.dumps(acc['previous'])}; "
+        f"{sec['previous']:.3f} s / slice ({sec['classic'] / sec['previous']:.1f}x)"
+    )
     print("shipped watershed parameters:", json.dumps(acc["shipped_postprocessing"]))
 
 
@@ -295,18 +378,21 @@ def main() -> None:
             acc = None
         else:
             acc = accuracy(args, tmp)
-        sec = {"classic": float("nan"), "previous": float("nan")} if args.skip_speed else \
-            speed(args, tmp)
+        sec = (
+            {"classic": float("nan"), "previous": float("nan")}
+            if args.skip_speed
+            else speed(args, tmp)
+        )
     if acc is None:
-        print(f"speed ({machine()}, medians of {args.repeats} rounds): "
-              + ", ".join(f"{k} {v:.3f} s/slice ({sec['classic'] / v:.1f}x)"
-                          for k, v in sec.items()))
+        print(
+            f"speed ({machine()}, medians of {args.repeats} rounds): "
+            + ", ".join(f"{k} {v:.3f} s/slice ({sec['classic'] / v:.1f}x)" for k, v in sec.items())
+        )
     else:
         report(acc, sec)
     out = Path(args.json)
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": machine(), "accuracy": acc, "seconds": sec},
-                              indent=1))
+    out.write_text(json.dumps({"machine": machine(), "accuracy": acc, "seconds": sec}, indent=1))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,11 @@ from napari_em_unet.model.files import load_model
 from napari_em_unet.segmentation.pipeline import segment_stack
 
 OFFICIAL = "v_rand_grown" in {f.name for f in dataclasses.fields(SliceScore)}
-SCORE_NAME = ("official ISBI V_rand (thinned, Fiji's definition)" if OFFICIAL else
-              "grown-membrane V_rand (the official thinned score is not on this branch yet)")
+SCORE_NAME = (
+    "official ISBI V_rand (thinned, Fiji's definition)"
+    if OFFICIAL
+    else "grown-membrane V_rand (the official thinned score is not on this branch yet)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +87,41 @@ def span(text: str) -> tuple[int, ...]:
 
 def old_code(commit: str, into: Path) -> Path:
     """The package's source at ``commit``, extracted to ``into`` (for PYTHONPATH)."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "src"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return into / "src"
 
 
-def finetune(image: Path, labels: Path, out: Path, seed: int, source: Path | None,
-             extra: list[str], base: Path | None) -> tuple[float, float, str]:
+def finetune(
+    image: Path,
+    labels: Path,
+    out: Path,
+    seed: int,
+    source: Path | None,
+    extra: list[str],
+    base: Path | None,
+) -> tuple[float, float, str]:
     """Run ``em-unet finetune`` with its defaults; wall and CPU seconds, its last line."""
     env = dict(os.environ)
     if source is not None:
         env["PYTHONPATH"] = str(source)
-    command = [sys.executable, "-m", "napari_em_unet.cli", "finetune", "--image", str(image),
-               "--labels", str(labels), "-o", str(out), "--seed", str(seed), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "napari_em_unet.cli",
+        "finetune",
+        "--image",
+        str(image),
+        "--labels",
+        str(labels),
+        "-o",
+        str(out),
+        "--seed",
+        str(seed),
+        *extra,
+    ]
     if base is not None:
         command += ["--model", str(base)]
     cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -116,21 +140,24 @@ def scores(model, image: np.ndarray, truth: np.ndarray, slices, pixel_size) -> d
     """V_rand per slice of the model's instance segmentation (the package's score)."""
     slices = list(slices)
     results = segment_stack(model, image, slices=slices, pixel_size_nm=pixel_size)
-    return {s: score_slice(r.result, truth[s]).v_rand
-            for s, r in zip(slices, results, strict=True)}
+    return {s: score_slice(r.result, truth[s]).v_rand for s, r in zip(slices, results, strict=True)}
 
 
 def datasets(tmp: Path) -> dict[str, tuple[Path, np.ndarray, np.ndarray, float | None]]:
     """name: (image file, image, truth, pixel size)."""
     isbi = read_tiff(ISBI / "train-volume.tif")
     raw = read_tiff(VNC / "raw.tif")
-    image, labels = fibsem_like(np.asarray(raw.data),
-                                np.asarray(read_tiff(VNC / "membranes.tif").data),
-                                raw.pixel_size_nm)
+    image, labels = fibsem_like(
+        np.asarray(raw.data), np.asarray(read_tiff(VNC / "membranes.tif").data), raw.pixel_size_nm
+    )
     write_tiff(tmp / "fibsem-like.tif", image, 10.0)
     return {
-        "familiar": (ISBI / "train-volume.tif", np.asarray(isbi.data),
-                     np.asarray(read_tiff(ISBI / "train-labels.tif").data), isbi.pixel_size_nm),
+        "familiar": (
+            ISBI / "train-volume.tif",
+            np.asarray(isbi.data),
+            np.asarray(read_tiff(ISBI / "train-labels.tif").data),
+            isbi.pixel_size_nm,
+        ),
         "new": (tmp / "fibsem-like.tif", image, labels, 10.0),
     }
 
@@ -143,9 +170,15 @@ def run_case(case: Case, data, bases, base_scores, tmp: Path, old_source, extra)
     labels_path = tmp / f"corrections-{tag}.tif"
     write_tiff(labels_path, corrections, pixel_size)
     out = tmp / f"{tag}.keras"
-    wall, cpu, last = finetune(image_path, labels_path, out, case.seed,
-                               old_source if case.code == "old" else None, extra,
-                               bases[case.regime])
+    wall, cpu, last = finetune(
+        image_path,
+        labels_path,
+        out,
+        case.seed,
+        old_source if case.code == "old" else None,
+        extra,
+        bases[case.regime],
+    )
     after = scores(load_model(out), image, truth, case.scored, pixel_size)
     before = {s: base_scores[case.regime][s] for s in case.scored}
     return Outcome(case, before, after, wall, cpu, last)
@@ -153,9 +186,11 @@ def run_case(case: Case, data, bases, base_scores, tmp: Path, old_source, extra)
 
 def previous_model(commit: str, into: Path) -> Path:
     """The bundled model at ``commit`` (trained on ISBI 2012 only: vnc2013 is new to it)."""
-    blob = subprocess.run(["git", "-C", str(ROOT), "show",
-                           f"{commit}:src/napari_em_unet/models/isbi2012_unet.keras"],
-                          capture_output=True, check=True).stdout
+    blob = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:src/napari_em_unet/models/isbi2012_unet.keras"],
+        capture_output=True,
+        check=True,
+    ).stdout
     path = into / f"bundled-{commit}.keras"
     path.write_bytes(blob)
     return path
@@ -173,11 +208,23 @@ def load_outcomes(path: Path) -> list[Outcome]:
     outcomes = []
     for line in path.read_text().splitlines():
         record = json.loads(line)
-        case = Case(**{**record["case"], "corrected": tuple(record["case"]["corrected"]),
-                       "scored": tuple(record["case"]["scored"])})
-        outcomes.append(Outcome(case, {int(k): v for k, v in record["before"].items()},
-                                {int(k): v for k, v in record["after"].items()},
-                                record["wall_s"], record["cpu_s"], record["last_line"]))
+        case = Case(
+            **{
+                **record["case"],
+                "corrected": tuple(record["case"]["corrected"]),
+                "scored": tuple(record["case"]["scored"]),
+            }
+        )
+        outcomes.append(
+            Outcome(
+                case,
+                {int(k): v for k, v in record["before"].items()},
+                {int(k): v for k, v in record["after"].items()},
+                record["wall_s"],
+                record["cpu_s"],
+                record["last_line"],
+            )
+        )
     return outcomes
 
 
@@ -186,16 +233,44 @@ def report(outcomes: list[Outcome]) -> str:
     for o in outcomes:
         slice_, worst = o.worst()
         c = o.case
-        rows.append((c.regime, c.code, ",".join(map(str, c.corrected)), c.seed,
-                     f"{o.mean(o.before):.4f}", f"{o.mean(o.after):.4f}",
-                     f"{o.mean(o.after) - o.mean(o.before):+.4f}", f"{worst:+.4f} (z={slice_})",
-                     f"{o.wall_s / 60:.1f}", f"{o.cpu_s / 60:.1f}"))
-    lines = [table(rows, ("regime", "code", "corrected", "seed", "mean before", "mean after",
-                          "change", "worst slice", "wall min", "CPU min"))]
+        rows.append(
+            (
+                c.regime,
+                c.code,
+                ",".join(map(str, c.corrected)),
+                c.seed,
+                f"{o.mean(o.before):.4f}",
+                f"{o.mean(o.after):.4f}",
+                f"{o.mean(o.after) - o.mean(o.before):+.4f}",
+                f"{worst:+.4f} (z={slice_})",
+                f"{o.wall_s / 60:.1f}",
+                f"{o.cpu_s / 60:.1f}",
+            )
+        )
+    lines = [
+        table(
+            rows,
+            (
+                "regime",
+                "code",
+                "corrected",
+                "seed",
+                "mean before",
+                "mean after",
+                "change",
+                "worst slice",
+                "wall min",
+                "CPU min",
+            ),
+        )
+    ]
     for o in outcomes:
         per = "  ".join(f"{s}:{o.before[s]:.3f}->{o.after[s]:.3f}" for s in o.before)
-        lines += [f"\n[{o.case.regime} {o.case.code} {o.case.corrected} seed {o.case.seed}] "
-                  f"{o.last_line}", f"  {per}"]
+        lines += [
+            f"\n[{o.case.regime} {o.case.code} {o.case.corrected} seed {o.case.seed}] "
+            f"{o.last_line}",
+            f"  {per}",
+        ]
     return "\n".join(lines)
 
 
@@ -208,35 +283,49 @@ def verdicts(outcomes: list[Outcome]) -> list[str]:
         gain = o.mean(o.after) - o.mean(o.before)
         if o.case.regime == "familiar":
             ok = gain >= -0.002 and o.worst()[1] >= -0.02
-            lines.append(f"familiar {o.case.corrected} seed {o.case.seed}: mean {gain:+.4f} "
-                         f"(>= -0.002), worst {o.worst()[1]:+.4f} (>= -0.02): "
-                         f"{'met' if ok else 'MISSED'}")
+            lines.append(
+                f"familiar {o.case.corrected} seed {o.case.seed}: mean {gain:+.4f} "
+                f"(>= -0.002), worst {o.worst()[1]:+.4f} (>= -0.02): "
+                f"{'met' if ok else 'MISSED'}"
+            )
         else:
             ok = o.mean(o.after) >= 0.88 and o.wall_s <= 600
-            lines.append(f"new modality seed {o.case.seed}: far slices {o.mean(o.after):.4f} "
-                         f"(>= 0.88) in {o.wall_s / 60:.1f} min (<= 10): "
-                         f"{'met' if ok else 'MISSED'}")
+            lines.append(
+                f"new modality seed {o.case.seed}: far slices {o.mean(o.after):.4f} "
+                f"(>= 0.88) in {o.wall_s / 60:.1f} min (<= 10): "
+                f"{'met' if ok else 'MISSED'}"
+            )
     return lines
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--regimes", default="familiar,new")
     parser.add_argument("--pairs", default="4-5,16-17,0-1", help="familiar: corrected pairs")
     parser.add_argument("--seeds", default="0,1", help="familiar: seeds of each pair")
     parser.add_argument("--new-seeds", default="0,1", help="new modality: seeds")
-    parser.add_argument("--old-commit", default="5b8bd3e",
-                        help="the old fine-tuning's commit ('' to leave it out)")
-    parser.add_argument("--new-base-commit", default="5b8bd3e",
-                        help="commit whose bundled model (ISBI 2012 only) is the new-modality "
-                             "base")
+    parser.add_argument(
+        "--old-commit", default="5b8bd3e", help="the old fine-tuning's commit ('' to leave it out)"
+    )
+    parser.add_argument(
+        "--new-base-commit",
+        default="5b8bd3e",
+        help="commit whose bundled model (ISBI 2012 only) is the new-modality base",
+    )
     parser.add_argument("--old-seeds", default="0", help="seeds of the old fine-tuning")
-    parser.add_argument("--results", default="finetune-runs.jsonl",
-                        help="JSON lines of finished runs (appended; runs there are skipped)")
-    parser.add_argument("--finetune-args", default="",
-                        help="extra arguments for every em-unet finetune (a quick check: "
-                             "'--epochs 1 --steps-per-epoch 2'); the figures use none")
+    parser.add_argument(
+        "--results",
+        default="finetune-runs.jsonl",
+        help="JSON lines of finished runs (appended; runs there are skipped)",
+    )
+    parser.add_argument(
+        "--finetune-args",
+        default="",
+        help="extra arguments for every em-unet finetune (a quick check: "
+        "'--epochs 1 --steps-per-epoch 2'); the figures use none",
+    )
     args = parser.parse_args()
     require_data()
     tmp = Path(tempfile.mkdtemp(prefix="em-unet-finetune-"))
@@ -247,8 +336,10 @@ def main() -> None:
     bases = {"familiar": None, "new": previous_model(args.new_base_commit, tmp)}
     regimes = args.regimes.split(",")
     scored = {"familiar": tuple(range(20)), "new": tuple(range(10, 20))}
-    base_scores = {r: scores(load_model(bases[r]), data[r][1], data[r][2], scored[r],
-                             data[r][3]) for r in regimes}
+    base_scores = {
+        r: scores(load_model(bases[r]), data[r][1], data[r][2], scored[r], data[r][3])
+        for r in regimes
+    }
     cases = []
     seeds = [int(s) for s in args.seeds.split(",")]
     old_seeds = [int(s) for s in args.old_seeds.split(",")] if old_source else []
@@ -266,16 +357,18 @@ def main() -> None:
     outcomes = []
     for case in cases:
         if case not in done:
-            done[case] = run_case(case, data, bases, base_scores, tmp, old_source,
-                                  args.finetune_args.split())
+            done[case] = run_case(
+                case, data, bases, base_scores, tmp, old_source, args.finetune_args.split()
+            )
             save_outcome(results, done[case])
-            print(f"done: {case} ({done[case].wall_s / 60:.1f} min)", file=sys.stderr,
-                  flush=True)
+            print(f"done: {case} ({done[case].wall_s / 60:.1f} min)", file=sys.stderr, flush=True)
         outcomes.append(done[case])
     load = os.getloadavg()
     print(f"fine-tuning benchmark ({machine()}; load average {load[0]:.1f} at the end)")
-    print(f"score: {SCORE_NAME}; familiar = ISBI 2012 slices not corrected, new = FIB-SEM-like "
-          "proxy slices 10-19; old = the package at " + (args.old_commit or "-"))
+    print(
+        f"score: {SCORE_NAME}; familiar = ISBI 2012 slices not corrected, new = FIB-SEM-like "
+        "proxy slices 10-19; old = the package at " + (args.old_commit or "-")
+    )
     print(report(outcomes))
     print("\n" + "\n".join(verdicts(outcomes)))
 

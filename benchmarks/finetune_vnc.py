@@ -36,14 +36,17 @@ VARIANTS = {
     # name: (data set, corrected slices, extra finetune arguments)
     "5 slices, CLI defaults": ("vnc", "0-4", []),
     "3 slices, CLI defaults": ("vnc", "0-2", []),
-    "5 slices, thin borders taken literally": ("vnc", "0-4", ["--border-width", "1",
-                                                              "--border-weight", "0"]),
+    "5 slices, thin borders taken literally": (
+        "vnc",
+        "0-4",
+        ["--border-width", "1", "--border-weight", "0"],
+    ),
     "5 slices, CLI defaults, binned 2x, no pixel size": ("binned", "0-4", []),
 }
 DATASETS = {
     "vnc": "vnc2013 as published (4.6 nm pixels, recorded in the TIFF)",
     "binned": "vnc2013 binned 2x (9.2 nm pixels) with no pixel size in the file: another "
-              "scale the model is not told about",
+    "scale the model is not told about",
 }
 
 
@@ -55,17 +58,31 @@ def binned(image: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return blocks.mean(axis=(2, 4)).astype(np.uint8), mask.min(axis=(2, 4))
 
 
-def finetune(image_path: Path, corrections: Path, out: Path, extra: list[str],
-             base) -> tuple[float, list[str]]:
-    command = [sys.executable, "-m", "napari_em_unet.cli", "finetune", "--image", str(image_path),
-               "--labels", str(corrections), "-o", str(out), *extra]
+def finetune(
+    image_path: Path, corrections: Path, out: Path, extra: list[str], base
+) -> tuple[float, list[str]]:
+    command = [
+        sys.executable,
+        "-m",
+        "napari_em_unet.cli",
+        "finetune",
+        "--image",
+        str(image_path),
+        "--labels",
+        str(corrections),
+        "-o",
+        str(out),
+        *extra,
+    ]
     if base:
         command += ["--model", base]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(proc.stderr)
-    epochs = [line for line in proc.stderr.splitlines() if line.startswith("epoch ") and "loss" in line]
+    epochs = [
+        line for line in proc.stderr.splitlines() if line.startswith("epoch ") and "loss" in line
+    ]
     return time.perf_counter() - start, epochs
 
 
@@ -73,12 +90,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--eval-slices", default="10-19")
     parser.add_argument("--base", default=None, help="base model (default: bundled)")
-    parser.add_argument("--variants", default=",".join(str(i) for i in range(len(VARIANTS))),
-                        help="which variants to run, by index: " + "; ".join(
-                            f"{i}: {n}" for i, n in enumerate(VARIANTS)))
-    parser.add_argument("--finetune-args", default="",
-                        help="extra arguments for every em-unet finetune run, e.g. "
-                             "'--learning-rate 1e-3'")
+    parser.add_argument(
+        "--variants",
+        default=",".join(str(i) for i in range(len(VARIANTS))),
+        help="which variants to run, by index: "
+        + "; ".join(f"{i}: {n}" for i, n in enumerate(VARIANTS)),
+    )
+    parser.add_argument(
+        "--finetune-args",
+        default="",
+        help="extra arguments for every em-unet finetune run, e.g. '--learning-rate 1e-3'",
+    )
     args = parser.parse_args()
     require_data()
     eval_slices = span(args.eval_slices)
@@ -94,8 +116,14 @@ def main() -> None:
 
     def score(path, dataset):
         _, image, truth, pixel_size = data[dataset]
-        labels = np.stack([r.result for r in segment_stack(
-            load_model(path), image, slices=eval_slices, pixel_size_nm=pixel_size)])
+        labels = np.stack(
+            [
+                r.result
+                for r in segment_stack(
+                    load_model(path), image, slices=eval_slices, pixel_size_nm=pixel_size
+                )
+            ]
+        )
         return score_stack(labels, truth[eval_slices])
 
     def cells(s) -> tuple[str, str, str]:
@@ -105,8 +133,16 @@ def main() -> None:
     rows, logs, before = [], [], {}
     for dataset in dict.fromkeys(VARIANTS[name][0] for name in chosen):
         before[dataset] = score(args.base, dataset)
-        rows.append((f"bundled model, no fine-tuning [{dataset}]", "-", *cells(before[dataset]),
-                     "-", "-", "-"))
+        rows.append(
+            (
+                f"bundled model, no fine-tuning [{dataset}]",
+                "-",
+                *cells(before[dataset]),
+                "-",
+                "-",
+                "-",
+            )
+        )
     for index, name in enumerate(chosen):
         dataset, slices_text, extra = VARIANTS[name]
         image_path, _, truth_d, pixel_size = data[dataset]
@@ -115,20 +151,48 @@ def main() -> None:
         corrections[slices] = napari_like_labels(truth_d[slices])
         labels_path = tmp / f"corrections-{index}.tif"
         write_tiff(labels_path, corrections, pixel_size)
-        wall, epochs = finetune(image_path, labels_path, tmp / f"ft-{index}.keras",
-                                extra + args.finetune_args.split(), args.base)
+        wall, epochs = finetune(
+            image_path,
+            labels_path,
+            tmp / f"ft-{index}.keras",
+            extra + args.finetune_args.split(),
+            args.base,
+        )
         after = score(tmp / f"ft-{index}.keras", dataset)
         gain = after.v_rand - before[dataset].v_rand
-        rows.append((f"{name} [{dataset}]", slices_text, *cells(after), f"{gain:+.4f}",
-                     f"{gain / (1 - before[dataset].v_rand):.0%}", f"{wall / 60:.1f}"))
+        rows.append(
+            (
+                f"{name} [{dataset}]",
+                slices_text,
+                *cells(after),
+                f"{gain:+.4f}",
+                f"{gain / (1 - before[dataset].v_rand):.0%}",
+                f"{wall / 60:.1f}",
+            )
+        )
         logs.append((name, epochs))
     print(f"fine-tuning benchmark ({machine()})")
-    print("corrections are napari-style touching instance labels of the corrected slices; "
-          f"scores on slices {args.eval_slices}, far from them")
+    print(
+        "corrections are napari-style touching instance labels of the corrected slices; "
+        f"scores on slices {args.eval_slices}, far from them"
+    )
     for key, text in DATASETS.items():
         print(f"  [{key}] {text}")
-    print(table(rows, ("model", "corrected", "V_rand", "V_info", "pixel error", "V_rand change",
-                       "error removed", "minutes")))
+    print(
+        table(
+            rows,
+            (
+                "model",
+                "corrected",
+                "V_rand",
+                "V_info",
+                "pixel error",
+                "V_rand change",
+                "error removed",
+                "minutes",
+            ),
+        )
+    )
     for name, epochs in logs:
         print(f"\n{name}:\n" + "\n".join(epochs))
 

@@ -61,11 +61,14 @@ class StallMonitor:
             return {"ticks": 0, "max_ms": float("nan"), "p99_ms": float("nan")}
         ticks = np.array(self.ticks)
         late = np.nonzero(gaps > 100)[0]
-        return {"ticks": int(gaps.size + 1), "max_ms": float(gaps.max()),
-                "p99_ms": float(np.percentile(gaps, 99)),
-                "over_100ms": int(late.size),
-                # when (s after the phase started) the long stalls began, to find their cause
-                "stalls_over_100ms_at_s": [round(float(ticks[i] - ticks[0]), 2) for i in late]}
+        return {
+            "ticks": int(gaps.size + 1),
+            "max_ms": float(gaps.max()),
+            "p99_ms": float(np.percentile(gaps, 99)),
+            "over_100ms": int(late.size),
+            # when (s after the phase started) the long stalls began, to find their cause
+            "stalls_over_100ms_at_s": [round(float(ticks[i] - ticks[0]), 2) for i in late],
+        }
 
 
 def spin(seconds: float) -> None:
@@ -93,8 +96,12 @@ def load_data():
     if (ISBI / "train-volume.tif").exists():
         image = read_tiff(ISBI / "train-volume.tif", memmap=False)
         labels = read_tiff(ISBI / "train-labels.tif", memmap=False)
-        return (np.asarray(image.data[:8]), np.asarray(labels.data[:8]),
-                image.pixel_size_nm or 4.0, "ISBI 2012 slices 0-7")
+        return (
+            np.asarray(image.data[:8]),
+            np.asarray(labels.data[:8]),
+            image.pixel_size_nm or 4.0,
+            "ISBI 2012 slices 0-7",
+        )
     from napari_em_unet._sample_data import make_synthetic_sample
 
     (image, meta, _), (labels, _, _) = make_synthetic_sample()
@@ -123,8 +130,11 @@ def run_gui(args) -> dict:
     engine.nice = args.nice
     model = session.models.find(segment._model.value)
     monitor = StallMonitor()
-    results: dict = {"data": f"{data_name}, {image.shape}", "model": model.label,
-                     "child_nice": args.nice}
+    results: dict = {
+        "data": f"{data_name}, {image.shape}",
+        "model": model.label,
+        "child_nice": args.nice,
+    }
     spin(2.0)
 
     monitor.start()
@@ -133,8 +143,9 @@ def run_gui(args) -> dict:
 
     for phase in ("segment_cold", "segment_warm"):
         first: list[float] = []
-        segment.runner.slice_written.connect(lambda i, first=first: first.append(
-            time.perf_counter()))
+        segment.runner.slice_written.connect(
+            lambda i, first=first: first.append(time.perf_counter())
+        )
         monitor.start()
         pressed = time.perf_counter()
         segment._on_run()  # what clicking Run does
@@ -159,8 +170,9 @@ def run_gui(args) -> dict:
     monitor.start()
     pressed = time.perf_counter()
     finetune._on_run()
-    finetune.runner.worker.yielded.connect(lambda r: steps.append(time.perf_counter())
-                                    if type(r).__name__ == "StepProgress" else None)
+    finetune.runner.worker.yielded.connect(
+        lambda r: steps.append(time.perf_counter()) if type(r).__name__ == "StepProgress" else None
+    )
     spin_until(lambda: not finetune.runner.running, timeout=3600)
     stalls = monitor.stop()
     stalls["total_s"] = time.perf_counter() - pressed
@@ -210,9 +222,21 @@ def run_reference(args) -> dict:
     """TensorFlow import + fine-tuning in a thread of a Qt process (no napari canvas)."""
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     here = str(Path(__file__).resolve().parent)
-    out = subprocess.run([sys.executable, "-c", _REFERENCE, here, args.model or "",
-                          str(args.epochs), str(args.steps)], capture_output=True, text=True,
-                         env=env, timeout=3600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _REFERENCE,
+            here,
+            args.model or "",
+            str(args.epochs),
+            str(args.steps),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=3600,
+    )
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -223,10 +247,17 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model file (default: the bundled one)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="steps per epoch (batch 4, 256 px)")
-    parser.add_argument("--nice", type=int, default=10,
-                        help="priority decrease of the TensorFlow process (default 10)")
-    parser.add_argument("--reference", action="store_true",
-                        help="also measure TensorFlow training in a GUI thread (bare Qt)")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="priority decrease of the TensorFlow process (default 10)",
+    )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also measure TensorFlow training in a GUI thread (bare Qt)",
+    )
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     os.environ.setdefault("NAPARI_EM_UNET_HOME", tempfile.mkdtemp(prefix="em-unet-bench-"))
@@ -246,21 +277,40 @@ def main() -> int:
         return "-" if value is None else f"{value:.{digits}f}"
 
     rows = [("idle", fmt(gui["idle"]["max_ms"]), fmt(gui["idle"]["p99_ms"]), "", "")]
-    for key, label in (("segment_cold", "segment (cold: TF import)"),
-                       ("segment_warm", "segment (warm)"), ("finetune", "fine-tune")):
+    for key, label in (
+        ("segment_cold", "segment (cold: TF import)"),
+        ("segment_warm", "segment (warm)"),
+        ("finetune", "fine-tune"),
+    ):
         r = gui[key]
-        rows.append((label, fmt(r["max_ms"]), fmt(r["p99_ms"]),
-                     fmt(r.get("first_labels_s"), 2), fmt(r["total_s"])))
+        rows.append(
+            (
+                label,
+                fmt(r["max_ms"]),
+                fmt(r["p99_ms"]),
+                fmt(r.get("first_labels_s"), 2),
+                fmt(r["total_s"]),
+            )
+        )
     if "reference_thread" in results and "max_ms" in results["reference_thread"]:
         r = results["reference_thread"]
-        rows.append(("reference: TF in a GUI thread", fmt(r["max_ms"]), fmt(r["p99_ms"]), "",
-                     fmt(r["total_s"])))
+        rows.append(
+            (
+                "reference: TF in a GUI thread",
+                fmt(r["max_ms"]),
+                fmt(r["p99_ms"]),
+                "",
+                fmt(r["total_s"]),
+            )
+        )
     print(f"# GUI responsiveness ({results['machine']}; load average {load:.1f})")
     print(f"# data: {gui['data']}; model: {gui['model']}; TF process nice {gui['child_nice']}")
     print(table(rows, ("phase", "max stall ms", "p99 stall ms", "first labels s", "total s")))
     ft = gui["finetune"]
-    print(f"fine-tune: {ft['steps']} steps, {fmt(ft['s_per_step'], 2)} s/step, "
-          f"model saved: {ft['saved']}")
+    print(
+        f"fine-tune: {ft['steps']} steps, {fmt(ft['s_per_step'], 2)} s/step, "
+        f"model saved: {ft['saved']}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

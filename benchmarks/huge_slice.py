@@ -96,8 +96,12 @@ def compare(a_path: Path, b_path: Path, rows: int = 1000) -> dict:
     sum_sq = float((count**2).sum())
     a_sq = float((np.bincount(ai, weights=count) ** 2).sum())
     b_sq = float((np.bincount(bi, weights=count) ** 2).sum())
-    return {"cells": (int(ai.max()) + 1, int(bi.max()) + 1), "membrane_disagree": disagree,
-            "rand_f": 2 * sum_sq / (a_sq + b_sq), "pixels": height * a_vol.shape[2]}
+    return {
+        "cells": (int(ai.max()) + 1, int(bi.max()) + 1),
+        "membrane_disagree": disagree,
+        "rand_f": 2 * sum_sq / (a_sq + b_sq),
+        "pixels": height * a_vol.shape[2],
+    }
 
 
 def phases(path: Path) -> None:
@@ -144,14 +148,22 @@ def phases(path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[3000, 6000])
-    parser.add_argument("--whole-up-to", type=int, default=6000,
-                        help="run the whole-slice path only up to this size (it needs about "
-                             "100 bytes per pixel)")
+    parser.add_argument(
+        "--whole-up-to",
+        type=int,
+        default=6000,
+        help="run the whole-slice path only up to this size (it needs about 100 bytes per pixel)",
+    )
     parser.add_argument("--model", default=None)
     parser.add_argument("--keep", default=None, help="folder for inputs and outputs")
-    parser.add_argument("--phases", type=int, default=None, metavar="SIZE",
-                        help="only: peak RSS step by step of the whole-slice path in this "
-                             "process, on a SIZE x SIZE image")
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=None,
+        metavar="SIZE",
+        help="only: peak RSS step by step of the whole-slice path in this "
+        "process, on a SIZE x SIZE image",
+    )
     args = parser.parse_args()
     if args.phases:
         source = Path(tempfile.mkdtemp(prefix="huge-slice-")) / "in.tif"
@@ -174,22 +186,46 @@ def main() -> None:
         for path in (["whole"] if size <= args.whole_up_to else []) + ["bands"]:
             out = folder / f"out{size}-{path}.tif"
             limit = "0" if path == "bands" else "1000000"
-            cmd = [*em_unet, "segment", str(source), "-o", str(out), "--bands-above", limit,
-                   "--overwrite", *extra]
+            cmd = [
+                *em_unet,
+                "segment",
+                str(source),
+                "-o",
+                str(out),
+                "--bands-above",
+                limit,
+                "--overwrite",
+                *extra,
+            ]
             rss, seconds, last = run(cmd)
             outputs[path] = out
             rows.append([f"{size} x {size}", path, f"{rss:.0f}", f"{seconds:.0f}"])
             print(f"  {path}: peak RSS {rss:.0f} MiB, {seconds:.0f} s ({last})", flush=True)
         if len(outputs) == 2:
             c = compare(outputs["whole"], outputs["bands"])
-            rows[-1] += [f"{c['cells'][0]} / {c['cells'][1]}",
-                         f"{c['membrane_disagree']} of {c['pixels']}", f"{c['rand_f']:.5f}"]
+            rows[-1] += [
+                f"{c['cells'][0]} / {c['cells'][1]}",
+                f"{c['membrane_disagree']} of {c['pixels']}",
+                f"{c['rand_f']:.5f}",
+            ]
             rows[-2] += ["", "", ""]
         else:
             rows[-1] += ["", "", ""]
     print(f"load average after: {os.getloadavg()[0]:.1f}")
-    print(table(rows, ("image", "path", "peak RSS (MiB)", "seconds", "cells whole / bands",
-                       "membrane pixels differing", "Rand F whole vs bands")))
+    print(
+        table(
+            rows,
+            (
+                "image",
+                "path",
+                "peak RSS (MiB)",
+                "seconds",
+                "cells whole / bands",
+                "membrane pixels differing",
+                "Rand F whole vs bands",
+            ),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -81,17 +81,37 @@ def make_inputs(folder: Path, tiny: bool, model: str | None) -> tuple[Path, Path
         from napari_em_unet.model.unet import UNetConfig, build_unet
 
         config = UNetConfig(base_filters=4, depth=2)
-        base = save_model(build_unet(config, seed=0),
-                          ModelInfo(name="tiny-base", architecture=config.to_dict()),
-                          folder / "base.keras")
+        base = save_model(
+            build_unet(config, seed=0),
+            ModelInfo(name="tiny-base", architecture=config.to_dict()),
+            folder / "base.keras",
+        )
     return base, folder / "image.tif", folder / "labels.tif"
 
 
 def command(base: Path, image: Path, labels: Path, output: Path) -> list[str]:
-    return [sys.executable, "-m", "napari_em_unet.cli", "finetune", "--model", str(base),
-            "--image", str(image), "--labels", str(labels), "-o", str(output),
-            "--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2",
-            "--patch-size", "64"]
+    return [
+        sys.executable,
+        "-m",
+        "napari_em_unet.cli",
+        "finetune",
+        "--model",
+        str(base),
+        "--image",
+        str(image),
+        "--labels",
+        str(labels),
+        "-o",
+        str(output),
+        "--epochs",
+        "2",
+        "--steps-per-epoch",
+        "3",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "64",
+    ]
 
 
 def check_folder(folder: Path) -> tuple[int, list, list]:
@@ -110,16 +130,18 @@ def check_folder(folder: Path) -> tuple[int, list, list]:
     return len(models), damaged, leftovers
 
 
-def interrupt(cmd: list[str], output: Path, sig: str, moment: str, delay: float,
-              env: dict) -> tuple[bool, int, str, float | None]:
+def interrupt(
+    cmd: list[str], output: Path, sig: str, moment: str, delay: float, env: dict
+) -> tuple[bool, int, str, float | None]:
     """Run ``cmd`` and send ``sig`` at ``moment``.
 
     ``moment`` is 'random' (after ``delay`` seconds), 'save' (as soon as the save's
     temporary entry appears beside ``output``) or 'epoch' (after the first epoch line).
     Returns whether the signal was sent, the exit code, the last stderr line and when.
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
     reader.start()
@@ -132,8 +154,10 @@ def interrupt(cmd: list[str], output: Path, sig: str, moment: str, delay: float,
         if moment == "random":
             due = elapsed >= delay
         elif moment == "save":
-            due = any(name.startswith(f".{output.stem}.") or name.startswith(f".{output.name}.")
-                      for name in set(os.listdir(folder)) - before)
+            due = any(
+                name.startswith(f".{output.stem}.") or name.startswith(f".{output.name}.")
+                for name in set(os.listdir(folder)) - before
+            )
         else:
             due = any(line.startswith("epoch ") for line in list(lines))
         if due:
@@ -151,8 +175,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--saves", type=int, default=None,
-                        help="how many runs are interrupted during the save (default 3/8)")
+    parser.add_argument(
+        "--saves",
+        type=int,
+        default=None,
+        help="how many runs are interrupted during the save (default 3/8)",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--model", default=None, help="base model (default: bundled)")
     group.add_argument("--tiny", action="store_true", help="use a tiny U-Net made here")
@@ -177,8 +205,11 @@ def main() -> int:
         if first.returncode != 0:
             print(first.stderr, file=sys.stderr)
             return 1
-        print(f"base model: {base.name} ({base_hash[:12]}); uninterrupted fine-tuning "
-              f"takes {duration:.1f} s", flush=True)
+        print(
+            f"base model: {base.name} ({base_hash[:12]}); uninterrupted fine-tuning "
+            f"takes {duration:.1f} s",
+            flush=True,
+        )
 
         signals = ["SIGINT", "SIGKILL"] * (args.runs // 2) + ["SIGKILL"] * (args.runs % 2)
         saves = args.saves if args.saves is not None else round(args.runs * 3 / 8)
@@ -194,15 +225,29 @@ def main() -> int:
             sent, code, last, sent_at = interrupt(cmd, output, sig, moment, delay, env)
             count, damaged, leftovers = check_folder(out_dir)
             after = sha256(output) if output.exists() else None
-            run = Run(i, sig, moment, None if sent_at is None else round(sent_at, 2), sent,
-                      code, last[:160], before != after, count, damaged, leftovers,
-                      sha256(base) == base_hash)
+            run = Run(
+                i,
+                sig,
+                moment,
+                None if sent_at is None else round(sent_at, 2),
+                sent,
+                code,
+                last[:160],
+                before != after,
+                count,
+                damaged,
+                leftovers,
+                sha256(base) == base_hash,
+            )
             runs.append(run)
             when = "never (it had finished)" if not sent else f"at {sent_at:.2f} s"
-            print(f"run {i}: {sig:7} {moment:6} sent {when}; exit {code}; output "
-                  f"{'replaced' if run.output_changed else 'kept'}; {count} model file(s), "
-                  f"{len(damaged)} damaged; leftovers {leftovers or 'none'}; "
-                  f"base {'identical' if run.base_identical else 'CHANGED'}", flush=True)
+            print(
+                f"run {i}: {sig:7} {moment:6} sent {when}; exit {code}; output "
+                f"{'replaced' if run.output_changed else 'kept'}; {count} model file(s), "
+                f"{len(damaged)} damaged; leftovers {leftovers or 'none'}; "
+                f"base {'identical' if run.base_identical else 'CHANGED'}",
+                flush=True,
+            )
 
     interrupted = [r for r in runs if r.interrupted]
     damaged = len({d for r in runs for d in r.damaged})
@@ -210,13 +255,19 @@ def main() -> int:
     during_save = sum(1 for r in interrupted if r.moment == "save")
     kinds = {s: sum(1 for r in interrupted if r.signal == s) for s in SIGNALS}
     in_training = sum(1 for r in interrupted if r.moment == "epoch")
-    print(f"interruptions: {len(interrupted)}/{len(runs)} delivered "
-          f"({kinds['SIGINT']} SIGINT, {kinds['SIGKILL']} SIGKILL; {during_save} during the "
-          f"model save, {in_training} in training); damaged or half-written models: "
-          f"{damaged}; base model {'byte-identical' if identical else 'CHANGED'}")
+    print(
+        f"interruptions: {len(interrupted)}/{len(runs)} delivered "
+        f"({kinds['SIGINT']} SIGINT, {kinds['SIGKILL']} SIGKILL; {during_save} during the "
+        f"model save, {in_training} in training); damaged or half-written models: "
+        f"{damaged}; base model {'byte-identical' if identical else 'CHANGED'}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"base": base.name, "base_sha256": base_hash,
-                                               "runs": [asdict(r) for r in runs]}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"base": base.name, "base_sha256": base_hash, "runs": [asdict(r) for r in runs]},
+                indent=1,
+            )
+        )
     return 0 if damaged == 0 and identical else 1
 
 

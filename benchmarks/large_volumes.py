@@ -77,8 +77,14 @@ def to_zarr(tif: Path) -> Path:
 
     volume = open_volume(tif)
     path = tif.with_suffix(".zarr")
-    array = zarr.create_array(str(path), shape=volume.shape, chunks=(1, *volume.shape[1:]),
-                              dtype=volume.dtype, zarr_format=2, overwrite=True)
+    array = zarr.create_array(
+        str(path),
+        shape=volume.shape,
+        chunks=(1, *volume.shape[1:]),
+        dtype=volume.dtype,
+        zarr_format=2,
+        overwrite=True,
+    )
     array.attrs["pixel_size_nm"] = volume.pixel_size_nm
     for z in range(volume.shape[0]):
         array[z] = volume[z]
@@ -101,21 +107,39 @@ def choose_model(folder: Path, requested: str | None, calibrate_on: Path) -> tup
     config = UNetConfig()
     network = build_unet(config, seed=0)
     info = ModelInfo(name="untrained-default", architecture=config.to_dict(), pixel_size_nm=4.0)
-    probe = next(segment_stack(LoadedModel(network, info), open_volume(calibrate_on),
-                               output="probabilities", slices=[0])).result
+    probe = next(
+        segment_stack(
+            LoadedModel(network, info),
+            open_volume(calibrate_on),
+            output="probabilities",
+            slices=[0],
+        )
+    ).result
     low, high = np.percentile(probe, [35, 60])
     info.postprocessing = {"threshold": float(high), "seed_threshold": float(low)}
     path = save_model(network, info, folder / "untrained-default.keras")
-    return path, (f"untrained default architecture ({config.base_filters} filters, depth "
-                  f"{config.depth}), watershed thresholds {low:.3f}/{high:.3f} set on its output")
+    return path, (
+        f"untrained default architecture ({config.base_filters} filters, depth "
+        f"{config.depth}), watershed thresholds {low:.3f}/{high:.3f} set on its output"
+    )
 
 
 def segment(inp: Path, out: Path, model: Path, *extra: str) -> dict:
     """Run ``em-unet segment`` in a subprocess; its peak RSS comes from the kernel (wait4)."""
     env = {k: v for k, v in os.environ.items() if k != "EM_UNET_PROGRESS"}
     env["PYTHONWARNINGS"] = "ignore"
-    command = [sys.executable, "-m", "napari_em_unet.cli", "segment", str(inp), "-o", str(out),
-               "--model", str(model), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "napari_em_unet.cli",
+        "segment",
+        str(inp),
+        "-o",
+        str(out),
+        "--model",
+        str(model),
+        *extra,
+    ]
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, env=env)
@@ -179,8 +203,11 @@ def main() -> int:
             writer.write(z, source[z])
     big_zarr = to_zarr(big)
     model, model_name = choose_model(work, args.model, small)
-    print(f"{machine()}\ninput: {make_input.source}, {args.size} x {args.size} uint8\n"
-          f"model: {model_name}", flush=True)
+    print(
+        f"{machine()}\ninput: {make_input.source}, {args.size} x {args.size} uint8\n"
+        f"model: {model_name}",
+        flush=True,
+    )
 
     runs = {}
     runs["local_small_tif"] = segment(small, work / "small-out.tif", model)
@@ -189,14 +216,24 @@ def main() -> int:
     print("done: local", args.slices, "slices", flush=True)
     runs["local_big_zarr"] = segment(big_zarr, work / "local-out.zarr", model)
     print("done: local zarr", flush=True)
-    runs["dask_big_zarr"] = segment(big_zarr, work / "dask-out.zarr", model,
-                                    "--workers", str(args.workers))
+    runs["dask_big_zarr"] = segment(
+        big_zarr, work / "dask-out.zarr", model, "--workers", str(args.workers)
+    )
     print("done: dask zarr", flush=True)
     identical, labels = compare(work / "local-out.zarr", work / "dask-out.zarr")
     identical_tif, _ = compare(work / "big-out.tif", work / "local-out.zarr")
 
-    rows = [(name, r["slices"], f"{r['peak_rss_mib']:.0f}", f"{r['slices_per_s']:.3f}",
-             f"{r['seconds']:.1f}", f"{r['wall_s']:.1f}") for name, r in runs.items()]
+    rows = [
+        (
+            name,
+            r["slices"],
+            f"{r['peak_rss_mib']:.0f}",
+            f"{r['slices_per_s']:.3f}",
+            f"{r['seconds']:.1f}",
+            f"{r['wall_s']:.1f}",
+        )
+        for name, r in runs.items()
+    ]
     print()
     print(table(rows, ("run", "slices", "peak RSS MiB", "slices/s", "segment s", "wall s")))
     growth = runs["local_big_tif"]["peak_rss_mib"] - runs["local_small_tif"]["peak_rss_mib"]
@@ -213,21 +250,36 @@ def main() -> int:
         "max_label": labels,
     }
     print()
-    print(f"peak RSS {args.small} -> {args.slices} slices: "
-          f"{runs['local_small_tif']['peak_rss_mib']:.0f} -> "
-          f"{runs['local_big_tif']['peak_rss_mib']:.0f} MiB (growth {growth:+.0f} MiB; "
-          f"limit 150): {'OK' if verdict['peak_rss_growth_ok'] else 'OVER'}")
-    print(f"throughput: local {runs['local_big_zarr']['slices_per_s']:.3f} slices/s, "
-          f"{args.workers} dask workers {runs['dask_big_zarr']['slices_per_s']:.3f} slices/s "
-          f"(ratio {ratio:.2f}; whole command incl. cluster start {wall_ratio:.2f}): "
-          f"{'OK' if verdict['dask_within_10_percent'] else 'SLOWER than 10 %'}")
-    print(f"dask output identical to local: {'yes' if identical else 'NO'} "
-          f"(labels up to {labels}); TIFF and zarr local outputs identical: "
-          f"{'yes' if identical_tif else 'NO'}")
+    print(
+        f"peak RSS {args.small} -> {args.slices} slices: "
+        f"{runs['local_small_tif']['peak_rss_mib']:.0f} -> "
+        f"{runs['local_big_tif']['peak_rss_mib']:.0f} MiB (growth {growth:+.0f} MiB; "
+        f"limit 150): {'OK' if verdict['peak_rss_growth_ok'] else 'OVER'}"
+    )
+    print(
+        f"throughput: local {runs['local_big_zarr']['slices_per_s']:.3f} slices/s, "
+        f"{args.workers} dask workers {runs['dask_big_zarr']['slices_per_s']:.3f} slices/s "
+        f"(ratio {ratio:.2f}; whole command incl. cluster start {wall_ratio:.2f}): "
+        f"{'OK' if verdict['dask_within_10_percent'] else 'SLOWER than 10 %'}"
+    )
+    print(
+        f"dask output identical to local: {'yes' if identical else 'NO'} "
+        f"(labels up to {labels}); TIFF and zarr local outputs identical: "
+        f"{'yes' if identical_tif else 'NO'}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "model": model_name,
-                                               "input": make_input.source, "runs": runs,
-                                               **verdict}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "model": model_name,
+                    "input": make_input.source,
+                    "runs": runs,
+                    **verdict,
+                },
+                indent=1,
+            )
+        )
     if not args.keep:
         import shutil
 

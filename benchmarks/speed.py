@@ -57,8 +57,11 @@ def time_classic(fn, slices) -> float:
 
 def time_cli(path: Path, out: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "napari_em_unet.cli", "segment", str(path), "-o", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "napari_em_unet.cli", "segment", str(path), "-o", str(out)],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -74,8 +77,10 @@ def main() -> None:
     volume = tifffile.imread(ISBI / "test-volume.tif")
     model = classic_unet()
     fn = tf.function(lambda x: model(x, training=False))
-    batch = [tf.constant((volume[i] / 255.0).astype(np.float32)[None, ..., None])
-             for i in range(args.classic_slices)]
+    batch = [
+        tf.constant((volume[i] / 255.0).astype(np.float32)[None, ..., None])
+        for i in range(args.classic_slices)
+    ]
     fn(batch[0])  # trace once, outside the timing
 
     tmp = Path(tempfile.mkdtemp())
@@ -90,13 +95,28 @@ def main() -> None:
     c, f, s = statistics.median(classic), statistics.median(full), statistics.median(single)
     steady = (f - s) / (n - 1)
     print(f"speed benchmark ({machine()}), medians of {args.repeats} alternating rounds")
-    print(table([
-        ("classic U-Net (31 M params), network only", f"{c:.3f}", "1.0x"),
-        (f"em-unet segment, {n} slices incl. start-up", f"{f / n:.3f}", f"{c / (f / n):.1f}x"),
-        ("em-unet segment, per extra slice (steady state)", f"{steady:.3f}", f"{c / steady:.1f}x"),
-    ], ("what", "s / 512x512 slice", "speed-up")))
-    print(f"em-unet start-up (TF import, model load, 1 slice): {s:.2f} s; "
-          f"whole {n}-slice command: {f:.1f} s")
+    print(
+        table(
+            [
+                ("classic U-Net (31 M params), network only", f"{c:.3f}", "1.0x"),
+                (
+                    f"em-unet segment, {n} slices incl. start-up",
+                    f"{f / n:.3f}",
+                    f"{c / (f / n):.1f}x",
+                ),
+                (
+                    "em-unet segment, per extra slice (steady state)",
+                    f"{steady:.3f}",
+                    f"{c / steady:.1f}x",
+                ),
+            ],
+            ("what", "s / 512x512 slice", "speed-up"),
+        )
+    )
+    print(
+        f"em-unet start-up (TF import, model load, 1 slice): {s:.2f} s; "
+        f"whole {n}-slice command: {f:.1f} s"
+    )
     os.environ.get("CI")  # nothing else to clean: tmp is left for inspection
 
 

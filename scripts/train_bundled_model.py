@@ -34,12 +34,16 @@ DATA = Path(os.environ.get("EM_UNET_SHARED_DATA", ROOT.parent / "shared" / "data
 
 def code_version() -> dict:
     """The git commit of this checkout and whether tracked files differ from it."""
-    def git(*args):
-        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True,
-                              text=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or None,
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True
+        ).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def slice_range(text: str | None) -> list[int]:
@@ -65,10 +69,15 @@ def arguments(argv=None):
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--extra-share", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--postprocessing", default=None,
-                   help="JSON file with the watershed parameters to store")
-    p.add_argument("--set-postprocessing", default=None, metavar="JSON",
-                   help="do not train: store these watershed parameters in the -o model")
+    p.add_argument(
+        "--postprocessing", default=None, help="JSON file with the watershed parameters to store"
+    )
+    p.add_argument(
+        "--set-postprocessing",
+        default=None,
+        metavar="JSON",
+        help="do not train: store these watershed parameters in the -o model",
+    )
     return p.parse_args(argv)
 
 
@@ -80,7 +89,8 @@ def set_postprocessing(model_path: str, params_path: str) -> int:
     model.info.postprocessing = json.loads(Path(params_path).read_text())
     model.info.trained_on[-1]["postprocessing"] = (
         "tuned on out-of-fold predictions (ISBI slices no fold model saw) by "
-        "benchmarks/benchmark.py")
+        "benchmarks/benchmark.py"
+    )
     save_model(model.keras_model, model.info, model_path)
     print(f"stored {model.info.postprocessing} in {model_path}")
     return 0
@@ -104,28 +114,46 @@ def main(argv=None) -> int:
     if not args.no_vnc:
         vnc = read_tiff(DATA / "vnc2013" / "raw.tif")
         vnc_labels = np.asarray(read_tiff(DATA / "vnc2013" / "membranes.tif").data)
-        extra.append(TrainingSource(np.asarray(vnc.data), vnc_labels, vnc.pixel_size_nm,
-                                    "vnc2013 raw.tif / membranes.tif"))
+        extra.append(
+            TrainingSource(
+                np.asarray(vnc.data),
+                vnc_labels,
+                vnc.pixel_size_nm,
+                "vnc2013 raw.tif / membranes.tif",
+            )
+        )
     steps_per_epoch = 100
     config = TrainConfig(
-        epochs=max(1, args.steps // steps_per_epoch), steps_per_epoch=steps_per_epoch,
-        batch_size=args.batch_size, patch_size=args.patch_size,
-        learning_rate=args.learning_rate, validation_fraction=0.0, tune_postprocessing=False,
-        extra_share=args.extra_share, seed=args.seed,
+        epochs=max(1, args.steps // steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.learning_rate,
+        validation_fraction=0.0,
+        tune_postprocessing=False,
+        extra_share=args.extra_share,
+        seed=args.seed,
         architecture=UNetConfig(base_filters=args.base_filters, depth=args.depth),
     )
     started = time.perf_counter()
-    gen = train(np.asarray(isbi.data), isbi_labels, slices=slices,
-                pixel_size_nm=isbi.pixel_size_nm, config=config, name="isbi2012_vnc2013_unet",
-                source="isbi2012 train-volume.tif / train-labels.tif", extra=extra)
+    gen = train(
+        np.asarray(isbi.data),
+        isbi_labels,
+        slices=slices,
+        pixel_size_nm=isbi.pixel_size_nm,
+        config=config,
+        name="isbi2012_vnc2013_unet",
+        source="isbi2012 train-volume.tif / train-labels.tif",
+        extra=extra,
+    )
     result = _drain(gen, started)
     info = result.model.info
     info.trained_on[-1]["code_version"] = version
     info.trained_on[-1]["command"] = "python scripts/train_bundled_model.py " + " ".join(
-        argv if argv is not None else sys.argv[1:])
+        argv if argv is not None else sys.argv[1:]
+    )
     info.trained_on[-1]["minutes"] = round((time.perf_counter() - started) / 60, 1)
-    info.validation = {"note": "no epoch selection; see docs/design.md for cross-validated "
-                               "scores"}
+    info.validation = {"note": "no epoch selection; see docs/design.md for cross-validated scores"}
     if args.postprocessing:
         info.postprocessing = json.loads(Path(args.postprocessing).read_text())
     save_model(result.model.keras_model, info, args.output)
@@ -142,8 +170,11 @@ def _drain(gen, started):
         except StopIteration as done:
             return done.value
         if isinstance(record, EpochProgress):
-            print(f"epoch {record.epoch}/{record.epochs} loss {record.loss:.4f} "
-                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            print(
+                f"epoch {record.epoch}/{record.epochs} loss {record.loss:.4f} "
+                f"{time.perf_counter() - started:.0f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

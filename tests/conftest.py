@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(
-    os.environ.get("EM_UNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data")
+    os.environ.get(
+        "EM_UNET_SHARED_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+    )
 ).resolve()
 
 
@@ -38,8 +40,12 @@ def tiny_model_path(tmp_path_factory) -> Path:
 
     config = UNetConfig(base_filters=4, depth=2)
     model = build_unet(config, seed=0)
-    info = ModelInfo(name="tiny", architecture=config.to_dict(), pixel_size_nm=4.0,
-                     postprocessing={"threshold": 0.5, "seed_threshold": 0.45})
+    info = ModelInfo(
+        name="tiny",
+        architecture=config.to_dict(),
+        pixel_size_nm=4.0,
+        postprocessing={"threshold": 0.5, "seed_threshold": 0.45},
+    )
     return save_model(model, info, tmp_path_factory.mktemp("models") / "tiny.keras")
 
 

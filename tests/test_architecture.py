@@ -50,8 +50,9 @@ def _targets(module: str, node: ast.ImportFrom | ast.Import) -> set[str]:
 def _imports(module: str, top_level_only: bool = False) -> set[str]:
     tree = TREES[module]
     nodes = tree.body if top_level_only else ast.walk(tree)
-    return {t for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom))
-            for t in _targets(module, n)}
+    return {
+        t for n in nodes if isinstance(n, (ast.Import, ast.ImportFrom)) for t in _targets(module, n)
+    }
 
 
 def _external(module: str) -> set[str]:
@@ -110,27 +111,34 @@ def test_widgets_never_import_tensorflow():
             if module not in heavy and _imports(module, top_level_only=True) & heavy:
                 heavy.add(module)
                 grown = True
-    offenders = {m: sorted(_imports(m) & heavy) for m in MODULES
-                 if m.startswith("napari_em_unet._widgets") and _imports(m) & heavy}
+    offenders = {
+        m: sorted(_imports(m) & heavy)
+        for m in MODULES
+        if m.startswith("napari_em_unet._widgets") and _imports(m) & heavy
+    }
     assert offenders == {}
-    assert not any(_external(m) & {"tensorflow", "keras"} for m in MODULES
-                   if m != KERAS_MODULE)
+    assert not any(_external(m) & {"tensorflow", "keras"} for m in MODULES if m != KERAS_MODULE)
 
 
 @pytest.mark.parametrize("package", CORE)
 def test_core_imports_neither_qt_nor_napari(package):
-    gui = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt",
-           "vispy"}
-    offenders = {m: sorted(_external(m) & gui) for m in MODULES
-                 if m.startswith(f"napari_em_unet.{package}") and _external(m) & gui}
+    gui = {"napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt", "vispy"}
+    offenders = {
+        m: sorted(_external(m) & gui)
+        for m in MODULES
+        if m.startswith(f"napari_em_unet.{package}") and _external(m) & gui
+    }
     assert offenders == {}
 
 
 def test_no_function_longer_than_a_screen():
-    long = [f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
-            for module, tree in TREES.items() for node in ast.walk(tree)
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+    long = [
+        f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for module, tree in TREES.items()
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
     assert long == []
 
 

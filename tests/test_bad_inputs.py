@@ -53,8 +53,10 @@ class _CatalogueSummary:
             return []
         done = {c for c in ran if HANDLED.get(c, set()) >= EXPECTED_COMMANDS[c]}
         bad, valid = ran & BAD, ran & VALID
-        line = (f"bad-input catalogue: {len(done & bad)}/{len(bad)} distinct bad inputs refused "
-                f"in one line, {len(done & valid)}/{len(valid)} awkward valid inputs handled")
+        line = (
+            f"bad-input catalogue: {len(done & bad)}/{len(bad)} distinct bad inputs refused "
+            f"in one line, {len(done & valid)}/{len(valid)} awkward valid inputs handled"
+        )
         skipped = len(BAD | VALID) - len(ran)
         lines = [line + (f" ({skipped} not run)" if skipped else "")]
         missing = sorted(ran - done)
@@ -85,8 +87,10 @@ def snapshot(*folders: Path) -> dict:
     for folder in folders:
         for path in sorted(folder.rglob("*")):
             if path.is_file():
-                state[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest(),
-                                    path.stat().st_mtime_ns)
+                state[str(path)] = (
+                    hashlib.sha256(path.read_bytes()).hexdigest(),
+                    path.stat().st_mtime_ns,
+                )
     return state
 
 
@@ -159,37 +163,83 @@ IMAGE_CASES = [
     Case("truncated compressed TIFF", _truncated(compress=True), ok=False),
     Case("text file named .tif", _bytes(b"hello, I am not an image\n" * 10), ok=False),
     Case("random bytes", _bytes(lambda: np.random.default_rng(1).bytes(5000)), ok=False),
-    Case("random bytes after a TIFF header",
-         _bytes(lambda: b"II*\x00" + np.random.default_rng(2).bytes(5000)), ok=False),
-    Case("a folder named .tif", lambda folder: (folder / "dir.tif").mkdir() or folder / "dir.tif",
-         ok=False),
+    Case(
+        "random bytes after a TIFF header",
+        _bytes(lambda: b"II*\x00" + np.random.default_rng(2).bytes(5000)),
+        ok=False,
+    ),
+    Case(
+        "a folder named .tif",
+        lambda folder: (folder / "dir.tif").mkdir() or folder / "dir.tif",
+        ok=False,
+    ),
     Case("4D array", _tif(rng.integers(0, 255, (2, 5, 32, 32), dtype=np.uint8)), ok=False),
     Case("5D array", _tif(rng.integers(0, 255, (2, 2, 3, 32, 32), dtype=np.uint8)), ok=False),
     # Accepted on purpose: whole NaN slices are missing sections in real ssTEM stacks, and a
     # chunk of a distributed run may hold only those. Where there is no data the result says
     # nothing: NaN probability, no cell.
-    Case("all-NaN image", _tif(np.full((2, 32, 32), np.nan, np.float32)), ok=True,
-         shape=(2, 32, 32), silent=(0, 1)),
-    Case("constant image", _tif(np.full((2, 40, 40), 7, np.uint8)), ok=True, shape=(2, 40, 40),
-         silent=(0, 1)),
-    Case("black section in a stack", _tif(np.stack([_stack[0], 0 * _stack[0], _stack[1]])),
-         ok=True, shape=(3, 48, 40), silent=(1,)),
-    Case("black section with noise", _tif(np.stack([_stack[0], _stack[1] % 3, _stack[1]])),
-         ok=True, shape=(3, 48, 40), silent=(1,)),
+    Case(
+        "all-NaN image",
+        _tif(np.full((2, 32, 32), np.nan, np.float32)),
+        ok=True,
+        shape=(2, 32, 32),
+        silent=(0, 1),
+    ),
+    Case(
+        "constant image",
+        _tif(np.full((2, 40, 40), 7, np.uint8)),
+        ok=True,
+        shape=(2, 40, 40),
+        silent=(0, 1),
+    ),
+    Case(
+        "black section in a stack",
+        _tif(np.stack([_stack[0], 0 * _stack[0], _stack[1]])),
+        ok=True,
+        shape=(3, 48, 40),
+        silent=(1,),
+    ),
+    Case(
+        "black section with noise",
+        _tif(np.stack([_stack[0], _stack[1] % 3, _stack[1]])),
+        ok=True,
+        shape=(3, 48, 40),
+        silent=(1,),
+    ),
     Case("some NaNs and infinities in float", _tif(_some_nan), ok=True, shape=(2, 48, 40)),
     Case("16-bit", _tif(_stack.astype(np.uint16) * 257), ok=True, shape=(2, 48, 40)),
-    Case("signed 16-bit with negatives", _tif(_stack.astype(np.int16) - 128), ok=True,
-         shape=(2, 48, 40)),
+    Case(
+        "signed 16-bit with negatives",
+        _tif(_stack.astype(np.int16) - 128),
+        ok=True,
+        shape=(2, 48, 40),
+    ),
     Case("float64", _tif(_float.astype(np.float64)), ok=True, shape=(2, 48, 40)),
-    Case("RGB", _tif(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), photometric="rgb"),
-         ok=True, shape=(40, 50)),
-    Case("RGB stack", _tif(rng.integers(0, 255, (2, 40, 50, 3), dtype=np.uint8),
-                           photometric="rgb"), ok=True, shape=(2, 40, 50)),
-    Case("tiny (9 x 13)", _tif(rng.integers(0, 255, (2, 9, 13), dtype=np.uint8)), ok=True,
-         shape=(2, 9, 13)),
+    Case(
+        "RGB",
+        _tif(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8), photometric="rgb"),
+        ok=True,
+        shape=(40, 50),
+    ),
+    Case(
+        "RGB stack",
+        _tif(rng.integers(0, 255, (2, 40, 50, 3), dtype=np.uint8), photometric="rgb"),
+        ok=True,
+        shape=(2, 40, 50),
+    ),
+    Case(
+        "tiny (9 x 13)",
+        _tif(rng.integers(0, 255, (2, 9, 13), dtype=np.uint8)),
+        ok=True,
+        shape=(2, 9, 13),
+    ),
     Case("one pixel", _tif(np.array([[5]], np.uint8)), ok=True, shape=(1, 1), silent=(0,)),
-    Case("odd size 1001 x 777", _tif(rng.integers(0, 255, (1001, 777), dtype=np.uint8)),
-         ok=True, shape=(1001, 777)),
+    Case(
+        "odd size 1001 x 777",
+        _tif(rng.integers(0, 255, (1001, 777), dtype=np.uint8)),
+        ok=True,
+        shape=(1001, 777),
+    ),
     Case("one 2D image", _tif(_stack[0]), ok=True, shape=(48, 40)),
 ]
 for _case in IMAGE_CASES:
@@ -207,8 +257,10 @@ def test_segment(case: Case, tiny_model_path, tmp_path, capfd):
     out_dir.mkdir()
     out = out_dir / "result.tif"
     before = snapshot(inputs, tiny_model_path.parent)
-    code, lines = run(["segment", image, "-o", out, "--model", tiny_model_path,
-                       "--output-kind", "probabilities"], capfd)
+    code, lines = run(
+        ["segment", image, "-o", out, "--model", tiny_model_path, "--output-kind", "probabilities"],
+        capfd,
+    )
     after = snapshot(inputs, tiny_model_path.parent)
     if not case.ok:
         assert_one_error_line(code, lines, before, after)
@@ -278,8 +330,9 @@ FINETUNE_CASES = [
     Case("no labelled slice", _pair(_img, np.zeros_like(_lab)), ok=False),
     Case("all-membrane slice asked for", _pair(_img, _half), ok=False),
     Case("whole-number float labels", _pair(_img, _lab.astype(np.float32)), ok=True),
-    Case("ISBI 0/255 mask labels", _pair(_img, np.where(_lab > 0, 255, 0).astype(np.uint8)),
-         ok=True),
+    Case(
+        "ISBI 0/255 mask labels", _pair(_img, np.where(_lab > 0, 255, 0).astype(np.uint8)), ok=True
+    ),
     Case("labels without any membrane", _pair(_img, np.ones_like(_lab)), ok=True),
 ]
 for _case in FINETUNE_CASES:
@@ -298,10 +351,29 @@ def test_finetune(case: Case, tiny_model_path, tmp_path, capfd):
     out = out_dir / "tuned.keras"
     extra = ["--slices", "0"] if case.id == "all-membrane slice asked for" else []
     before = snapshot(inputs, tiny_model_path.parent)
-    code, lines = run(["finetune", "--image", image, "--labels", inputs / "labels.tif",
-                       "-o", out, "--model", tiny_model_path, "--epochs", "1",
-                       "--steps-per-epoch", "1", "--batch-size", "1", "--patch-size", "32",
-                       *extra], capfd)
+    code, lines = run(
+        [
+            "finetune",
+            "--image",
+            image,
+            "--labels",
+            inputs / "labels.tif",
+            "-o",
+            out,
+            "--model",
+            tiny_model_path,
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "1",
+            "--patch-size",
+            "32",
+            *extra,
+        ],
+        capfd,
+    )
     after = snapshot(inputs, tiny_model_path.parent)
     if not case.ok:
         assert_one_error_line(code, lines, before, after)
@@ -368,17 +440,25 @@ def _damaged_copy(cut: float | None):
 MODEL_CASES = [
     Case("model file missing", lambda folder, base: folder / "nope.keras", ok=False),
     Case("zero-byte model", lambda folder, base: _bytes(b"", "empty.keras")(folder), ok=False),
-    Case("text file named .keras",
-         lambda folder, base: _bytes(b"not a model\n", "text.keras")(folder), ok=False),
+    Case(
+        "text file named .keras",
+        lambda folder, base: _bytes(b"not a model\n", "text.keras")(folder),
+        ok=False,
+    ),
     Case("truncated model", _damaged_copy(0.6), ok=False),
     Case("model with corrupted bytes", _damaged_copy(None), ok=False),
-    Case("model with RGB input", lambda folder, base: _keras_model("rgb-input", folder),
-         ok=False),
+    Case("model with RGB input", lambda folder, base: _keras_model("rgb-input", folder), ok=False),
     Case("model with 3D input", lambda folder, base: _keras_model("3d-input", folder), ok=False),
-    Case("model with two output channels",
-         lambda folder, base: _keras_model("two-classes", folder), ok=False),
-    Case("model carrying code (Lambda layer)",
-         lambda folder, base: _keras_model("lambda", folder), ok=False),
+    Case(
+        "model with two output channels",
+        lambda folder, base: _keras_model("two-classes", folder),
+        ok=False,
+    ),
+    Case(
+        "model carrying code (Lambda layer)",
+        lambda folder, base: _keras_model("lambda", folder),
+        ok=False,
+    ),
 ]
 COMMANDS = ("segment", "finetune")
 for _case in MODEL_CASES:
@@ -400,9 +480,25 @@ def test_bad_model(case: Case, command, tiny_model_path, tmp_path, capfd):
     if command == "segment":
         argv = ["segment", inputs / "image.tif", "-o", out_dir / "seg.tif", "--model", model]
     else:
-        argv = ["finetune", "--image", inputs / "image.tif", "--labels", inputs / "labels.tif",
-                "-o", out_dir / "m.keras", "--model", model, "--epochs", "1",
-                "--steps-per-epoch", "1", "--batch-size", "1", "--patch-size", "32"]
+        argv = [
+            "finetune",
+            "--image",
+            inputs / "image.tif",
+            "--labels",
+            inputs / "labels.tif",
+            "-o",
+            out_dir / "m.keras",
+            "--model",
+            model,
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "1",
+            "--patch-size",
+            "32",
+        ]
     code, lines = run(argv, capfd)
     assert_one_error_line(code, lines, before, snapshot(inputs, tiny_model_path.parent))
     assert list(out_dir.iterdir()) == []
@@ -444,8 +540,11 @@ def _output_case(kind: str):
 OUTPUT_CASES = [
     Case("output is the input", _output_case("the input"), ok=False),
     Case("output is the input, --overwrite", _output_case("the input, --overwrite"), ok=False),
-    Case("output is the input through a symbolic link",
-         _output_case("the input through a symbolic link"), ok=False),
+    Case(
+        "output is the input through a symbolic link",
+        _output_case("the input through a symbolic link"),
+        ok=False,
+    ),
     Case("output is the input through ..", _output_case("the input through .."), ok=False),
     Case("output already exists", _output_case("exists"), ok=False),
     Case("output is an existing folder", _output_case("an existing folder"), ok=False),
@@ -453,8 +552,11 @@ OUTPUT_CASES = [
     Case("output .jpg", _output_case(".jpg"), ok=False),
     Case("output without extension", _output_case(""), ok=False),
     Case("existing output with --overwrite", _output_case("exists, --overwrite"), ok=True),
-    Case("output in a folder that does not exist yet",
-         _output_case("in a folder that does not exist yet"), ok=True),
+    Case(
+        "output in a folder that does not exist yet",
+        _output_case("in a folder that does not exist yet"),
+        ok=True,
+    ),
 ]
 for _case in OUTPUT_CASES:
     register(f"output: {_case.id}", _case.ok, ("segment",))
@@ -498,8 +600,9 @@ def _model_path(kind: str):
         if kind == "rdf without keras":
             package = folder / "package"
             package.mkdir()
-            (package / "rdf.yaml").write_text("type: model\nname: elsewhere\n"
-                                              "weights:\n  onnx:\n    source: m.onnx\n")
+            (package / "rdf.yaml").write_text(
+                "type: model\nname: elsewhere\nweights:\n  onnx:\n    source: m.onnx\n"
+            )
             return package / "rdf.yaml"
         return _bytes(b"not a model", "model.pt")(folder)
 
@@ -510,8 +613,9 @@ MODEL_PATH_CASES = [
     Case("an ONNX export given as model", _model_path("onnx"), ok=False),
     Case("a legacy HDF5 model", _model_path("h5"), ok=False),
     Case("a folder given as model", _model_path("folder"), ok=False),
-    Case("a bioimage.io rdf.yaml without Keras weights", _model_path("rdf without keras"),
-         ok=False),
+    Case(
+        "a bioimage.io rdf.yaml without Keras weights", _model_path("rdf without keras"), ok=False
+    ),
     Case("a PyTorch file given as model", _model_path("pt"), ok=False),
 ]
 for _case in MODEL_PATH_CASES:
@@ -543,12 +647,15 @@ def _evaluate_pair(kind: str):
 
 
 EVALUATE_CASES = [
-    Case("a probability map given as ground truth", _evaluate_pair("probability as truth"),
-         ok=False),
-    Case("prediction and ground truth of different shapes", _evaluate_pair("shapes differ"),
-         ok=False),
-    Case("arguments swapped (mask first, instance labels second)", _evaluate_pair("swapped"),
-         ok=True),
+    Case(
+        "a probability map given as ground truth", _evaluate_pair("probability as truth"), ok=False
+    ),
+    Case(
+        "prediction and ground truth of different shapes", _evaluate_pair("shapes differ"), ok=False
+    ),
+    Case(
+        "arguments swapped (mask first, instance labels second)", _evaluate_pair("swapped"), ok=True
+    ),
 ]
 for _case in EVALUATE_CASES:
     register(f"evaluate: {_case.id}", _case.ok, ("evaluate",))
@@ -588,9 +695,20 @@ def test_arguments(case: Case, tiny_model_path, tmp_path, capfd):
     image = _pair(_img, _lab)(tmp_path)
     before = snapshot(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        main(["finetune", "--image", str(image), "--labels", str(tmp_path / "labels.tif"),
-              "-o", str(tmp_path / "m.keras"), "--model", str(tiny_model_path),
-              *case.make(tmp_path)])
+        main(
+            [
+                "finetune",
+                "--image",
+                str(image),
+                "--labels",
+                str(tmp_path / "labels.tif"),
+                "-o",
+                str(tmp_path / "m.keras"),
+                "--model",
+                str(tiny_model_path),
+                *case.make(tmp_path),
+            ]
+        )
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip()]
     assert_one_error_line(exit_.value.code, lines, before, snapshot(tmp_path))
     handled(name, "finetune")
@@ -615,8 +733,9 @@ SUBPROCESS_SAMPLE = [
 ]
 
 
-@pytest.mark.parametrize(("kind", "cases", "case_id"), SUBPROCESS_SAMPLE,
-                         ids=[s[2] for s in SUBPROCESS_SAMPLE])
+@pytest.mark.parametrize(
+    ("kind", "cases", "case_id"), SUBPROCESS_SAMPLE, ids=[s[2] for s in SUBPROCESS_SAMPLE]
+)
 def test_sample_through_the_installed_command(kind, cases, case_id, tiny_model_path, tmp_path):
     """A sample of the catalogue in fresh processes: the one-line promise holds end to end."""
     import subprocess
@@ -631,7 +750,11 @@ def test_sample_through_the_installed_command(kind, cases, case_id, tiny_model_p
         image, out, extra = _tif(_stack)(tmp_path), tmp_path / "out.tif", []
         model = case.make(tmp_path, tiny_model_path)
     before = snapshot(tmp_path)
-    proc = subprocess.run([_em_unet(), "segment", str(image), "-o", str(out), "--model",
-                           str(model), *extra], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [_em_unet(), "segment", str(image), "-o", str(out), "--model", str(model), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert_one_error_line(proc.returncode, lines, before, snapshot(tmp_path))

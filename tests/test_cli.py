@@ -19,8 +19,13 @@ SAMPLE = Path(str(resources.files("napari_em_unet.sample_data")))
 def run_cli(*args) -> subprocess.CompletedProcess:
     """Run the real console entry point in a fresh interpreter, as a user would."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "napari_em_unet.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "napari_em_unet.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture()
@@ -28,7 +33,7 @@ def sample_slices(tmp_path):
     """Two 128 x 128 crops of the packaged sample (image, labels), with its pixel size."""
     image = tifffile.imread(SAMPLE / "synthetic-sstem.tif")[:2, :128, :128]
     labels = tifffile.imread(SAMPLE / "synthetic-sstem-labels.tif")[:2, :128, :128]
-    meta = dict(imagej=True, resolution=(250, 250), metadata={"unit": "um"})
+    meta = {"imagej": True, "resolution": (250, 250), "metadata": {"unit": "um"}}
     tifffile.imwrite(tmp_path / "img.tif", image, **meta)
     tifffile.imwrite(tmp_path / "lab.tif", labels, **meta)
     return tmp_path / "img.tif", tmp_path / "lab.tif"
@@ -61,13 +66,28 @@ def test_evaluate_scores_a_probability_map_the_leaderboard_way(tmp_path, capsys)
     assert 0 < scores["v_rand_grown"] <= 1
 
 
-@pytest.mark.parametrize(("kind", "dtype"), [("membranes", np.uint8), ("probabilities", np.float32)])
+@pytest.mark.parametrize(
+    ("kind", "dtype"), [("membranes", np.uint8), ("probabilities", np.float32)]
+)
 def test_segment_output_kinds_and_2d(sample_slices, tiny_model_path, tmp_path, kind, dtype):
     image2d = tmp_path / "one.tif"
     tifffile.imwrite(image2d, tifffile.imread(sample_slices[0])[0])
     out = tmp_path / "out.tif"
-    assert main(["segment", str(image2d), "-o", str(out), "--model", str(tiny_model_path),
-                 "--output-kind", kind]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(image2d),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_path),
+                "--output-kind",
+                kind,
+            ]
+        )
+        == 0
+    )
     result = tifffile.imread(out)
     assert result.shape == (128, 128) and result.dtype == dtype
 
@@ -76,18 +96,39 @@ def test_rgb_image_gives_a_grey_yx_result(tiny_model_path, tmp_path):
     rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
     tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
     out = tmp_path / "out.tif"
-    assert main(["segment", str(tmp_path / "rgb.tif"), "-o", str(out),
-                 "--model", str(tiny_model_path)]) == 0
+    assert (
+        main(
+            ["segment", str(tmp_path / "rgb.tif"), "-o", str(out), "--model", str(tiny_model_path)]
+        )
+        == 0
+    )
     assert tifffile.imread(out).shape == (40, 50)
 
 
-def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, tmp_path,
-                                                capsys):
+def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, tmp_path, capsys):
     image, labels = sample_slices
     out = tmp_path / "ft.keras"
-    code = main(["finetune", "--image", str(image), "--labels", str(labels), "-o", str(out),
-                 "--model", str(tiny_model_path), "--epochs", "1", "--steps-per-epoch", "2",
-                 "--batch-size", "2", "--patch-size", "64"])
+    code = main(
+        [
+            "finetune",
+            "--image",
+            str(image),
+            "--labels",
+            str(labels),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_path),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--batch-size",
+            "2",
+            "--patch-size",
+            "64",
+        ]
+    )
     assert code == 0
     from napari_em_unet.model.files import read_info
 
@@ -100,20 +141,37 @@ def test_finetune_writes_a_model_with_metadata(sample_slices, tiny_model_path, t
         assert last.startswith(f"saved the fine-tuned model to {out}: accepted: validation")
     else:
         assert last.startswith("kept the base model") and last.endswith(
-            f"wrote the base model's weights to {out}")
+            f"wrote the base model's weights to {out}"
+        )
 
 
 def test_finetune_options_default_to_the_training_config():
     from napari_em_unet.cli import build_parser
     from napari_em_unet.learning.config import TrainConfig
 
-    args = build_parser().parse_args(["finetune", "--image", "a.tif", "--labels", "b.tif",
-                                      "-o", "m.keras"])
+    args = build_parser().parse_args(
+        ["finetune", "--image", "a.tif", "--labels", "b.tif", "-o", "m.keras"]
+    )
     d = TrainConfig()
-    assert (args.epochs, args.steps_per_epoch, args.batch_size, args.patch_size,
-            args.learning_rate, args.anchor_share, args.change_budget, args.seed) == (
-        d.epochs, d.steps_per_epoch, d.batch_size, d.patch_size, d.learning_rate,
-        d.anchor_share, d.change_budget, d.seed)
+    assert (
+        args.epochs,
+        args.steps_per_epoch,
+        args.batch_size,
+        args.patch_size,
+        args.learning_rate,
+        args.anchor_share,
+        args.change_budget,
+        args.seed,
+    ) == (
+        d.epochs,
+        d.steps_per_epoch,
+        d.batch_size,
+        d.patch_size,
+        d.learning_rate,
+        d.anchor_share,
+        d.change_budget,
+        d.seed,
+    )
 
 
 def test_bad_file_gives_one_error_line_and_no_output(tmp_path):
@@ -147,8 +205,10 @@ def test_missing_inputs(tmp_path, args, capsys, monkeypatch):
 def test_bad_model_file(sample_slices, tmp_path, capsys):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"garbage")
-    assert main(["segment", str(sample_slices[0]), "-o", str(tmp_path / "o.tif"),
-                 "--model", str(bad)]) != 0
+    assert (
+        main(["segment", str(sample_slices[0]), "-o", str(tmp_path / "o.tif"), "--model", str(bad)])
+        != 0
+    )
     err = capsys.readouterr().err
     assert err.startswith("error:") and "broken.keras" in err
     assert not (tmp_path / "o.tif").exists()
@@ -174,15 +234,13 @@ def test_demo_without_a_display_is_one_error_line_not_a_qt_abort(capfd):
 
     from unittest import mock
 
-    with mock.patch.dict(os.environ, {"DISPLAY": "", "WAYLAND_DISPLAY": "",
-                                      "QT_QPA_PLATFORM": ""}):
+    with mock.patch.dict(os.environ, {"DISPLAY": "", "WAYLAND_DISPLAY": "", "QT_QPA_PLATFORM": ""}):
         assert main(["demo"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: napari needs a display")
 
 
-def test_finetune_that_validates_worse_writes_the_base_and_says_so(sample_slices, tmp_path,
-                                                                   capsys):
+def test_finetune_that_validates_worse_writes_the_base_and_says_so(sample_slices, tmp_path, capsys):
     from napari_em_unet.model.backend import keras_module
     from napari_em_unet.model.files import load_model, save_model
     from napari_em_unet.model.info import ModelInfo
@@ -190,28 +248,64 @@ def test_finetune_that_validates_worse_writes_the_base_and_says_so(sample_slices
     keras = keras_module()
     inputs = keras.Input((None, None, 1))
     outputs = keras.layers.Conv2D(  # dark pixels are membrane: already good on the sample
-        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(-14.0),
-        bias_initializer=keras.initializers.Constant(5.0))(inputs)
-    base = save_model(keras.Model(inputs, outputs),
-                      ModelInfo(name="dark", pixel_size_nm=4.0,
-                                postprocessing={"threshold": 0.5, "seed_threshold": 0.2,
-                                                "sigma": 1.0}), tmp_path / "dark.keras")
+        1,
+        1,
+        activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(-14.0),
+        bias_initializer=keras.initializers.Constant(5.0),
+    )(inputs)
+    base = save_model(
+        keras.Model(inputs, outputs),
+        ModelInfo(
+            name="dark",
+            pixel_size_nm=4.0,
+            postprocessing={"threshold": 0.5, "seed_threshold": 0.2, "sigma": 1.0},
+        ),
+        tmp_path / "dark.keras",
+    )
     image, labels = sample_slices
     wrong = tifffile.imread(labels)
     wrong[0] = 0  # "corrections" calling slice 0 membrane but for one square
     wrong[0, 40:70, 40:70] = 1
     tifffile.imwrite(tmp_path / "wrong.tif", wrong)
     out = tmp_path / "ft.keras"
-    assert main(["finetune", "--image", str(image), "--labels", str(tmp_path / "wrong.tif"),
-                 "--slices", "0", "--validation-slices", "1", "-o", str(out), "--model",
-                 str(base), "--epochs", "1", "--steps-per-epoch", "4", "--batch-size", "2",
-                 "--patch-size", "64", "--learning-rate", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--image",
+                str(image),
+                "--labels",
+                str(tmp_path / "wrong.tif"),
+                "--slices",
+                "0",
+                "--validation-slices",
+                "1",
+                "-o",
+                str(out),
+                "--model",
+                str(base),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "4",
+                "--batch-size",
+                "2",
+                "--patch-size",
+                "64",
+                "--learning-rate",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("kept the base model: the fine-tuned one is not better on the "
-                           "validation slices") and last.endswith(
-        f"wrote the base model's weights to {out}")
+    assert last.startswith(
+        "kept the base model: the fine-tuned one is not better on the validation slices"
+    ) and last.endswith(f"wrote the base model's weights to {out}")
     written, original = load_model(out), load_model(base)
     assert written.info.validation["accepted"] is False
-    for a, b in zip(written.keras_model.get_weights(), original.keras_model.get_weights(),
-                    strict=True):
+    for a, b in zip(
+        written.keras_model.get_weights(), original.keras_model.get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(a, b)

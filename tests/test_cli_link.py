@@ -11,8 +11,11 @@ import tifffile
 from napari_em_unet.cli import main
 from napari_em_unet.segmentation.linking import link_labels
 
-META = {"imagej": True, "resolution": (100.0, 100.0),
-        "metadata": {"unit": "um", "spacing": 0.01, "axes": "ZYX"}}  # 10 x 10 x 10 nm
+META = {
+    "imagej": True,
+    "resolution": (100.0, 100.0),
+    "metadata": {"unit": "um", "spacing": 0.01, "axes": "ZYX"},
+}  # 10 x 10 x 10 nm
 
 
 def cells(depth=4):
@@ -42,13 +45,25 @@ def test_link_zarr_with_probability_and_options(tmp_path, capsys):
     stack[1, 2:18, 2:28] = 9  # section 1 merged the two cells ...
     probability = np.where(cells(3) == 0, 0.95, 0.05).astype(np.float32)
     probability[1, 2:18, 14] = 0.5  # ... over a faint membrane
-    labels = zarr.create_array(str(tmp_path / "labels.zarr"), shape=stack.shape,
-                               chunks=(1, 20, 30), dtype=np.uint16)
+    labels = zarr.create_array(
+        str(tmp_path / "labels.zarr"), shape=stack.shape, chunks=(1, 20, 30), dtype=np.uint16
+    )
     labels[:] = stack
     tifffile.imwrite(tmp_path / "prob.tif", probability)
-    args = ["link", str(tmp_path / "labels.zarr"), "--probability", str(tmp_path / "prob.tif"),
-            "-o", str(tmp_path / "out.zarr"), "--voxel-size", "50,4,4", "--bias", "0.5",
-            "--min-sections", "2"]
+    args = [
+        "link",
+        str(tmp_path / "labels.zarr"),
+        "--probability",
+        str(tmp_path / "prob.tif"),
+        "-o",
+        str(tmp_path / "out.zarr"),
+        "--voxel-size",
+        "50,4,4",
+        "--bias",
+        "0.5",
+        "--min-sections",
+        "2",
+    ]
     assert main(args) == 0
     out = zarr.open_array(str(tmp_path / "out.zarr" / "0"), mode="r")[:]
     assert set(np.unique(out)) == {0, 1, 2}
@@ -62,13 +77,22 @@ def test_a_file_without_section_spacing_says_what_was_assumed(tmp_path, capsys):
     assert len(err) == 1 and "assuming 50 nm sections" in err[0]
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda p: tifffile.imwrite(p / "labels.tif", cells().astype(np.float32) / 2),
-     "fractional"),
-    (lambda p: (tifffile.imwrite(p / "labels.tif", cells()),
-                tifffile.imwrite(p / "prob.tif", np.zeros((2, 20, 30), np.float32))),
-     "probability map has shape"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda p: tifffile.imwrite(p / "labels.tif", cells().astype(np.float32) / 2),
+            "fractional",
+        ),
+        (
+            lambda p: (
+                tifffile.imwrite(p / "labels.tif", cells()),
+                tifffile.imwrite(p / "prob.tif", np.zeros((2, 20, 30), np.float32)),
+            ),
+            "probability map has shape",
+        ),
+    ],
+)
 def test_bad_inputs_are_one_error_line_and_no_output(tmp_path, capsys, make, message):
     make(tmp_path)
     args = ["link", str(tmp_path / "labels.tif"), "-o", str(tmp_path / "out.tif")]
@@ -81,8 +105,9 @@ def test_bad_inputs_are_one_error_line_and_no_output(tmp_path, capsys, make, mes
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
-@pytest.mark.parametrize("args", [["--bias", "1.5"], ["--bias", "x"], ["--min-sections", "0"],
-                                  ["--voxel-size", "1,2"]])
+@pytest.mark.parametrize(
+    "args", [["--bias", "1.5"], ["--bias", "x"], ["--min-sections", "0"], ["--voxel-size", "1,2"]]
+)
 def test_bad_options_are_refused(tmp_path, args):
     tifffile.imwrite(tmp_path / "labels.tif", cells())
     with pytest.raises(SystemExit) as stop:
@@ -97,8 +122,9 @@ def test_evaluate_3d_json(tmp_path, capsys):
     pred[1] *= 2  # one true object cut in two between the sections
     tifffile.imwrite(tmp_path / "t.tif", truth)
     tifffile.imwrite(tmp_path / "p.tif", pred)
-    assert main(["evaluate", "--3d", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"),
-                 "--json"]) == 0
+    assert (
+        main(["evaluate", "--3d", str(tmp_path / "p.tif"), str(tmp_path / "t.tif"), "--json"]) == 0
+    )
     scores = json.loads(capsys.readouterr().out)
     assert scores["v_rand"] == pytest.approx(2 / 3) and scores["v_rand_split"] == 0.5
     assert main(["evaluate", "--3d", str(tmp_path / "p.tif"), str(tmp_path / "t.tif")]) == 0
@@ -111,14 +137,40 @@ def test_segment_link_3d(tmp_path, tiny_model_path, capsys):
     image, _ = make_synthetic_volume((3, 48, 48), FIBSEM_STYLE, seed=2)
     tifffile.imwrite(tmp_path / "img.tif", image, **META)
     out = tmp_path / "linked.tif"
-    assert main(["segment", str(tmp_path / "img.tif"), "-o", str(out), "--link-3d",
-                 "--model", str(tiny_model_path), "--bias", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "img.tif"),
+                "-o",
+                str(out),
+                "--link-3d",
+                "--model",
+                str(tiny_model_path),
+                "--bias",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     linked = tifffile.imread(out)
     assert linked.shape == (3, 48, 48) and linked.dtype == np.uint32
     assert "3D objects" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.tif", "linked.tif"]
-    assert main(["segment", str(tmp_path / "img.tif"), "-o", str(tmp_path / "m.tif"),
-                 "--link-3d", "--output-kind", "membranes"]) == 2
+    assert (
+        main(
+            [
+                "segment",
+                str(tmp_path / "img.tif"),
+                "-o",
+                str(tmp_path / "m.tif"),
+                "--link-3d",
+                "--output-kind",
+                "membranes",
+            ]
+        )
+        == 2
+    )
     assert "--link-3d writes instance labels" in capsys.readouterr().err
 
 

@@ -18,8 +18,8 @@ from napari_em_unet.cli import main
 
 def objects() -> tuple[np.ndarray, np.ndarray]:
     labels = np.zeros((3, 10, 12), dtype=np.uint16)
-    labels[0:3, 2:4, 2:5] = 4        # 6 voxels per section, sections 0-2
-    labels[2, 8:10, 10:12] = 11      # 4 voxels on section 2
+    labels[0:3, 2:4, 2:5] = 4  # 6 voxels per section, sections 0-2
+    labels[2, 8:10, 10:12] = 11  # 4 voxels on section 2
     image = np.full(labels.shape, 100, dtype=np.uint8)
     image[2] = 200
     return labels, image
@@ -43,12 +43,25 @@ def test_rows_with_voxel_size_from_the_file(tmp_path, capsys):
     write(tmp_path / "labels.tif", labels, spacing=0.05)  # 50 nm sections, 5 nm pixels
     write(tmp_path / "image.tif", image)
     out = tmp_path / "table.csv"
-    assert main(["measure", str(tmp_path / "labels.tif"), "--image", str(tmp_path / "image.tif"),
-                 "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                str(tmp_path / "labels.tif"),
+                "--image",
+                str(tmp_path / "image.tif"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_rows(out)
     assert list(rows[0]) == list(COLUMNS)
-    assert [(r["label"], r["voxels"], r["z_first"], r["z_last"]) for r in rows] == \
-        [("4", "18", "0", "2"), ("11", "4", "2", "2")]
+    assert [(r["label"], r["voxels"], r["z_first"], r["z_last"]) for r in rows] == [
+        ("4", "18", "0", "2"),
+        ("11", "4", "2", "2"),
+    ]
     assert float(rows[0]["volume_um3"]) == pytest.approx(18 * 50 * 5 * 5 / 1e9)
     assert [float(rows[0][f"centroid_{a}"]) for a in "zyx"] == [1.0, 2.5, 3.0]
     assert float(rows[0]["mean_intensity"]) == pytest.approx((12 * 100 + 6 * 200) / 18)
@@ -64,11 +77,35 @@ def test_voxel_size_option_wins_and_unknown_leaves_volume_empty(tmp_path, capsys
     rows = read_rows(out)
     assert "mean_intensity" not in rows[0] and rows[0]["volume_um3"] == ""
     assert "give --voxel-size" in capsys.readouterr().err
-    assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "40,4,4",
-                 "-o", str(out), "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                str(tmp_path / "labels.tif"),
+                "--voxel-size",
+                "40,4,4",
+                "-o",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
     assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 40 * 4 * 4 / 1e9)
-    assert main(["measure", str(tmp_path / "labels.tif"), "--voxel-size", "10",
-                 "-o", str(out), "--overwrite"]) == 0  # one number: isotropic voxels
+    assert (
+        main(
+            [
+                "measure",
+                str(tmp_path / "labels.tif"),
+                "--voxel-size",
+                "10",
+                "-o",
+                str(out),
+                "--overwrite",
+            ]
+        )
+        == 0
+    )  # one number: isotropic voxels
     assert float(read_rows(out)[1]["volume_um3"]) == pytest.approx(4 * 10**3 / 1e9)
 
 
@@ -79,15 +116,21 @@ def test_zarr_labels(tmp_path):
     store = create_zarr_output(tmp_path / "l.zarr", labels.shape, np.uint32, pixel_size_nm=5.0)
     store[:] = labels
     out = tmp_path / "z.csv"
-    assert main(["measure", str(tmp_path / "l.zarr"), "--voxel-size", "50,5,5",
-                 "-o", str(out)]) == 0
+    assert (
+        main(["measure", str(tmp_path / "l.zarr"), "--voxel-size", "50,5,5", "-o", str(out)]) == 0
+    )
     assert [r["voxels"] for r in read_rows(out)] == ["18", "4"]
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "napari_em_unet.cli", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "napari_em_unet.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_bad_input_is_one_error_line_and_no_output(tmp_path):
@@ -110,14 +153,16 @@ def test_bad_input_is_one_error_line_and_no_output(tmp_path):
         assert len(errors) == 1 and message in errors[0], result.stderr
         assert "Traceback" not in result.stderr and not out.exists()
     result = run_cli("measure", tmp_path / "labels.tif", "-o", tmp_path / "taken" / "t.csv")
-    assert result.returncode == 2 and result.stderr.startswith("error: cannot write"), \
-        result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot write"), result.stderr
 
 
-@pytest.mark.parametrize(("output", "message"), [
-    ("labels.tif", "the table must end in .csv"),
-    ("table.csv", "already exists; add --overwrite"),
-])
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("labels.tif", "the table must end in .csv"),
+        ("table.csv", "already exists; add --overwrite"),
+    ],
+)
 def test_an_input_or_an_existing_table_is_never_replaced(tmp_path, output, message, capsys):
     labels, _ = objects()
     write(tmp_path / "labels.tif", labels)

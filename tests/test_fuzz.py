@@ -31,8 +31,18 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32, np.float32,
-          np.float64, np.int64, np.uint64]
+DTYPES = [
+    np.uint8,
+    np.int8,
+    np.uint16,
+    np.int16,
+    np.uint32,
+    np.int32,
+    np.float32,
+    np.float64,
+    np.int64,
+    np.uint64,
+]
 HEADERS = [b"II*\x00", b"MM\x00*", b"II+\x00\x08\x00\x00\x00", b"MM\x00+\x00\x08\x00\x00"]
 
 
@@ -78,8 +88,10 @@ def _valid_tiff(data: np.ndarray, compress: bool) -> bytes:
 
 
 arrays = st.sampled_from(DTYPES).flatmap(
-    lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1,
-                                                     max_side=12)))
+    lambda dtype: hnp.arrays(
+        dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=12)
+    )
+)
 
 
 @FUZZ
@@ -97,8 +109,12 @@ def test_random_bytes_after_a_tiff_header(folder, header, body):
 
 
 @FUZZ
-@given(data=arrays, compress=st.booleans(), cut=st.floats(0, 1), flips=st.lists(
-    st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=6))
+@given(
+    data=arrays,
+    compress=st.booleans(),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=6),
+)
 def test_damaged_valid_tiffs(folder, data, compress, cut, flips):
     """A real TIFF, then truncated and with a few bytes changed anywhere (header included)."""
     content = bytearray(_valid_tiff(data, compress))
@@ -109,10 +125,14 @@ def test_damaged_valid_tiffs(folder, data, compress, cut, flips):
 
 
 @FUZZ
-@given(data=st.sampled_from([np.uint8, np.uint16, np.uint32, np.int32, np.float32,
-                             np.float64]).flatmap(
-    lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=2, max_dims=3, max_side=12))),
-       pixel=st.none() | st.floats(0.5, 500))
+@given(
+    data=st.sampled_from(
+        [np.uint8, np.uint16, np.uint32, np.int32, np.float32, np.float64]
+    ).flatmap(
+        lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=2, max_dims=3, max_side=12))
+    ),
+    pixel=st.none() | st.floats(0.5, 500),
+)
 def test_valid_arrays_round_trip(folder, data, pixel):
     path = write_tiff(folder / f"round-{next(_counter)}.tif", data, pixel)
     image = read_tiff(path, memmap=False)
@@ -123,16 +143,26 @@ def test_valid_arrays_round_trip(folder, data, pixel):
 
 def test_a_header_claiming_a_huge_image_is_refused_without_allocating_it(folder):
     """8-byte file size, 2^31 x 2^31 pixels claimed: an error, not a MemoryError."""
-    ifd = [(256, 4, 1, 2**31 - 1), (257, 4, 1, 2**31 - 1), (258, 3, 1, 16),
-           (259, 3, 1, 1), (262, 3, 1, 1), (273, 4, 1, 8), (277, 3, 1, 1),
-           (278, 4, 1, 2**31 - 1), (279, 4, 1, 2**32 - 1)]
+    ifd = [
+        (256, 4, 1, 2**31 - 1),
+        (257, 4, 1, 2**31 - 1),
+        (258, 3, 1, 16),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, 2**31 - 1),
+        (279, 4, 1, 2**32 - 1),
+    ]
     content = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(ifd))
     for tag, typ, count, value in ifd:
         content += struct.pack("<HHII", tag, typ, count, value)
     content += b"\x00\x00\x00\x00" + zlib.compress(b"\x00" * 64)
     path = _write(folder, content)
-    for read in (lambda: np.asarray(read_tiff(path, memmap=False).data),
-                 lambda: open_volume(path).read_slice(0)):
+    for read in (
+        lambda: np.asarray(read_tiff(path, memmap=False).data),
+        lambda: open_volume(path).read_slice(0),
+    ):
         with pytest.raises(InputError) as refused:
             read()
         assert "\n" not in str(refused.value)
@@ -222,13 +252,19 @@ def test_wider_membranes_contain_narrower_ones(labels, narrow, extra):
 @FUZZ
 @given(labels=label_images())
 def test_transposing_labels_transposes_the_target(labels):
-    np.testing.assert_array_equal(training_target(labels.T, 1.0).membrane,
-                                  training_target(labels, 1.0).membrane.T)
+    np.testing.assert_array_equal(
+        training_target(labels.T, 1.0).membrane, training_target(labels, 1.0).membrane.T
+    )
 
 
 @FUZZ
-@given(mask=hnp.arrays(np.uint8, hnp.array_shapes(min_dims=2, max_dims=2, max_side=24),
-                       elements=st.sampled_from([0, 255])))
+@given(
+    mask=hnp.arrays(
+        np.uint8,
+        hnp.array_shapes(min_dims=2, max_dims=2, max_side=24),
+        elements=st.sampled_from([0, 255]),
+    )
+)
 def test_isbi_masks_are_taken_literally(mask):
     """0/255 masks have no touching cells: the target is exactly the 0 pixels."""
     target = training_target(mask, 5.0)
@@ -236,7 +272,12 @@ def test_isbi_masks_are_taken_literally(mask):
 
 
 @FUZZ
-@given(stack=hnp.arrays(np.uint16, hnp.array_shapes(min_dims=3, max_dims=3, max_side=8),
-                        elements=st.integers(0, 3) | st.just(0)))
+@given(
+    stack=hnp.arrays(
+        np.uint16,
+        hnp.array_shapes(min_dims=3, max_dims=3, max_side=8),
+        elements=st.integers(0, 3) | st.just(0),
+    )
+)
 def test_labelled_slices_are_those_with_a_cell(stack):
     assert labelled_slices(stack) == [i for i in range(stack.shape[0]) if stack[i].any()]

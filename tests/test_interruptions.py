@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("interruptions",
-                                                  ROOT / "benchmarks" / "interruptions.py")
+    spec = importlib.util.spec_from_file_location(
+        "interruptions", ROOT / "benchmarks" / "interruptions.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["interruptions"] = module  # dataclasses look their module up while defined
     spec.loader.exec_module(module)
@@ -46,8 +47,7 @@ def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_p
     out_dir.mkdir()
     output = out_dir / "tuned.keras"
     base_hash = _sha(tiny_model_path)
-    cmd = bench.command(tiny_model_path, tmp_path / "image.tif", tmp_path / "labels.tif",
-                        output)
+    cmd = bench.command(tiny_model_path, tmp_path / "image.tif", tmp_path / "labels.tif", output)
     cmd[cmd.index("--epochs") + 1] = "3"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
@@ -61,8 +61,9 @@ def test_kill_9_in_the_save_and_ctrl_c_in_training(bench, tiny_model_path, tmp_p
     sent, code, last, _ = bench.interrupt(cmd, output, "SIGINT", "epoch", 0, env)
     assert sent and code == 0, last
     # The verdict is made on the weights so far (with no step or two, the base's usually).
-    assert last.startswith(("stopped early; kept the base model",
-                            "stopped early; saved the fine-tuned model")), last
+    assert last.startswith(
+        ("stopped early; kept the base model", "stopped early; saved the fine-tuned model")
+    ), last
     assert str(output) in last
     count, damaged, _ = bench.check_folder(out_dir)
     assert (count, damaged) == (1, [])
@@ -93,15 +94,40 @@ def test_ctrl_c_in_the_first_seconds_ends_the_command(command, tiny_model_path, 
     tifffile.imwrite(tmp_path / "labels.tif", labels)
     out = tmp_path / "out"
     out.mkdir()
-    argv = {"segment": ["segment", "image.tif", "-o", "out/seg.tif", "--model",
-                        str(tiny_model_path)],
-            "finetune": ["finetune", "--image", "image.tif", "--labels", "labels.tif",
-                         "-o", "out/m.keras", "--model", str(tiny_model_path)],
-            "train": ["train", "--image", "image.tif", "--labels", "labels.tif",
-                      "-o", "out/m.keras", "--base-filters", "4", "--depth", "2"]}[command]
-    proc = subprocess.Popen([sys.executable, "-m", "napari_em_unet.cli", *argv], cwd=tmp_path,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    argv = {
+        "segment": ["segment", "image.tif", "-o", "out/seg.tif", "--model", str(tiny_model_path)],
+        "finetune": [
+            "finetune",
+            "--image",
+            "image.tif",
+            "--labels",
+            "labels.tif",
+            "-o",
+            "out/m.keras",
+            "--model",
+            str(tiny_model_path),
+        ],
+        "train": [
+            "train",
+            "--image",
+            "image.tif",
+            "--labels",
+            "labels.tif",
+            "-o",
+            "out/m.keras",
+            "--base-filters",
+            "4",
+            "--depth",
+            "2",
+        ],
+    }[command]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napari_em_unet.cli", *argv],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     time.sleep(1.5)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ def test_import_and_tiff_reading_do_not_import_tensorflow(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys, numpy, tifffile
-        tifffile.imwrite({str(tmp_path / 'x.tif')!r}, numpy.zeros((2, 8, 8), 'uint8'))
+        tifffile.imwrite({str(tmp_path / "x.tif")!r}, numpy.zeros((2, 8, 8), 'uint8'))
         import napari_em_unet
         from napari_em_unet import cli
         from napari_em_unet.io import tiff as tiff_io
@@ -18,12 +18,11 @@ def test_import_and_tiff_reading_do_not_import_tensorflow(tmp_path):
         from napari_em_unet.analysis import measure, proofread
         from napari_em_unet.io import voxel_size
         from napari_em_unet.model.files import read_info, bundled_model_path
-        tiff_io.read_tiff({str(tmp_path / 'x.tif')!r})
+        tiff_io.read_tiff({str(tmp_path / "x.tif")!r})
         heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
         print(",".join(heavy) or "clean")
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "clean"

@@ -26,8 +26,12 @@ def manifest() -> dict:
 
 
 def test_npe2_validate_with_imports():
-    result = subprocess.run([sys.executable, "-m", "npe2", "validate", PLUGIN, "--imports"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", PLUGIN, "--imports"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
@@ -39,9 +43,13 @@ def test_command_ids_and_menus(manifest):
     for command_id in ids:
         assert re.fullmatch(rf"{PLUGIN}\.[a-z]+(_[a-z0-9]+)+", command_id), command_id
     widgets = {w["command"] for w in manifest["contributions"]["widgets"]}
-    assert widgets == {f"{PLUGIN}.make_segment_widget", f"{PLUGIN}.make_finetune_widget",
-                       f"{PLUGIN}.make_evaluate_widget", f"{PLUGIN}.make_measure_widget",
-                       f"{PLUGIN}.make_proofread_widget"}
+    assert widgets == {
+        f"{PLUGIN}.make_segment_widget",
+        f"{PLUGIN}.make_finetune_widget",
+        f"{PLUGIN}.make_evaluate_widget",
+        f"{PLUGIN}.make_measure_widget",
+        f"{PLUGIN}.make_proofread_widget",
+    }
     menus = manifest["contributions"]["menus"]
     submenus = [item["submenu"] for item in menus["napari/layers/segment"]]
     in_segment_menu = {item["command"] for sub in submenus for item in menus[sub]}
@@ -85,10 +93,19 @@ os._exit(0)  # what is tested is above; Qt's teardown order at exit is not
 
 
 def test_reader_samples_and_widgets_do_not_import_tensorflow(tmp_path):
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", NAPARI_EM_UNET_HOME=str(tmp_path),
-               NAPARI_EM_UNET_NO_PREWARM="1")
-    result = subprocess.run([sys.executable, "-c", _NO_TF, str(tmp_path)], capture_output=True,
-                            text=True, timeout=300, env=env)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        NAPARI_EM_UNET_HOME=str(tmp_path),
+        NAPARI_EM_UNET_NO_PREWARM="1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", _NO_TF, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"layers": 3, "widgets": 5, "tensorflow": False, "keras": False}

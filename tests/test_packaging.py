@@ -13,8 +13,22 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     [path] = out.glob("napari_em_unet-*.whl")
     return path
 
@@ -33,11 +47,16 @@ def test_sample_loads_from_the_installed_wheel(wheel, tmp_path):
     code = (
         "import napari_em_unet, tifffile\n"
         "from importlib import resources\n"
-        "assert napari_em_unet.__file__.startswith(%r), napari_em_unet.__file__\n"
+        f"assert napari_em_unet.__file__.startswith({str(tmp_path)!r}), napari_em_unet.__file__\n"
         "p = resources.files('napari_em_unet.sample_data') / 'synthetic-sstem.tif'\n"
-        "print(tifffile.imread(p).shape)\n" % str(tmp_path)
+        "print(tifffile.imread(p).shape)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": ""})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path), "PATH": ""},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "(8, 512, 512)"

@@ -21,8 +21,12 @@ def _read(path):
 
 @pytest.mark.parametrize(
     "shape,dtype",
-    [((40, 50), np.uint8), ((3, 40, 50), np.uint16), ((3, 40, 50), np.float32),
-     ((2, 40, 50), np.int16)],
+    [
+        ((40, 50), np.uint8),
+        ((3, 40, 50), np.uint16),
+        ((3, 40, 50), np.float32),
+        ((2, 40, 50), np.int16),
+    ],
 )
 def test_image_round_trip(tmp_path, shape, dtype):
     rng = np.random.default_rng(0)
@@ -42,8 +46,9 @@ def test_labels_round_trip_compacts_dtype(tmp_path):
     labels = np.zeros((3, 30, 30), dtype=np.int64)
     labels[:, 5:10, 5:10] = 7
     labels[1, 20:25, 20:25] = 300
-    path = write_labels(str(tmp_path / "cells-labels.tiff"), labels,
-                        {"metadata": {"pixel_size_nm": 5.0}})[0]
+    path = write_labels(
+        str(tmp_path / "cells-labels.tiff"), labels, {"metadata": {"pixel_size_nm": 5.0}}
+    )[0]
     stored = tifffile.imread(path)
     assert stored.dtype == np.uint16  # int64 in memory, 300 needs 16 bits
     array, kwargs, kind = _read(path)
@@ -74,9 +79,12 @@ def test_rgb_stack(tmp_path):
 def test_ome_tiff_with_pixel_size(tmp_path):
     data = np.arange(2 * 16 * 16, dtype=np.uint16).reshape(2, 16, 16)
     path = tmp_path / "volume.ome.tif"
-    tifffile.imwrite(path, data, ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.006,
-                               "PhysicalSizeXUnit": "µm"})
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 0.006, "PhysicalSizeXUnit": "µm"},
+    )
     array, kwargs, kind = _read(path)
     assert kwargs["name"] == "volume"
     np.testing.assert_array_equal(array, data)
@@ -114,8 +122,7 @@ def test_reader_declines_what_it_cannot_read(tmp_path):
     (tmp_path / "folder.tif").mkdir()
     good = tmp_path / "good.tif"
     tifffile.imwrite(good, np.zeros((4, 4), np.uint8))
-    for name in ("notes.txt", "fake.tif", "empty.tif", "random.tiff", "folder.tif",
-                 "missing.tif"):
+    for name in ("notes.txt", "fake.tif", "empty.tif", "random.tiff", "folder.tif", "missing.tif"):
         assert napari_get_reader(str(tmp_path / name)) is None, name
     assert napari_get_reader([str(good), str(tmp_path / "notes.txt")]) is None
     assert napari_get_reader([]) is None
@@ -141,9 +148,13 @@ def test_the_layer_scale_is_the_pixel_size_in_nm(tmp_path):
     import tifffile
 
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint8), imagej=True,
-                     resolution=(250.0, 250.0), metadata={"unit": "um", "spacing": 0.05,
-                                                          "axes": "ZYX"})
+    tifffile.imwrite(
+        path,
+        np.zeros((3, 16, 16), np.uint8),
+        imagej=True,
+        resolution=(250.0, 250.0),
+        metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"},
+    )
     [(data, kwargs, kind)] = _reader.read_tiff_layers(str(path))
     assert kind == "image" and data.shape == (3, 16, 16)
     assert kwargs["scale"] == pytest.approx((50.0, 4.0, 4.0))

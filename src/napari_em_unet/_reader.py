@@ -135,8 +135,11 @@ def _read_one(path: Path) -> tuple:
         data = np.asarray(read_tiff(path, memmap=False).data)
     name = _layer_name(path)
     metadata = {"pixel_size_nm": pixel_size, "source_path": str(path)}
-    kwargs: dict = {"name": name, "metadata": metadata, **_physical_scale(
-        data.ndim - bool(rgb), pixel_size, spacing)}
+    kwargs: dict = {
+        "name": name,
+        "metadata": metadata,
+        **_physical_scale(data.ndim - bool(rgb), pixel_size, spacing),
+    }
     integer = np.dtype(data.dtype).kind in "biu"
     if integer and not rgb and _LABELS_NAME.search(name):
         return data, kwargs, "labels"

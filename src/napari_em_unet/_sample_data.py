@@ -54,16 +54,26 @@ def make_synthetic_sample() -> list[tuple]:
     from .learning.synthetic import SAMPLE_IMAGE, SAMPLE_LABELS, SAMPLE_PIXEL_SIZE_NM
 
     folder = resources.files("napari_em_unet.sample_data")
-    with resources.as_file(folder / SAMPLE_IMAGE) as image_path, \
-            resources.as_file(folder / SAMPLE_LABELS) as labels_path:
+    with (
+        resources.as_file(folder / SAMPLE_IMAGE) as image_path,
+        resources.as_file(folder / SAMPLE_LABELS) as labels_path,
+    ):
         image = np.asarray(read_tiff(image_path, memmap=False).data)
         labels = np.asarray(read_tiff(labels_path, memmap=False).data)
     meta = {"pixel_size_nm": SAMPLE_PIXEL_SIZE_NM, "source_path": "synthetic sample"}
     size = _physical_scale(SAMPLE_PIXEL_SIZE_NM)
     return [
         (image, {"name": "synthetic ssTEM", "metadata": dict(meta), **size}, "image"),
-        (labels, {"name": "synthetic ssTEM ground truth", "metadata": dict(meta),
-                  "visible": False, **size}, "labels"),
+        (
+            labels,
+            {
+                "name": "synthetic ssTEM ground truth",
+                "metadata": dict(meta),
+                "visible": False,
+                **size,
+            },
+            "labels",
+        ),
     ]
 
 
@@ -88,8 +98,11 @@ def make_isbi_sample() -> list[tuple]:
     size = _physical_scale(ISBI_PIXEL_SIZE_NM)
     return [
         (raw, {"name": "ISBI 2012", "metadata": dict(meta), **size}, "image"),
-        (membranes, {"name": "ISBI 2012 labels", "metadata": dict(meta),
-                     "visible": False, **size}, "labels"),
+        (
+            membranes,
+            {"name": "ISBI 2012 labels", "metadata": dict(meta), "visible": False, **size},
+            "labels",
+        ),
     ]
 
 
@@ -110,8 +123,9 @@ def fetch_isbi() -> Path:
     if "://" not in source or source.startswith("file://"):
         return _copy_local(Path(source.removeprefix("file://")), target, sha256)
     try:
-        fetched = pooch.retrieve(source, known_hash=f"sha256:{sha256}", fname=ISBI_FILE,
-                                 path=folder, progressbar=False)
+        fetched = pooch.retrieve(
+            source, known_hash=f"sha256:{sha256}", fname=ISBI_FILE, path=folder, progressbar=False
+        )
     except ValueError as exc:  # pooch's message for a checksum mismatch
         raise EmUnetError(
             f"the ISBI 2012 file from {source} does not match its SHA-256 checksum "
@@ -133,8 +147,10 @@ def _copy_local(source: Path, target: Path, sha256: str) -> Path:
     if not source.is_file():
         raise EmUnetError(f"{ENV_URL} points to {source}, which is not a file")
     if pooch.file_hash(str(source)) != sha256:
-        raise EmUnetError(f"{source} does not match the ISBI 2012 SHA-256 checksum; "
-                          f"set {ENV_SHA256} if it is a different copy on purpose")
+        raise EmUnetError(
+            f"{source} does not match the ISBI 2012 SHA-256 checksum; "
+            f"set {ENV_SHA256} if it is a different copy on purpose"
+        )
     with atomic_path(target) as partial:
         shutil.copyfile(source, partial)
     return target
@@ -151,8 +167,10 @@ def _read_isbi(path: Path) -> tuple[np.ndarray, np.ndarray]:
             else:
                 labels = np.asarray(f["labels/gt_segmentation"])
     except (OSError, KeyError) as exc:
-        raise EmUnetError(f"{path.name} is not the expected ISBI 2012 file "
-                          f"({first_line(exc)}); delete it to download it again") from None
+        raise EmUnetError(
+            f"{path.name} is not the expected ISBI 2012 file "
+            f"({first_line(exc)}); delete it to download it again"
+        ) from None
     return raw, _membrane_zero(labels)
 
 
@@ -170,5 +188,3 @@ def _membrane_zero(labels: np.ndarray) -> np.ndarray:
             foreground = ~foreground
         return np.where(foreground, 255, 0).astype(np.uint8)
     return labels
-
-

@@ -78,8 +78,11 @@ def _compact_labels(labels: np.ndarray) -> np.ndarray:
         return labels
     low, high = int(labels.min()), int(labels.max())
     if low < 0:
-        return labels.astype(np.int32) if np.iinfo(np.int32).min <= low and \
-            high <= np.iinfo(np.int32).max else labels
+        return (
+            labels.astype(np.int32)
+            if np.iinfo(np.int32).min <= low and high <= np.iinfo(np.int32).max
+            else labels
+        )
     for dtype in (np.uint8, np.uint16, np.uint32):
         if high <= np.iinfo(dtype).max:
             return labels.astype(dtype, copy=False)

@@ -70,8 +70,10 @@ class Interrupt:
             raise KeyboardInterrupt
         self.requested.set()
         if self.graceful:
-            message = ("stopping after this step and keeping the best weights so far "
-                       "(Ctrl-C again to abort without saving)")
+            message = (
+                "stopping after this step and keeping the best weights so far "
+                "(Ctrl-C again to abort without saving)"
+            )
         else:
             message = "stopping (Ctrl-C again to abort at once); nothing will be written"
         self._say(f"\n{message}")

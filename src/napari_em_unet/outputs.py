@@ -17,9 +17,14 @@ IMAGE_OUTPUTS = (".tif", ".tiff", ".zarr")
 """Suffixes of the images the commands write: TIFF files and zarr folders."""
 
 
-def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                 *, overwrite: bool = False, suffixes: tuple[str, ...] = IMAGE_OUTPUTS,
-                 what: str = "the output") -> Path:
+def check_output(
+    output: str | os.PathLike,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    *,
+    overwrite: bool = False,
+    suffixes: tuple[str, ...] = IMAGE_OUTPUTS,
+    what: str = "the output",
+) -> Path:
     """``output`` as a Path when it may be written; else a one-sentence :class:`InputError`.
 
     Parameters
@@ -38,12 +43,15 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike |
     suffix = output.suffix.lower()
     if suffix not in suffixes:
         named = f"'{suffix}'" if suffix else "no extension"
-        raise InputError(f"cannot write {output.name} ({named}): {what} must end in "
-                         f"{_listed(suffixes)}")
+        raise InputError(
+            f"cannot write {output.name} ({named}): {what} must end in {_listed(suffixes)}"
+        )
     for source in inputs:
         if source is not None and _same_or_inside(Path(source), output):
-            raise InputError(f"{what} {output} is the input {source}; choose another name "
-                             "(writing it would destroy the input)")
+            raise InputError(
+                f"{what} {output} is the input {source}; choose another name "
+                "(writing it would destroy the input)"
+            )
     if (output.exists() or output.is_symlink()) and not overwrite:
         raise InputError(f"{output} already exists; add --overwrite to replace it")
     return output

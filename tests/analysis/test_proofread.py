@@ -101,8 +101,9 @@ def test_indices_are_what_napari_data_setitem_takes():
 def test_zarr_labels(tmp_path):
     import zarr
 
-    store = zarr.open_array(str(tmp_path / "l.zarr"), mode="w", shape=(4, 8, 8),
-                            chunks=(1, 8, 8), dtype=np.uint16)
+    store = zarr.open_array(
+        str(tmp_path / "l.zarr"), mode="w", shape=(4, 8, 8), chunks=(1, 8, 8), dtype=np.uint16
+    )
     store[:] = volume()
     edit = split_object(store, 2, 2)
     assert (store[2][volume()[2] == 2] == 10).all()
@@ -110,18 +111,21 @@ def test_zarr_labels(tmp_path):
     np.testing.assert_array_equal(store[:], volume())
 
 
-@pytest.mark.parametrize(("plan", "message"), [
-    (lambda v: plan_merge(v, 1, 1), "two different objects"),
-    (lambda v: plan_merge(v, 1, 5), "object 5 is not in the labels"),
-    (lambda v: plan_merge(v, 0, 1), "above 0"),
-    (lambda v: plan_split(v, 2, 1), "object 2 has no voxel before section 1"),
-    (lambda v: plan_split(v, 2, 3), "no voxel on or after section 3"),
-    (lambda v: plan_split(v, 1, 0), "pick one of 1-3"),
-    (lambda v: plan_split(v, 4, 2), "object 4 is not in the labels"),
-    (lambda v: plan_split(v[0], 1, 1), "Z x Y x X volume"),
-    (lambda v: plan_delete_small(v, 0), "at least 1 voxel"),
-    (lambda v: plan_merge(v.astype(np.float32), 1, 2), "whole numbers"),
-])
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (lambda v: plan_merge(v, 1, 1), "two different objects"),
+        (lambda v: plan_merge(v, 1, 5), "object 5 is not in the labels"),
+        (lambda v: plan_merge(v, 0, 1), "above 0"),
+        (lambda v: plan_split(v, 2, 1), "object 2 has no voxel before section 1"),
+        (lambda v: plan_split(v, 2, 3), "no voxel on or after section 3"),
+        (lambda v: plan_split(v, 1, 0), "pick one of 1-3"),
+        (lambda v: plan_split(v, 4, 2), "object 4 is not in the labels"),
+        (lambda v: plan_split(v[0], 1, 1), "Z x Y x X volume"),
+        (lambda v: plan_delete_small(v, 0), "at least 1 voxel"),
+        (lambda v: plan_merge(v.astype(np.float32), 1, 2), "whole numbers"),
+    ],
+)
 def test_bad_requests_are_one_sentence(plan, message):
     with pytest.raises(InputError, match=message):
         drain(plan(volume()))

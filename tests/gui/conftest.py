@@ -107,7 +107,6 @@ def sample_viewer(make_napari_viewer, engine):
     return viewer
 
 
-
 @pytest.fixture
 def linking():
     """The linking core (segmentation.linking)."""

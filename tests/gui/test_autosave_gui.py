@@ -43,7 +43,8 @@ def notifications():
 
 
 def test_edits_are_autosaved_minutes_later_and_offered_back(
-        qtbot, make_napari_viewer, stack_files, monkeypatch, notifications):
+    qtbot, make_napari_viewer, stack_files, monkeypatch, notifications
+):
     monkeypatch.setenv("NAPARI_EM_UNET_AUTOSAVE_SECONDS", "0.5")
     image_path, labels_path = stack_files
     viewer = make_napari_viewer()
@@ -55,8 +56,9 @@ def test_edits_are_autosaved_minutes_later_and_offered_back(
     assert not np.array_equal(edited, original)
     assert session.autosave.saved == []  # not at once: a timer, restarted by no later edit
 
-    qtbot.waitUntil(lambda: len(session.autosave.saved) == 1 and session.autosave.pending == 0,
-                    timeout=20_000)
+    qtbot.waitUntil(
+        lambda: len(session.autosave.saved) == 1 and session.autosave.pending == 0, timeout=20_000
+    )
     saved = find_autosave(image_path)
     assert saved.image_path == str(image_path.resolve())
     assert saved.corrected_slices == (2,) and not saved.image_changed
@@ -79,7 +81,8 @@ def test_edits_are_autosaved_minutes_later_and_offered_back(
 
 
 def test_a_deleted_layer_is_saved_first_and_uncorrected_layers_never(
-        make_napari_viewer, stack_files, monkeypatch):
+    make_napari_viewer, stack_files, monkeypatch
+):
     monkeypatch.setenv("NAPARI_EM_UNET_AUTOSAVE_SECONDS", "0")  # timer off
     image_path, labels_path = stack_files
     viewer = make_napari_viewer()

@@ -22,9 +22,13 @@ TIMEOUT_MS = 300_000
 def test_the_form_starts_from_the_cli_defaults(sample_viewer):
     widget = FineTuneWidget(sample_viewer)
     d = TrainConfig()
-    assert (widget._epochs.value, widget._steps.value, widget._batch.value,
-            widget._patch.value, widget._augment.value) == (
-        d.epochs, d.steps_per_epoch, d.batch_size, d.patch_size, d.augment)
+    assert (
+        widget._epochs.value,
+        widget._steps.value,
+        widget._batch.value,
+        widget._patch.value,
+        widget._augment.value,
+    ) == (d.epochs, d.steps_per_epoch, d.batch_size, d.patch_size, d.augment)
     assert widget._learning_rate.value == pytest.approx(d.learning_rate)
 
 
@@ -46,7 +50,8 @@ def test_the_request_carries_a_few_uncorrected_slices(sample_viewer, gui_models)
 
 
 def test_a_model_validation_does_not_prefer_is_neither_saved_nor_selected(
-        qtbot, sample_viewer, gui_models, plugin_home):
+    qtbot, sample_viewer, gui_models, plugin_home
+):
     session = session_for(sample_viewer)
     segment = SegmentWidget(sample_viewer)
     session.models.add_file(gui_models["threshold"])  # good on the sample already
@@ -112,25 +117,49 @@ def test_zoomed_range_and_smoothing():
 def _fake_model(path, name, created, validation=None):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", "{}")
-        archive.writestr(METADATA_ENTRY, json.dumps({
-            "name": name, "created": created, "pixel_size_nm": 4.0,
-            "validation": validation or {}}))
+        archive.writestr(
+            METADATA_ENTRY,
+            json.dumps(
+                {
+                    "name": name,
+                    "created": created,
+                    "pixel_size_nm": 4.0,
+                    "validation": validation or {},
+                }
+            ),
+        )
     return path
 
 
 def test_a_model_validated_worse_is_listed_but_not_preselected(sample_viewer, plugin_home):
     folder = plugin_home / "models"
     folder.mkdir(parents=True)
-    good = _fake_model(folder / "good.keras", "good", "2027-01-02T00:00:00+00:00",
-                       {"accepted": True, "v_rand": 0.9, "v_rand_before": 0.8})
-    _fake_model(folder / "worse.keras", "worse", "2027-01-03T00:00:00+00:00",
-                {"accepted": False, "v_rand": 0.8, "v_rand_before": 0.8})
-    _fake_model(folder / "older-code.keras", "older", "2027-01-04T00:00:00+00:00",
-                {"v_rand": 0.7, "v_rand_before": 0.8})  # before verdicts: lower than before
+    good = _fake_model(
+        folder / "good.keras",
+        "good",
+        "2027-01-02T00:00:00+00:00",
+        {"accepted": True, "v_rand": 0.9, "v_rand_before": 0.8},
+    )
+    _fake_model(
+        folder / "worse.keras",
+        "worse",
+        "2027-01-03T00:00:00+00:00",
+        {"accepted": False, "v_rand": 0.8, "v_rand_before": 0.8},
+    )
+    _fake_model(
+        folder / "older-code.keras",
+        "older",
+        "2027-01-04T00:00:00+00:00",
+        {"v_rand": 0.7, "v_rand_before": 0.8},
+    )  # before verdicts: lower than before
     session = session_for(sample_viewer)
     session.models.refresh()
     names = [e.name for e in session.models.entries]
-    assert names[:3] == ["older", "worse", "good"]  # newest first (after the bundled model), all listed
+    assert names[:3] == [
+        "older",
+        "worse",
+        "good",
+    ]  # newest first (after the bundled model), all listed
     labels = {e.name: e.label for e in session.models.entries}
     assert "not better than its base" in labels["worse"]
     assert "not better than its base" in labels["older"]

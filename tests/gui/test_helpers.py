@@ -26,8 +26,12 @@ def test_parse_and_format_slices():
     assert parse_slices(" 2;2 ,1 ", 3) == [1, 2]
     assert parse_slices("", 3) == []
     assert format_slices([7, 0, 1, 2, 5, 6]) == "0-2, 5-7"
-    for text, message in (("a", "not a slice number"), ("5-2", "not a slice number"),
-                          ("12", r"slice 12 is outside the stack \(0-9\)"), ("-1", "outside")):
+    for text, message in (
+        ("a", "not a slice number"),
+        ("5-2", "not a slice number"),
+        ("12", r"slice 12 is outside the stack \(0-9\)"),
+        ("-1", "outside"),
+    ):
         with pytest.raises(ValueError, match=message):
             parse_slices(text, 10)
 
@@ -57,8 +61,9 @@ def test_rank_slices():
 def _fake_model(path, name, created):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", "{}")
-        archive.writestr(METADATA_ENTRY, json.dumps({"name": name, "created": created,
-                                                     "pixel_size_nm": 4.0}))
+        archive.writestr(
+            METADATA_ENTRY, json.dumps({"name": name, "created": created, "pixel_size_nm": 4.0})
+        )
     return path
 
 
@@ -72,7 +77,10 @@ def test_model_registry(tmp_path):
     _fake_model(folder / ".new.part.keras", "saving", "2026-04-01T00:00:00+00:00")
     registry = ModelRegistry(folder, bundled)
     assert [(e.name, e.kind) for e in registry.entries] == [
-        ("new", "user"), ("old", "user"), ("isbi", "bundled")]
+        ("new", "user"),
+        ("old", "user"),
+        ("isbi", "bundled"),
+    ]
     changes, added = [], []
     registry.changed.connect(lambda: changes.append(1))
     registry.added.connect(added.append)
@@ -108,17 +116,25 @@ def test_engine_reports_errors_and_keeps_serving(engine, gui_models):
     with pytest.raises(RuntimeError, match=r"(?s)KeyError.*in the TensorFlow process"):
         _drain(engine.run("no such job", None))
     # A missing model file is the user's problem: one sentence, not a traceback.
-    request = SegmentRequest(image=np.zeros((2, 32, 32), np.uint8), slices=(0, 1),
-                             model_path=gui_models["tiny"].with_name("gone.keras"))
+    request = SegmentRequest(
+        image=np.zeros((2, 32, 32), np.uint8),
+        slices=(0, 1),
+        model_path=gui_models["tiny"].with_name("gone.keras"),
+    )
     records, result = _drain(segment_remote(engine, request, threading.Event()))
     assert records == [] and isinstance(result, JobFailed)
     assert "model file not found" in result.message
     # And the same process still segments.
-    request = SegmentRequest(image=np.zeros((2, 40, 40), np.uint8), slices=(0, 1),
-                             model_path=gui_models["threshold"], probability=True)
+    request = SegmentRequest(
+        image=np.zeros((2, 40, 40), np.uint8),
+        slices=(0, 1),
+        model_path=gui_models["threshold"],
+        probability=True,
+    )
     started = time.perf_counter()
-    records, result = _drain(segment_remote(engine, request, threading.Event(),
-                                            chunk_bytes=1))  # one slice per message
+    records, result = _drain(
+        segment_remote(engine, request, threading.Event(), chunk_bytes=1)
+    )  # one slice per message
     assert [type(r).__name__ for r in records] == ["ModelReady", "SliceDone", "SliceDone"]
     assert [r.done for r in records[1:]] == [1, 2] and records[2].total == 2
     assert records[1].result.shape == (40, 40) and records[1].probability.shape == (40, 40)

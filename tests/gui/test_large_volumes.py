@@ -40,8 +40,9 @@ def _run(qtbot, widget):
     return widget.runner.labels_layer
 
 
-def test_large_result_is_a_zarr_store_on_disk(qtbot, sample_viewer, gui_models, monkeypatch,
-                                               plugin_home):
+def test_large_result_is_a_zarr_store_on_disk(
+    qtbot, sample_viewer, gui_models, monkeypatch, plugin_home
+):
     widget = _widget(sample_viewer, gui_models)
     in_memory = _run(qtbot, widget)
     assert isinstance(in_memory.data, np.ndarray)  # small stacks are unchanged
@@ -98,13 +99,18 @@ def test_large_result_is_a_zarr_store_on_disk(qtbot, sample_viewer, gui_models, 
     assert np.unique(one.data[5]).size > 20 and not one.data[4].any()
 
 
-def test_lazy_images_stay_lazy_and_get_zarr_labels(qtbot, make_napari_viewer, engine,
-                                                   gui_models, monkeypatch, tmp_path):
+def test_lazy_images_stay_lazy_and_get_zarr_labels(
+    qtbot, make_napari_viewer, engine, gui_models, monkeypatch, tmp_path
+):
     (image, meta, _), (truth, _, _) = make_synthetic_sample()
     tif = tmp_path / "stack.tif"
     tifffile.imwrite(tif, image, photometric="minisblack")
-    raw = create_zarr_output(tmp_path / "raw.zarr", image.shape, image.dtype,
-                             pixel_size_nm=meta["metadata"]["pixel_size_nm"])
+    raw = create_zarr_output(
+        tmp_path / "raw.zarr",
+        image.shape,
+        image.dtype,
+        pixel_size_nm=meta["metadata"]["pixel_size_nm"],
+    )
     for z in range(image.shape[0]):
         raw[z] = image[z]
     gt = create_zarr_output(tmp_path / "gt.zarr", truth.shape, truth.dtype)
@@ -150,14 +156,16 @@ def test_zarr_reader_declines_what_it_cannot_show(tmp_path):
     small = create_zarr_output(tmp_path / "small.zarr", (2, 16, 16), "uint8")
     small[1] = 7
     [(data, kwargs, kind)] = _reader.napari_get_reader(str(tmp_path / "small.zarr"))(
-        str(tmp_path / "small.zarr"))
+        str(tmp_path / "small.zarr")
+    )
     assert isinstance(data, np.ndarray) and kind == "image" and kwargs["name"] == "small"
     assert data[1].sum() == 7 * 256
 
 
 @pytest.mark.parametrize("probability", [False, True])
-def test_an_unwritable_data_folder_starts_nothing(qtbot, sample_viewer, gui_models,
-                                                  monkeypatch, tmp_path, probability):
+def test_an_unwritable_data_folder_starts_nothing(
+    qtbot, sample_viewer, gui_models, monkeypatch, tmp_path, probability
+):
     widget = _widget(sample_viewer, gui_models)
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the data folder should be")
@@ -199,8 +207,7 @@ class _CountingReads:
         raise AssertionError("the whole volume was loaded")
 
 
-def test_initial_labels_are_copied_slice_by_slice(qtbot, sample_viewer, gui_models,
-                                                  monkeypatch):
+def test_initial_labels_are_copied_slice_by_slice(qtbot, sample_viewer, gui_models, monkeypatch):
     # What "re-segment the rest" does for a user's own layer: a new layer that starts as a
     # copy of it, with the slices it keeps protected.
     from napari_em_unet._widgets.segment_runner import SegmentRunner
@@ -211,10 +218,10 @@ def test_initial_labels_are_copied_slice_by_slice(qtbot, sample_viewer, gui_mode
     truth = sample_viewer.layers["synthetic ssTEM ground truth"].data
     init = _CountingReads(truth)
     runner = SegmentRunner(sample_viewer, session_for(sample_viewer))
-    request = SegmentRequest(image=image.data, slices=(2, 3, 4), pixel_size_nm=4.0,
-                             model_path=gui_models["threshold"])
-    assert runner.start(request, image_layer=image, init_labels=init, protect={2},
-                        name="copy")
+    request = SegmentRequest(
+        image=image.data, slices=(2, 3, 4), pixel_size_nm=4.0, model_path=gui_models["threshold"]
+    )
+    assert runner.start(request, image_layer=image, init_labels=init, protect={2}, name="copy")
     qtbot.waitUntil(lambda: not runner.running, timeout=TIMEOUT_MS)
     labels = runner.labels_layer
     assert isinstance(labels.data, zarr.Array)
@@ -227,8 +234,7 @@ def test_initial_labels_are_copied_slice_by_slice(qtbot, sample_viewer, gui_mode
     assert session_for(sample_viewer).corrected(labels) == {2}
 
 
-def test_a_failed_write_stops_with_one_message(qtbot, sample_viewer, gui_models,
-                                               monkeypatch):
+def test_a_failed_write_stops_with_one_message(qtbot, sample_viewer, gui_models, monkeypatch):
     from napari_em_unet._widgets.segment_runner import SegmentRunner
 
     monkeypatch.setenv(ENV_ZARR_LAYER_BYTES, "1000")

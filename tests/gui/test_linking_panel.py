@@ -26,8 +26,11 @@ def per_slice_columns(depth=4) -> np.ndarray:
 
 
 def plugin_layer(viewer, data, name="cells"):
-    return viewer.add_labels(data, name=name, metadata={
-        "pixel_size_nm": 4.0, META_KEY: {"role": "segmentation", "output": "instances"}})
+    return viewer.add_labels(
+        data,
+        name=name,
+        metadata={"pixel_size_nm": 4.0, META_KEY: {"role": "segmentation", "output": "instances"}},
+    )
 
 
 def wait(qtbot, panel):
@@ -53,7 +56,10 @@ def test_plugin_layer_is_linked_in_place(qtbot, make_napari_viewer, linking):
     assert len(set(top)) == 1 and len(set(bottom)) == 1 and top[0] != bottom[0] != 0
     assert (data == 0).sum() == (per_slice_columns() == 0).sum()  # membrane untouched
     assert layer.metadata[META_KEY]["linked"] == {
-        "bias": panel.bias.value, "min_sections": 1, "objects": 2}
+        "bias": panel.bias.value,
+        "min_sections": 1,
+        "objects": 2,
+    }
     assert session_for(viewer).corrected(layer) == {1}  # same layer, same corrections
     assert "into 2 3D objects" in panel.status.value
     # The 3D view is one click away.
@@ -61,8 +67,7 @@ def test_plugin_layer_is_linked_in_place(qtbot, make_napari_viewer, linking):
     assert viewer.dims.ndisplay == 3
 
 
-def test_a_users_layer_and_an_edited_layer_are_not_overwritten(qtbot, make_napari_viewer,
-                                                                 linking):
+def test_a_users_layer_and_an_edited_layer_are_not_overwritten(qtbot, make_napari_viewer, linking):
     viewer = make_napari_viewer()
     own = viewer.add_labels(per_slice_columns(), name="mine")  # not made by the plugin
     panel = LinkPanel(viewer)
@@ -85,12 +90,16 @@ def test_a_users_layer_and_an_edited_layer_are_not_overwritten(qtbot, make_napar
     assert "it was edited while linking ran" in panel.status.value
 
 
-def test_refusals_are_one_sentence_and_change_nothing(qtbot, make_napari_viewer, linking,
-                                                      monkeypatch):
+def test_refusals_are_one_sentence_and_change_nothing(
+    qtbot, make_napari_viewer, linking, monkeypatch
+):
     viewer = make_napari_viewer()
     flat = plugin_layer(viewer, per_slice_columns()[0], name="flat")
-    membranes = viewer.add_labels(per_slice_columns(), name="membranes", metadata={
-        META_KEY: {"role": "segmentation", "output": "membranes"}})
+    membranes = viewer.add_labels(
+        per_slice_columns(),
+        name="membranes",
+        metadata={META_KEY: {"role": "segmentation", "output": "membranes"}},
+    )
     panel = LinkPanel(viewer)
     assert not panel.link(flat) and "not a stack of 2 or more slices" in panel.status.value
     assert not panel.link(membranes) and "holds membranes" in panel.status.value
@@ -123,16 +132,17 @@ def test_min_sections_removes_short_objects(qtbot, make_napari_viewer, linking):
     assert layer.data[2, 30, 46] == 0 and layer.metadata[META_KEY]["linked"]["objects"] == 2
 
 
-def test_zarr_layer_gets_a_new_store_and_the_old_one_is_removed(qtbot, make_napari_viewer,
-                                                                 linking):
+def test_zarr_layer_gets_a_new_store_and_the_old_one_is_removed(qtbot, make_napari_viewer, linking):
     from napari_em_unet._widgets.layer_meta import store_of
     from napari_em_unet._widgets.layers import create_layer_store
 
     viewer = make_napari_viewer()
-    array, path = create_layer_store("cells", (4, 32, 48), np.uint32,
-                                     init=per_slice_columns())
-    layer = viewer.add_labels(array, name="cells", metadata={
-        META_KEY: {"role": "segmentation", "output": "instances", "store": str(path)}})
+    array, path = create_layer_store("cells", (4, 32, 48), np.uint32, init=per_slice_columns())
+    layer = viewer.add_labels(
+        array,
+        name="cells",
+        metadata={META_KEY: {"role": "segmentation", "output": "instances", "store": str(path)}},
+    )
     panel = LinkPanel(viewer)
     panel.link(layer)
     wait(qtbot, panel)
@@ -151,8 +161,9 @@ def test_segment_widget_links_its_result(qtbot, sample_viewer, gui_models, linki
     assert not widget.linking.bias.native.isHidden()  # shown once the option is ticked
     widget._probability.value = True
     widget.run()
-    qtbot.waitUntil(lambda: not widget.runner.running and not widget.linking.running,
-                    timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: not widget.runner.running and not widget.linking.running, timeout=TIMEOUT_MS
+    )
     layer = widget.runner.labels_layer
     data = np.asarray(layer.data)
     linked = layer.metadata[META_KEY]["linked"]

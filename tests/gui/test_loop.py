@@ -40,8 +40,9 @@ def widgets(sample_viewer, gui_models):
     return segment, finetune, evaluate
 
 
-def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugin_home,
-                                            accept_any_finetune):
+def test_segment_correct_finetune_resegment(
+    qtbot, sample_viewer, widgets, plugin_home, accept_any_finetune
+):
     segment, finetune, evaluate = widgets
     segment.run()
     qtbot.waitUntil(lambda: not segment.runner.running, timeout=TIMEOUT_MS)
@@ -123,8 +124,9 @@ def test_segment_correct_finetune_resegment(qtbot, sample_viewer, widgets, plugi
     assert evaluate.history[-1][0].startswith(labels.name)  # + "(model ...)"
 
 
-def test_stop_during_finetuning_saves_the_weights_so_far(qtbot, sample_viewer, widgets,
-                                                         accept_any_finetune):
+def test_stop_during_finetuning_saves_the_weights_so_far(
+    qtbot, sample_viewer, widgets, accept_any_finetune
+):
     segment, finetune, _ = widgets
     truth = sample_viewer.layers["synthetic ssTEM ground truth"]
     finetune._labels_layer.value = truth
@@ -136,7 +138,8 @@ def test_stop_during_finetuning_saves_the_weights_so_far(qtbot, sample_viewer, w
     steps = []
     finetune.run()
     finetune.runner.worker.yielded.connect(
-        lambda r: (steps.append(r), finetune.stop() if len(steps) == 3 else None))
+        lambda r: (steps.append(r), finetune.stop() if len(steps) == 3 else None)
+    )
     qtbot.waitUntil(lambda: not finetune.runner.running, timeout=TIMEOUT_MS)
     outcome = finetune.last_outcome
     assert outcome is not None, finetune._message.value
@@ -186,21 +189,22 @@ def test_every_label_tool_counts_as_a_correction(sample_viewer):
     seen = []
     tracker.changed.connect(lambda slices: seen.append(sorted(slices)))
     sample_viewer.dims.set_current_step(0, 1)
-    labels.paint((1, 10, 10), 3)                        # brush
+    labels.paint((1, 10, 10), 3)  # brush
     sample_viewer.dims.set_current_step(0, 2)
-    labels.fill((2, 30, 30), 5)                         # bucket fill
+    labels.fill((2, 30, 30), 5)  # bucket fill
     sample_viewer.dims.set_current_step(0, 3)
     labels.paint_polygon(np.array([[3, 5, 5], [3, 5, 20], [3, 20, 20]]), 6)  # polygon
     sample_viewer.dims.set_current_step(0, 1)
-    labels.paint((1, 10, 10), 0)                        # eraser (already counted)
+    labels.paint((1, 10, 10), 0)  # eraser (already counted)
     labels.data_setitem((np.array([4]), np.array([1]), np.array([1])), 9)  # scripted edit
-    labels.data[5] = 1                                  # plain write: not a correction
+    labels.data[5] = 1  # plain write: not a correction
     assert tracker.corrected == {1, 2, 3, 4}
     assert seen == [[1], [1, 2], [1, 2, 3], [1, 2, 3, 4]]
 
 
 def test_closing_napari_during_finetuning_ends_training_cleanly(
-        qtbot, make_napari_viewer, engine, gui_models, plugin_home):
+    qtbot, make_napari_viewer, engine, gui_models, plugin_home
+):
     import hashlib
     import os
 

@@ -35,8 +35,12 @@ def viewer_and_widget(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)  # shown: the tests click the table and its header
     labels, image = objects()
     viewer.add_image(image, name="em", scale=(50, 4, 5))
-    layer = viewer.add_labels(labels, name="cells", scale=(50, 4, 5),
-                              metadata={"voxel_size_nm": VOXEL, "pixel_size_nm": 4.0})
+    layer = viewer.add_labels(
+        labels,
+        name="cells",
+        scale=(50, 4, 5),
+        metadata={"voxel_size_nm": VOXEL, "pixel_size_nm": 4.0},
+    )
     widget = MeasureWidget(viewer)
     viewer.window.add_dock_widget(widget)
     return viewer, layer, widget
@@ -55,16 +59,22 @@ def test_table_values_and_sorting(qtbot, viewer_and_widget):
     measure(qtbot, widget)
     table = widget.table
     assert table.labels_in_view_order() == [3, 5, 8, 20]
-    assert [table.model_.headerData(c, Qt.Orientation.Horizontal)
-            for c in range(table.model_.columnCount())] == list(COLUMNS)
+    assert [
+        table.model_.headerData(c, Qt.Orientation.Horizontal)
+        for c in range(table.model_.columnCount())
+    ] == list(COLUMNS)
     assert table.column_text("voxels") == ["24", "60", "9", "1"]
     assert table.column_text("z_first") == ["1", "0", "4", "0"]
     assert table.column_text("z_last") == ["2", "4", "4", "0"]
     assert table.column_text("centroid_z") == ["1.50", "2.00", "4.00", "0.00"]
     assert table.column_text("centroid_y") == ["11.50", "20.50", "31.00", "0.00"]
     assert table.column_text("mean_intensity") == ["120.00", "40.00", "0.00", "0.00"]
-    assert table.column_text("volume_um3") == [f"{24 * 1e-6:.4g}", f"{60 * 1e-6:.4g}",
-                                               f"{9 * 1e-6:.4g}", f"{1e-6:.4g}"]
+    assert table.column_text("volume_um3") == [
+        f"{24 * 1e-6:.4g}",
+        f"{60 * 1e-6:.4g}",
+        f"{9 * 1e-6:.4g}",
+        f"{1e-6:.4g}",
+    ]
     assert "4 objects" in widget._message.value
 
     # A real click on the "voxels" header sorts by it; a second click reverses.
@@ -114,32 +124,55 @@ def test_features_on_the_layer_show_on_hover(qtbot, viewer_and_widget):
     assert "voxels: 24" in str(status) and "z_last: 2" in str(status)
 
 
-def test_export_csv_is_the_file_the_command_line_writes(qtbot, viewer_and_widget, tmp_path,
-                                                        monkeypatch):
+def test_export_csv_is_the_file_the_command_line_writes(
+    qtbot, viewer_and_widget, tmp_path, monkeypatch
+):
     from qtpy.QtWidgets import QFileDialog
 
     viewer, layer, widget = viewer_and_widget
     widget._image.value = viewer.layers["em"]
     measure(qtbot, widget)
     target = tmp_path / "gui.csv"
-    monkeypatch.setattr(QFileDialog, "getSaveFileName",
-                        staticmethod(lambda *a, **k: (str(target), "CSV files (*.csv)")))
+    monkeypatch.setattr(
+        QFileDialog,
+        "getSaveFileName",
+        staticmethod(lambda *a, **k: (str(target), "CSV files (*.csv)")),
+    )
     widget._export.native.click()
     assert target.exists() and "wrote 4 rows" in widget._message.value
 
     labels, image = objects()
     meta = {"unit": "um", "spacing": 0.05, "axes": "ZYX"}
-    tifffile.imwrite(tmp_path / "l.tif", labels, imagej=False,
-                     resolution=(2500, 2500), resolutionunit="CENTIMETER")
+    tifffile.imwrite(
+        tmp_path / "l.tif",
+        labels,
+        imagej=False,
+        resolution=(2500, 2500),
+        resolutionunit="CENTIMETER",
+    )
     tifffile.imwrite(tmp_path / "i.tif", image, imagej=True, metadata=meta)
-    assert main(["measure", str(tmp_path / "l.tif"), "--image", str(tmp_path / "i.tif"),
-                 "--voxel-size", "50,4,5", "-o", str(tmp_path / "cli.csv")]) == 0
+    assert (
+        main(
+            [
+                "measure",
+                str(tmp_path / "l.tif"),
+                "--image",
+                str(tmp_path / "i.tif"),
+                "--voxel-size",
+                "50,4,5",
+                "-o",
+                str(tmp_path / "cli.csv"),
+            ]
+        )
+        == 0
+    )
     assert target.read_text() == (tmp_path / "cli.csv").read_text()
     assert target.read_text().splitlines()[1].startswith("3,24,2.4e-05,1,2,1.5,11.5,21.0,120.0")
 
     # An unwritable place: one sentence, the table stays.
-    monkeypatch.setattr(QFileDialog, "getSaveFileName",
-                        staticmethod(lambda *a, **k: (str(target / "x.csv"), "")))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target / "x.csv"), ""))
+    )
     widget._export.native.click()
     assert widget._message.value.startswith("Not exported:")
     assert widget.table.model_.rowCount() == 4
@@ -173,8 +206,7 @@ def test_unusable_choices_explain_themselves(qtbot, viewer_and_widget):
     negative = viewer.add_labels(np.full((5, 40, 60), -3, np.int32), name="negative")
     widget._labels_layer.value = negative
     measure(qtbot, widget)  # refused in one sentence, in place; no task failed
-    assert widget._message.value == ("Not measured: labels must not be negative (slice 0 "
-                                     "holds -3)")
+    assert widget._message.value == ("Not measured: labels must not be negative (slice 0 holds -3)")
     assert negative.features.shape[1] == 0
     viewer.layers.remove(negative)
     viewer.layers.remove(layer)  # the user's other layers are untouched, nothing breaks

@@ -17,10 +17,15 @@ def _segmentation(viewer, uncertainty=None):
     """A labels layer as the Segment widget makes it (without running a model)."""
     image = viewer.layers["synthetic ssTEM"]
     truth = viewer.layers["synthetic ssTEM ground truth"].data
-    metadata = new_layer_metadata(image, SEGMENTATION, model="tiny", output="instances",
-                                  uncertainty=uncertainty)
-    return viewer.add_labels(np.array(truth, copy=True), name="synthetic ssTEM segmentation",
-                             scale=image.scale, metadata=metadata)
+    metadata = new_layer_metadata(
+        image, SEGMENTATION, model="tiny", output="instances", uncertainty=uncertainty
+    )
+    return viewer.add_labels(
+        np.array(truth, copy=True),
+        name="synthetic ssTEM segmentation",
+        scale=image.scale,
+        metadata=metadata,
+    )
 
 
 def test_undo_unmarks_a_slice_and_redo_marks_it_again(sample_viewer):
@@ -57,8 +62,9 @@ def test_correct_next_survives_layer_changes(sample_viewer):
     expected = [3, 5, 6, 0]
     for change in ("add", "move", "remove"):
         if change == "add":
-            extra = sample_viewer.add_labels(np.zeros((8, 512, 512), np.uint8), name="extra",
-                                             scale=labels.scale)
+            extra = sample_viewer.add_labels(
+                np.zeros((8, 512, 512), np.uint8), name="extra", scale=labels.scale
+            )
         elif change == "move":
             sample_viewer.layers.move(len(sample_viewer.layers) - 1, 0)
         else:
@@ -71,15 +77,19 @@ def test_correct_next_survives_layer_changes(sample_viewer):
         assert sample_viewer.dims.current_step[0] == 5
         suggestions._next.clicked.emit()  # raised "5 is not a valid choice" before
         assert sample_viewer.dims.current_step[0] == 6
-    texts = [suggestions._choice.native.itemText(i)
-             for i in range(suggestions._choice.native.count())]
+    texts = [
+        suggestions._choice.native.itemText(i) for i in range(suggestions._choice.native.count())
+    ]
     assert "slice 3  (uncertainty 50 %)" in texts
 
 
 def test_docked_widgets_fit_a_1366_x_768_screen(qtbot, sample_viewer):
     window = sample_viewer.window
-    for widget in (SegmentWidget(sample_viewer), FineTuneWidget(sample_viewer),
-                   EvaluateWidget(sample_viewer)):
+    for widget in (
+        SegmentWidget(sample_viewer),
+        FineTuneWidget(sample_viewer),
+        EvaluateWidget(sample_viewer),
+    ):
         window.add_dock_widget(widget)
     qt_window = window._qt_window
     qtbot.wait(50)
@@ -103,9 +113,10 @@ def test_evaluate_preselects_two_layers_and_a_truth_opened_later(qtbot, make_nap
     assert widget._truth.value is truth and widget._prediction.value is segmentation
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    cells = [row for row in widget.table.data]
-    assert len(cells) == 9 and all(len(text) == 6 and text[1] == "." for row in cells
-                                   for text in row)  # "0.9876", never "7.340e-02"
+    cells = list(widget.table.data)
+    assert len(cells) == 9 and all(
+        len(text) == 6 and text[1] == "." for row in cells for text in row
+    )  # "0.9876", never "7.340e-02"
     assert widget.table.row_headers[-1] == "mean"
     assert "(model tiny)" in widget._history.value
 
@@ -114,5 +125,9 @@ def _segmentation_of(viewer, truth):
     image = viewer.layers["synthetic ssTEM"]
     data = np.array(truth.data, copy=True)
     data[:, :40] = 0  # not a perfect score
-    return viewer.add_labels(data, name="synthetic ssTEM segmentation", scale=image.scale,
-                             metadata=new_layer_metadata(image, SEGMENTATION, model="tiny"))
+    return viewer.add_labels(
+        data,
+        name="synthetic ssTEM segmentation",
+        scale=image.scale,
+        metadata=new_layer_metadata(image, SEGMENTATION, model="tiny"),
+    )

@@ -50,8 +50,9 @@ def _check_png(path: Path, min_size: tuple[int, int]) -> None:
     assert raw.std() > 10, f"{path} looks blank"
 
 
-def test_linked_volume_in_3d_with_the_measure_table(qtbot, make_napari_viewer, engine,
-                                                      gui_models, linking, out_dir):
+def test_linked_volume_in_3d_with_the_measure_table(
+    qtbot, make_napari_viewer, engine, gui_models, linking, out_dir
+):
     viewer = make_napari_viewer(show=True)
     session_for(viewer).use_engine(engine, for_training=True)
     viewer.window.resize(1500, 950)
@@ -61,8 +62,9 @@ def test_linked_volume_in_3d_with_the_measure_table(qtbot, make_napari_viewer, e
     segment.linking.wanted.value = True
     segment._probability.value = True
     segment.run()
-    qtbot.waitUntil(lambda: not segment.runner.running and not segment.linking.running,
-                    timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: not segment.runner.running and not segment.linking.running, timeout=TIMEOUT_MS
+    )
     labels = segment.runner.labels_layer
     assert "linked" in labels.metadata[META_KEY]
 

@@ -62,9 +62,9 @@ def test_merge_by_clicking_two_objects_then_undo(qtbot, setup):
     before = layer.data.copy()
     widget._merge.native.click()
     assert widget.mode == MERGE and layer.mode == "pan_zoom"  # clicks choose, not paint
-    click(viewer, layer, (1, 11, 21))   # object 3: kept
+    click(viewer, layer, (1, 11, 21))  # object 3: kept
     assert widget.picked == [3] and layer.selected_label == 3
-    click(viewer, layer, (3, 20, 6))    # object 5: merged into 3
+    click(viewer, layer, (3, 20, 6))  # object 5: merged into 3
     wait(qtbot, widget)
     expected = before.copy()
     expected[before == 5] = 3
@@ -85,9 +85,9 @@ def test_split_at_the_section_on_screen_then_undo(qtbot, setup):
     before = layer.data.copy()
     widget._split.native.click()
     assert widget.mode == SPLIT
-    click(viewer, layer, (2, 21, 7))    # object 5, clicked on section 2
+    click(viewer, layer, (2, 21, 7))  # object 5, clicked on section 2
     wait(qtbot, widget)
-    assert layer.selected_label == 21   # the new object, one above the largest id (20)
+    assert layer.selected_label == 21  # the new object, one above the largest id (20)
     assert (layer.data[:2][before[:2] == 5] == 5).all()
     assert (layer.data[2:][before[2:] == 5] == 21).all()
     assert session_for(viewer).corrected(layer) == {2, 3, 4}
@@ -123,8 +123,7 @@ def test_the_measure_table_follows_the_corrections(qtbot, setup):
     assert measure.table.labels_in_view_order() == [3, 5, 8, 20]
     widget.merge(3, 5)
     wait(qtbot, widget)
-    qtbot.waitUntil(lambda: measure.table.labels_in_view_order() == [3, 8, 20],
-                    timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: measure.table.labels_in_view_order() == [3, 8, 20], timeout=TIMEOUT_MS)
     assert measure.result.row_of(3)["voxels"] == 24 + 60
     assert layer.features["voxels"].tolist() == [84, 9, 1]
 
@@ -133,30 +132,39 @@ def test_wrong_clicks_and_impossible_requests_change_nothing(qtbot, setup):
     viewer, layer, widget = setup
     before = layer.data.copy()
     widget.start_picking(MERGE)
-    click(viewer, layer, (0, 35, 2))    # background
+    click(viewer, layer, (0, 35, 2))  # background
     assert "background" in widget._message.value and widget.picked == []
     click(viewer, layer, (1, 11, 21))
-    click(viewer, layer, (2, 12, 22))   # the same object again
+    click(viewer, layer, (2, 12, 22))  # the same object again
     wait(qtbot, widget)
-    assert widget._message.value == ("Not changed: both clicks were on object 3; pick two "
-                                     "different objects")
-    widget.split(8, 4)                  # object 8 lives on section 4 only
+    assert widget._message.value == (
+        "Not changed: both clicks were on object 3; pick two different objects"
+    )
+    widget.split(8, 4)  # object 8 lives on section 4 only
     wait(qtbot, widget)
     assert "object 8 has no voxel before section 4" in widget._message.value
     np.testing.assert_array_equal(layer.data, before)
     assert session_for(viewer).corrected(layer) == set()
-    widget.start_picking(MERGE)         # pressing again cancels
+    widget.start_picking(MERGE)  # pressing again cancels
     widget.start_picking(MERGE)
-    assert widget.mode == IDLE and layer.mode == "paint" and not any(
-        callback == widget._on_click for callback in layer.mouse_drag_callbacks)
+    assert (
+        widget.mode == IDLE
+        and layer.mode == "paint"
+        and not any(callback == widget._on_click for callback in layer.mouse_drag_callbacks)
+    )
 
 
 def test_zarr_backed_layer(qtbot, make_napari_viewer, tmp_path):
     import zarr
 
     viewer = make_napari_viewer()
-    store = zarr.open_array(str(tmp_path / "cells.zarr"), mode="w", shape=(5, 40, 60),
-                            chunks=(1, 40, 60), dtype=np.uint32)
+    store = zarr.open_array(
+        str(tmp_path / "cells.zarr"),
+        mode="w",
+        shape=(5, 40, 60),
+        chunks=(1, 40, 60),
+        dtype=np.uint32,
+    )
     store[:] = objects()
     layer = viewer.add_labels(store, name="on disk", scale=SCALE)
     widget = ProofreadWidget(viewer)

@@ -53,8 +53,9 @@ def fake_isbi(tmp_path):
     server.server_close()
 
 
-def test_isbi_sample_downloads_once_and_is_cached(make_napari_viewer, fake_isbi, monkeypatch,
-                                                  plugin_home):
+def test_isbi_sample_downloads_once_and_is_cached(
+    make_napari_viewer, fake_isbi, monkeypatch, plugin_home
+):
     url, sha, raw, membranes, _ = fake_isbi
     monkeypatch.setenv(_sample_data.ENV_URL, url)
     monkeypatch.setenv(_sample_data.ENV_SHA256, sha)
@@ -114,7 +115,8 @@ def test_open_tiff_files_in_the_viewer(make_napari_viewer, tmp_path):
     np.testing.assert_array_equal(lab.data, labels)
     # And back to disk through napari's save, with the plugin's writer.
     viewer.layers.selection = {lab}
-    written = viewer.layers.save(str(tmp_path / "saved-labels.tif"), selected=True,
-                                 plugin="napari-em-unet")
+    written = viewer.layers.save(
+        str(tmp_path / "saved-labels.tif"), selected=True, plugin="napari-em-unet"
+    )
     assert written == [str(tmp_path / "saved-labels.tif")]
     np.testing.assert_array_equal(tifffile.imread(written[0]), labels)

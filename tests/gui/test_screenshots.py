@@ -48,8 +48,9 @@ def _model(gui_models) -> Path:
     return Path(chosen) if chosen else gui_models["threshold"]
 
 
-def test_window_screenshots(qtbot, make_napari_viewer, engine, gui_models, out_dir,
-                            accept_any_finetune):
+def test_window_screenshots(
+    qtbot, make_napari_viewer, engine, gui_models, out_dir, accept_any_finetune
+):
     viewer = make_napari_viewer(show=True)
     session_for(viewer).use_engine(engine, for_training=True)
     viewer.window.resize(1500, 950)

@@ -39,8 +39,7 @@ def test_outputs_get_the_users_permissions(tmp_path, umask_022):
     assert _mode(tmp_path / "plain.tif") == 0o644
     zarr_files = [p for p in (tmp_path / "cells.zarr").rglob("*") if p.is_file()]
     assert zarr_files and {_mode(p) for p in zarr_files} == {0o644}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.tif", "cells.zarr",
-                                                          "plain.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.tif", "cells.zarr", "plain.tif"]
 
 
 def test_a_failed_write_leaves_the_old_file(tmp_path):
@@ -54,8 +53,12 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
 
 
 def test_temporaries_of_dead_writers_go_whatever_their_age(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(dead.stdout)
     orphan_file = tmp_path / f".model.keras.{dead_pid}-ab12.part"
     orphan_file.write_bytes(b"half a model")

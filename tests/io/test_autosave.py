@@ -128,8 +128,11 @@ def test_kill_9_during_saves_never_leaves_a_torn_autosave(image, home):
     """)
     rng = np.random.default_rng(7)
     for _ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                env={**os.environ, ENV_HOME: str(home)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            stdout=subprocess.PIPE,
+            env={**os.environ, ENV_HOME: str(home)},
+        )
         assert proc.stdout.readline().strip() == b"saved"
         time.sleep(float(rng.uniform(0.0, 0.5)))  # then kill it somewhere in a later save
         proc.send_signal(signal.SIGKILL)
@@ -167,10 +170,11 @@ def test_default_folder_is_the_user_data_folder(monkeypatch):
 
 
 def test_importing_the_store_pulls_in_no_gui_and_no_tensorflow():
-    code = ("import sys, napari_em_unet.io.autosave; "
-            "print([m for m in ('tensorflow', 'napari', 'qtpy', 'PyQt6') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys, napari_em_unet.io.autosave; "
+        "print([m for m in ('tensorflow', 'napari', 'qtpy', 'PyQt6') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
 
 
@@ -178,8 +182,7 @@ def test_a_lazy_array_is_read_only_where_stored(image):
     """Big zarr-backed labels: only the corrected slices are read and stored."""
     zarr = pytest.importorskip("zarr")
     labels = _labels((6, 32, 40))
-    store = zarr.create_array(store={}, shape=labels.shape, chunks=(1, 32, 40),
-                              dtype=labels.dtype)
+    store = zarr.create_array(store={}, shape=labels.shape, chunks=(1, 32, 40), dtype=labels.dtype)
     store[...] = labels
     reads: list = []
 

@@ -17,14 +17,24 @@ STACK = np.zeros((3, 8, 8), np.uint16)
 
 def test_imagej_spacing_in_the_files_unit(tmp_path):
     path = tmp_path / "a.tif"
-    tifffile.imwrite(path, STACK, imagej=True, resolution=(250, 250),
-                     metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"})
+    tifffile.imwrite(
+        path,
+        STACK,
+        imagej=True,
+        resolution=(250, 250),
+        metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"},
+    )
     assert read_voxel_size_nm(path) == pytest.approx((50.0, 4.0, 4.0))
 
 
 def test_imagej_without_spacing_or_unit(tmp_path):
-    tifffile.imwrite(tmp_path / "b.tif", STACK, imagej=True, resolution=(250, 250),
-                     metadata={"unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "b.tif",
+        STACK,
+        imagej=True,
+        resolution=(250, 250),
+        metadata={"unit": "um", "axes": "ZYX"},
+    )
     assert read_voxel_size_nm(tmp_path / "b.tif") == pytest.approx((None, 4.0, 4.0))
     tifffile.imwrite(tmp_path / "c.tif", STACK, photometric="minisblack")
     assert read_voxel_size_nm(tmp_path / "c.tif") == (None, None, None)
@@ -32,9 +42,18 @@ def test_imagej_without_spacing_or_unit(tmp_path):
 
 def test_ome_tiff_physical_sizes(tmp_path):
     path = tmp_path / "d.ome.tif"
-    tifffile.imwrite(path, STACK, ome=True, metadata={
-        "axes": "ZYX", "PhysicalSizeX": 0.008, "PhysicalSizeY": 0.008,
-        "PhysicalSizeZ": 30, "PhysicalSizeZUnit": "nm"})
+    tifffile.imwrite(
+        path,
+        STACK,
+        ome=True,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeX": 0.008,
+            "PhysicalSizeY": 0.008,
+            "PhysicalSizeZ": 30,
+            "PhysicalSizeZUnit": "nm",
+        },
+    )
     assert read_voxel_size_nm(path) == pytest.approx((30.0, 8.0, 8.0))
 
 

@@ -30,12 +30,11 @@ SOURCES = {
     "tiff uncompressed stack": lambda p: _tiff(p, "a.tif", STACK, imagej=True),
     "tiff float 2D": lambda p: _tiff(p, "b.tif", STACK[0].astype(np.float32)),
     "tiff RGB": lambda p: _tiff(p, "c.tif", RGB, photometric="rgb"),
-    "tiff zlib strips": lambda p: _tiff(p, "d.tif", STACK[1], compression="zlib",
-                                        rowsperstrip=8),
-    "tiff zlib RGB strips": lambda p: _tiff(p, "e.tif", RGB, compression="zlib",
-                                            rowsperstrip=5, photometric="rgb"),
-    "tiff zlib tiles": lambda p: _tiff(p, "f.tif", STACK[2], compression="zlib",
-                                       tile=(16, 16)),
+    "tiff zlib strips": lambda p: _tiff(p, "d.tif", STACK[1], compression="zlib", rowsperstrip=8),
+    "tiff zlib RGB strips": lambda p: _tiff(
+        p, "e.tif", RGB, compression="zlib", rowsperstrip=5, photometric="rgb"
+    ),
+    "tiff zlib tiles": lambda p: _tiff(p, "f.tif", STACK[2], compression="zlib", tile=(16, 16)),
     "numpy": lambda p: STACK,
     "memmap": lambda p: _memmap(p),
     "zarr": lambda p: _zarr(p),
@@ -52,8 +51,9 @@ def _memmap(tmp_path):
 def _zarr(tmp_path):
     import zarr
 
-    array = zarr.create_array(str(tmp_path / "z.zarr"), shape=STACK.shape, chunks=(1, 32, 32),
-                              dtype=np.uint8)
+    array = zarr.create_array(
+        str(tmp_path / "z.zarr"), shape=STACK.shape, chunks=(1, 32, 32), dtype=np.uint8
+    )
     array[:] = STACK
     return array
 
@@ -70,8 +70,7 @@ def test_rows_equal_the_rows_of_the_slice(tmp_path, name):
 
 
 def test_striped_compressed_tiff_decodes_only_the_strips_asked_for(tmp_path, monkeypatch):
-    volume = open_volume(_tiff(tmp_path, "s.tif", STACK[0], compression="zlib",
-                               rowsperstrip=8))
+    volume = open_volume(_tiff(tmp_path, "s.tif", STACK[0], compression="zlib", rowsperstrip=8))
     volume.read_rows(0, 0, 1)  # opens the file
     page = volume._source._tif.series[0].pages[0]
     decoded = []

@@ -38,18 +38,34 @@ def _ome_zarr(path, data, *, scale_um=0.004, version="0.4"):
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2 if version == "0.4" else 3)
-    full = group.create_array("0", shape=(1, 1, *data.shape), chunks=(1, 1, 1, *data.shape[1:]),
-                              dtype=data.dtype)
+    full = group.create_array(
+        "0", shape=(1, 1, *data.shape), chunks=(1, 1, 1, *data.shape[1:]), dtype=data.dtype
+    )
     full[0, 0] = data
     group.create_array("1", shape=(1, 1, data.shape[0], 2, 2), dtype=data.dtype)
     axes = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + [
-        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"]
-    multiscales = [{"version": version, "axes": axes, "datasets": [
-        {"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [1, 1, 0.05, scale_um, scale_um]}]},
-        {"path": "1", "coordinateTransformations": [
-            {"type": "scale", "scale": [1, 1, 0.05, 20 * scale_um, 25 * scale_um]}]},
-    ]}]
+        {"name": n, "type": "space", "unit": "micrometer"} for n in "zyx"
+    ]
+    multiscales = [
+        {
+            "version": version,
+            "axes": axes,
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1, 1, 0.05, scale_um, scale_um]}
+                    ],
+                },
+                {
+                    "path": "1",
+                    "coordinateTransformations": [
+                        {"type": "scale", "scale": [1, 1, 0.05, 20 * scale_um, 25 * scale_um]}
+                    ],
+                },
+            ],
+        }
+    ]
     if version == "0.4":
         group.attrs["multiscales"] = multiscales
     else:
@@ -60,8 +76,15 @@ def _ome_zarr(path, data, *, scale_um=0.004, version="0.4"):
 @pytest.mark.parametrize(
     ("name", "kwargs", "source"),
     [
-        ("imagej.tif", {"imagej": True, "resolution": (250.0, 250.0),
-                        "metadata": {"unit": "um", "axes": "ZYX"}}, "_TiffContiguousSource"),
+        (
+            "imagej.tif",
+            {
+                "imagej": True,
+                "resolution": (250.0, 250.0),
+                "metadata": {"unit": "um", "axes": "ZYX"},
+            },
+            "_TiffContiguousSource",
+        ),
         ("zlib.tif", {"compression": "zlib"}, "_TiffPageSource"),
         ("bigendian.tif", {"byteorder": ">"}, "_TiffContiguousSource"),
         ("bigtiff.tif", {"bigtiff": True}, "_TiffContiguousSource"),
@@ -231,7 +254,6 @@ def test_opening_a_volume_imports_neither_tensorflow_nor_napari(tmp_path):
         print(",".join(m for m in ("tensorflow", "keras", "napari", "qtpy") if m in sys.modules)
               or "clean")
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "clean"

@@ -9,8 +9,13 @@ from napari_em_unet.io.writers import create_zarr_output
 
 def test_imagej_spacing_in_micrometres(tmp_path):
     path = tmp_path / "a.tif"
-    tifffile.imwrite(path, np.zeros((3, 8, 8), np.uint8), imagej=True, resolution=(250, 250),
-                     metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"})
+    tifffile.imwrite(
+        path,
+        np.zeros((3, 8, 8), np.uint8),
+        imagej=True,
+        resolution=(250, 250),
+        metadata={"unit": "um", "spacing": 0.05, "axes": "ZYX"},
+    )
     assert section_spacing_of(path) == 50.0
 
 
@@ -28,10 +33,17 @@ def test_ome_zarr_scale_and_our_attribute(tmp_path):
 
     group = zarr.open_group(str(tmp_path / "d.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=(3, 8, 8), dtype=np.uint8)
-    group.attrs["multiscales"] = [{"axes": [{"name": "z", "unit": "nanometer"},
-                                            {"name": "y"}, {"name": "x"}],
-                                   "datasets": [{"path": "0", "coordinateTransformations": [
-                                       {"type": "scale", "scale": [10.0, 10.0, 10.0]}]}]}]
+    group.attrs["multiscales"] = [
+        {
+            "axes": [{"name": "z", "unit": "nanometer"}, {"name": "y"}, {"name": "x"}],
+            "datasets": [
+                {
+                    "path": "0",
+                    "coordinateTransformations": [{"type": "scale", "scale": [10.0, 10.0, 10.0]}],
+                }
+            ],
+        }
+    ]
     assert section_spacing_of(tmp_path / "d.zarr") == 10.0
     array = zarr.create_array(str(tmp_path / "e.zarr"), shape=(3, 8, 8), dtype=np.uint8)
     array.attrs["voxel_size_nm"] = [45.0, 4.6, 4.6]

@@ -16,6 +16,7 @@ from napari_em_unet.io.writers import TiffSliceWriter, ZarrSliceWriter, create_z
 def leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if "part" in p.name or ".old-" in p.name)
 
+
 def test_tiff_writer_any_order_unwritten_slices_zero_and_metadata(tmp_path):
     out = tmp_path / "out.tif"
     data = np.arange(4 * 20 * 30, dtype=np.uint32).reshape(4, 20, 30)

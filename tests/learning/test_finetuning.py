@@ -21,8 +21,15 @@ from napari_em_unet.learning.records import (
 )
 from napari_em_unet.learning.training import train
 
-QUICK = TrainConfig(epochs=2, steps_per_epoch=8, batch_size=4, patch_size=64,
-                    learning_rate=3e-3, anchor_slices=4, check_slices=2)
+QUICK = TrainConfig(
+    epochs=2,
+    steps_per_epoch=8,
+    batch_size=4,
+    patch_size=64,
+    learning_rate=3e-3,
+    anchor_slices=4,
+    check_slices=2,
+)
 FAMILIAR = QUICK.replace(familiar_v_rand=0.0)
 """The untrained tiny network scores low everywhere: call that familiar, to test anchors."""
 NEW = QUICK.replace(familiar_v_rand=1.01)
@@ -59,8 +66,7 @@ def test_blending_moves_part_of_the_way_from_the_base():
 
 
 def test_the_verdict_needs_a_better_validation_and_a_small_change_on_familiar_data():
-    found = [Candidate(1.0, 0.90, 0.08), Candidate(0.5, 0.88, 0.015),
-             Candidate(0.25, 0.86, 0.004)]
+    found = [Candidate(1.0, 0.90, 0.08), Candidate(0.5, 0.88, 0.015), Candidate(0.25, 0.86, 0.004)]
     # Familiar data (budget 0.02): the full change is best on validation but changes an
     # uncorrected slice by 0.08, so half of it is kept.
     verdict = judge(found, 0.85, 0.02, 0.0, "the band")
@@ -78,10 +84,18 @@ def test_the_verdict_needs_a_better_validation_and_a_small_change_on_familiar_da
 
 
 def test_the_plan_says_what_validation_measures():
-    plan = FineTunePlan(corrected=(4, 5), validation="the bottom 20% of each corrected slice",
-                        validation_slices=(), anchors=(0, 2, 7), check=(1, 9),
-                        base_corrected_v_rand=0.94, familiar=True, change_budget=0.02,
-                        total_steps=400, base_val_v_rand=0.7)
+    plan = FineTunePlan(
+        corrected=(4, 5),
+        validation="the bottom 20% of each corrected slice",
+        validation_slices=(),
+        anchors=(0, 2, 7),
+        check=(1, 9),
+        base_corrected_v_rand=0.94,
+        familiar=True,
+        change_budget=0.02,
+        total_steps=400,
+        base_val_v_rand=0.7,
+    )
     text = describe_plan(plan)
     assert "slices 4-5" in text and "bottom 20%" in text and "0.02" in text
     assert "0, 2, 7" in text and "1, 9" in text
@@ -97,11 +111,23 @@ def dark_is_membrane():
     keras = keras_module()
     inputs = keras.Input((None, None, 1))
     outputs = keras.layers.Conv2D(
-        1, 1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(-14.0),
-        bias_initializer=keras.initializers.Constant(5.0))(inputs)
-    info = ModelInfo(name="dark", pixel_size_nm=4.0,
-                     postprocessing={"threshold": 0.5, "seed_threshold": 0.2, "sigma": 1.0,
-                                     "min_seed_size": 20, "min_size": 30})
+        1,
+        1,
+        activation="sigmoid",
+        kernel_initializer=keras.initializers.Constant(-14.0),
+        bias_initializer=keras.initializers.Constant(5.0),
+    )(inputs)
+    info = ModelInfo(
+        name="dark",
+        pixel_size_nm=4.0,
+        postprocessing={
+            "threshold": 0.5,
+            "seed_threshold": 0.2,
+            "sigma": 1.0,
+            "min_seed_size": 20,
+            "min_size": 30,
+        },
+    )
     return LoadedModel(keras.Model(inputs, outputs), info)
 
 
@@ -118,10 +144,19 @@ def _held_out_drift(base, image, labels, share: float) -> float:
     from napari_em_unet.segmentation.preprocessing import normalize
     from napari_em_unet.segmentation.tiling import predict_slice
 
-    config = FAMILIAR.replace(anchor_share=share, min_gain=-1.0, change_budget=1.0,
-                              blends=(1.0,))
-    result = drain(train(image, labels, base=base, slices=[1, 2], pixel_size_nm=4.0,
-                         anchor_slices=[0, 3, 4, 5, 7], check_slices=[6], config=config))
+    config = FAMILIAR.replace(anchor_share=share, min_gain=-1.0, change_budget=1.0, blends=(1.0,))
+    result = drain(
+        train(
+            image,
+            labels,
+            base=base,
+            slices=[1, 2],
+            pixel_size_nm=4.0,
+            anchor_slices=[0, 3, 4, 5, 7],
+            check_slices=[6],
+            config=config,
+        )
+    )
     assert result.verdict.accepted and result.verdict.blend == 1.0
     plane = normalize(image[6], base.info.percentiles)
     before = predict_slice(base.keras_model, plane)
@@ -144,16 +179,27 @@ def test_a_model_that_validates_worse_is_not_accepted(dark_is_membrane, stack):
     wrong[[1, 2]] = 0  # "corrections" that call everything membrane...
     wrong[1, 40:56, 40:56] = wrong[2, 40:56, 40:56] = 1  # ...but for one square each
     records = []
-    result = drain(train(image, wrong, base=dark_is_membrane, slices=[1, 2],
-                         validation_slices=[5], pixel_size_nm=4.0,
-                         config=QUICK.replace(learning_rate=0.3)),
-                   records.append)
+    result = drain(
+        train(
+            image,
+            wrong,
+            base=dark_is_membrane,
+            slices=[1, 2],
+            validation_slices=[5],
+            pixel_size_nm=4.0,
+            config=QUICK.replace(learning_rate=0.3),
+        ),
+        records.append,
+    )
     verdict = result.verdict
     assert not verdict.accepted and verdict.blend == 0.0
     assert max(c.v_rand for c in verdict.candidates) < verdict.v_rand_before
     assert "kept the base model" in verdict.reason
-    for kept, base in zip(result.model.keras_model.get_weights(),
-                          dark_is_membrane.keras_model.get_weights(), strict=True):
+    for kept, base in zip(
+        result.model.keras_model.get_weights(),
+        dark_is_membrane.keras_model.get_weights(),
+        strict=True,
+    ):
         np.testing.assert_array_equal(kept, base)
     assert result.model.info.validation["accepted"] is False
     assert result.model.info.postprocessing == dark_is_membrane.info.postprocessing
@@ -162,8 +208,10 @@ def test_a_model_that_validates_worse_is_not_accepted(dark_is_membrane, stack):
 def test_records_follow_the_plan_over_every_step(tiny_model, stack):
     image, labels = stack
     records = []
-    drain(train(image, labels, base=tiny_model, slices=[1, 2], pixel_size_nm=4.0,
-                config=FAMILIAR), records.append)
+    drain(
+        train(image, labels, base=tiny_model, slices=[1, 2], pixel_size_nm=4.0, config=FAMILIAR),
+        records.append,
+    )
     plan = records[0]
     assert isinstance(plan, FineTunePlan)
     assert plan.corrected == (1, 2) and plan.total_steps == 16
@@ -180,21 +228,27 @@ def test_records_follow_the_plan_over_every_step(tiny_model, stack):
 
 
 def _batch_norm_weights(model) -> list[np.ndarray]:
-    return [w for layer in model.layers if layer.__class__.__name__ == "BatchNormalization"
-            for w in layer.get_weights()]
+    return [
+        w
+        for layer in model.layers
+        if layer.__class__.__name__ == "BatchNormalization"
+        for w in layer.get_weights()
+    ]
 
 
 def _fine_tuned(base, image, labels, config, epochs=2):
     config = config.replace(epochs=epochs, min_gain=-1.0, change_budget=1.0, blends=(1.0,))
-    return drain(train(image, labels, base=base, slices=[1, 2], pixel_size_nm=4.0,
-                       config=config)).model.keras_model
+    return drain(
+        train(image, labels, base=base, slices=[1, 2], pixel_size_nm=4.0, config=config)
+    ).model.keras_model
 
 
 def test_familiar_data_keep_the_base_batch_norm_statistics(tiny_model, stack):
     image, labels = stack
     tuned = _fine_tuned(tiny_model, image, labels, FAMILIAR)
-    for mine, theirs in zip(_batch_norm_weights(tuned),
-                            _batch_norm_weights(tiny_model.keras_model), strict=True):
+    for mine, theirs in zip(
+        _batch_norm_weights(tuned), _batch_norm_weights(tiny_model.keras_model), strict=True
+    ):
         np.testing.assert_array_equal(mine, theirs)
 
 
@@ -204,9 +258,11 @@ def test_new_data_get_new_batch_norm_statistics_once(tiny_model, stack):
     # of training give the same statistics, and they are not the base's.
     one, two = (_fine_tuned(tiny_model, image, labels, NEW, epochs) for epochs in (1, 2))
     base = _batch_norm_weights(tiny_model.keras_model)
-    for after_one, after_two, before in zip(_batch_norm_weights(one), _batch_norm_weights(two),
-                                            base, strict=True):
+    for after_one, after_two, _before in zip(
+        _batch_norm_weights(one), _batch_norm_weights(two), base, strict=True
+    ):
         np.testing.assert_array_equal(after_one, after_two)
-    moving = [w for w, b in zip(_batch_norm_weights(one), base, strict=True)
-              if not np.array_equal(w, b)]
+    moving = [
+        w for w, b in zip(_batch_norm_weights(one), base, strict=True) if not np.array_equal(w, b)
+    ]
     assert moving  # the moving means and variances moved

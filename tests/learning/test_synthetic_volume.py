@@ -28,8 +28,9 @@ def test_shapes_types_and_numbering(fib):
     # Numbered by first appearance: the first section holds the lowest ids.
     first = np.unique(labels[0])[1:]
     np.testing.assert_array_equal(first, np.arange(1, first.size + 1))
-    np.testing.assert_array_equal(make_synthetic_volume((12, 96, 96), FIBSEM_STYLE, seed=3)[1],
-                                  labels)
+    np.testing.assert_array_equal(
+        make_synthetic_volume((12, 96, 96), FIBSEM_STYLE, seed=3)[1], labels
+    )
 
 
 def test_membranes_are_dark_and_objects_run_through_sections(fib):
@@ -65,8 +66,9 @@ def test_branches_and_ends_happen():
     ids, counts = np.unique(cells.label, return_counts=True)
     shared = ids[counts > 1]
     assert shared.size > 0  # branches
-    child = np.flatnonzero(np.isin(cells.label, shared) & (np.isfinite(cells.start)
-                                                          | np.isfinite(cells.end)))
+    child = np.flatnonzero(
+        np.isin(cells.label, shared) & (np.isfinite(cells.start) | np.isfinite(cells.end))
+    )
     assert child.size >= shared.size
     inside = np.where(np.isfinite(cells.start[child]), cells.start[child], cells.end[child])
     assert np.all((inside > 0) & (inside < 500))

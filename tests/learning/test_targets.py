@@ -1,4 +1,5 @@
-"""The labels -> training-target rule: 0 is membrane, non-zero is interior, touching labels are membrane."""
+"""The labels -> training-target rule: 0 is membrane, non-zero is interior, touching labels
+are membrane."""
 
 import numpy as np
 

@@ -12,8 +12,15 @@ from napari_em_unet.learning.records import EpochProgress, StepProgress
 from napari_em_unet.learning.training import train
 from napari_em_unet.model.unet import UNetConfig
 
-TINY = TrainConfig(epochs=3, steps_per_epoch=6, batch_size=2, patch_size=64, learning_rate=3e-3,
-                   architecture=UNetConfig(base_filters=4, depth=2), tune_postprocessing=False)
+TINY = TrainConfig(
+    epochs=3,
+    steps_per_epoch=6,
+    batch_size=2,
+    patch_size=64,
+    learning_rate=3e-3,
+    architecture=UNetConfig(base_filters=4, depth=2),
+    tune_postprocessing=False,
+)
 ACCEPT = TINY.replace(min_gain=-1.0)
 """Fine-tuning that keeps whatever the untrained tiny network learned (the verdict is tested
 in test_finetuning.py)."""
@@ -23,8 +30,18 @@ def test_fine_tuning_lowers_the_loss_and_changes_the_weights(tiny_model, small_s
     image, labels = small_stack
     before = [w.copy() for w in tiny_model.keras_model.get_weights()]
     records = []
-    result = drain(train(image, labels, base=tiny_model, config=ACCEPT, name="ft",
-                         validation_slices=[2], pixel_size_nm=4.0), records.append)
+    result = drain(
+        train(
+            image,
+            labels,
+            base=tiny_model,
+            config=ACCEPT,
+            name="ft",
+            validation_slices=[2],
+            pixel_size_nm=4.0,
+        ),
+        records.append,
+    )
     steps = [r for r in records if isinstance(r, StepProgress)]
     epochs = [r for r in records if isinstance(r, EpochProgress)]
     assert len(steps) == TINY.epochs * TINY.steps_per_epoch
@@ -53,8 +70,10 @@ def test_stop_ends_with_a_verdict_on_the_weights_so_far(tiny_model, small_stack)
         if isinstance(record, StepProgress) and record.epoch == 2 and record.step == 2:
             stop.set()
 
-    result = drain(train(image, labels, base=tiny_model, config=ACCEPT, validation_slices=[2],
-                         stop=stop), watch)
+    result = drain(
+        train(image, labels, base=tiny_model, config=ACCEPT, validation_slices=[2], stop=stop),
+        watch,
+    )
     assert result.stopped
     epochs = [r for r in seen if isinstance(r, EpochProgress)]
     assert epochs[-1].epoch == 2 and epochs[-1].done == 8  # the interrupted round is shown
@@ -91,8 +110,15 @@ def test_bad_training_input_is_refused(tiny_model, small_stack):
     with pytest.raises(InputError, match="no labelled slice"):
         next(train(image, np.zeros_like(labels), base=tiny_model, config=TINY))
     with pytest.raises(InputError, match="all membrane"):
-        next(train(image, labels * np.array([0, 1, 1])[:, None, None], slices=[0],
-                   base=tiny_model, config=TINY))
+        next(
+            train(
+                image,
+                labels * np.array([0, 1, 1])[:, None, None],
+                slices=[0],
+                base=tiny_model,
+                config=TINY,
+            )
+        )
     with pytest.raises(InputError, match="outside the stack"):
         next(train(image, labels, slices=[7], base=tiny_model, config=TINY))
     with pytest.raises(InputError, match="whole numbers"):
@@ -106,8 +132,9 @@ def test_extra_volumes_add_training_patches_at_their_own_scale(small_stack):
     # The extra volume is the same stack at half the resolution (8 nm): resampled to 4 nm.
     extra = TrainingSource(image[:, ::2, ::2], labels[:, ::2, ::2], 8.0, "half")
     config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "validation_fraction": 0.0})
-    result = drain(train(image, labels, slices=[0], pixel_size_nm=4.0,
-                         config=config, extra=[extra]))
+    result = drain(
+        train(image, labels, slices=[0], pixel_size_nm=4.0, config=config, extra=[extra])
+    )
     entry = result.model.info.trained_on[-1]
     assert entry["extra"] == [{"source": "half", "pixel_size_nm": 8.0, "slices": [0, 1, 2]}]
     assert result.best_v_rand is None  # nothing held out: no epoch selection

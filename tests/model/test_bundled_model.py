@@ -31,8 +31,9 @@ def test_bundled_model_segments_an_isbi_slice(shared_data):
 
     image = read_tiff(shared_data / "isbi2012" / "train-volume.tif")
     truth = np.asarray(read_tiff(shared_data / "isbi2012" / "train-labels.tif").data)[19]
-    [result] = segment_stack(load_model(), image.data, slices=[19],
-                             pixel_size_nm=image.pixel_size_nm)
+    [result] = segment_stack(
+        load_model(), image.data, slices=[19], pixel_size_nm=image.pixel_size_nm
+    )
     scores = score_stack(result.result, truth)
     assert scores.v_rand > 0.95
     assert scores.pixel_error < 0.15

@@ -36,8 +36,22 @@ TOLERANCE = 1e-4
 def package(tiny_model_path, tmp_path_factory) -> Path:
     """The tiny model exported once through the CLI, as a user would."""
     out = tmp_path_factory.mktemp("export") / "tiny-package.zip"
-    assert main(["export", "--model", str(tiny_model_path), "--format", "bioimageio",
-                 "-o", str(out), "--author", "Test Author"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tiny_model_path),
+                "--format",
+                "bioimageio",
+                "-o",
+                str(out),
+                "--author",
+                "Test Author",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -101,9 +115,11 @@ def test_every_weight_format_reproduces_the_test_output(unpacked):
         z.extractall(bundle)
     serving = tf.saved_model.load(str(bundle)).signatures["serving_default"]
     outputs["tensorflow_saved_model_bundle"] = serving(image=tf.constant(normalised))[
-        "membrane"].numpy()
-    session = ort.InferenceSession(str(folder / weights["onnx"]["source"]),
-                                   providers=["CPUExecutionProvider"])
+        "membrane"
+    ].numpy()
+    session = ort.InferenceSession(
+        str(folder / weights["onnx"]["source"]), providers=["CPUExecutionProvider"]
+    )
     outputs["onnx"] = session.run(["membrane"], {"image": normalised})[0]
     diffs = {k: float(np.max(np.abs(v - expected))) for k, v in outputs.items()}
     assert max(diffs.values()) <= TOLERANCE, diffs
@@ -123,16 +139,49 @@ def test_package_is_a_model_for_segment_and_finetune(package, tiny_model_path, t
     seg = {}
     for name, model in (("keras", tiny_model_path), ("package", package)):
         out = tmp_path / f"{name}.tif"
-        assert main(["segment", str(tmp_path / "img.tif"), "-o", str(out), "--model",
-                     str(model), "--output-kind", "probabilities"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(tmp_path / "img.tif"),
+                    "-o",
+                    str(out),
+                    "--model",
+                    str(model),
+                    "--output-kind",
+                    "probabilities",
+                ]
+            )
+            == 0
+        )
         seg[name] = tifffile.imread(out)
     np.testing.assert_array_equal(seg["keras"], seg["package"])
 
     tuned = tmp_path / "tuned.keras"
-    assert main(["finetune", "--image", str(tmp_path / "img.tif"), "--labels",
-                 str(tmp_path / "lab.tif"), "-o", str(tuned), "--model", str(package),
-                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "1",
-                 "--patch-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--image",
+                str(tmp_path / "img.tif"),
+                "--labels",
+                str(tmp_path / "lab.tif"),
+                "-o",
+                str(tuned),
+                "--model",
+                str(package),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "1",
+                "--patch-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert read_info(tuned).base_model == "tiny"
 
 
@@ -140,8 +189,9 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     import onnx
 
     out = tmp_path / "tiny.onnx"
-    assert main(["export", "--model", str(tiny_model.path), "--format", "onnx",
-                 "-o", str(out)]) == 0
+    assert (
+        main(["export", "--model", str(tiny_model.path), "--format", "onnx", "-o", str(out)]) == 0
+    )
     line = capsys.readouterr().err.strip()
     assert line.startswith("wrote") and "\n" not in line
     proto = onnx.load(str(out))
@@ -149,9 +199,25 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     assert json.loads(meta["napari_em_unet.preprocessing"])["percentiles"] == [1.0, 99.0]
     raw = export_common.sample_tile(96)
     _, expected = export_common.reference_output(tiny_model, raw)
-    normalised = _preprocess(raw[None, :, :, None], {"inputs": [{"preprocessing": [
-        {"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": 1.0,
-                                         "max_percentile": 99.0}}]}]})
+    normalised = _preprocess(
+        raw[None, :, :, None],
+        {
+            "inputs": [
+                {
+                    "preprocessing": [
+                        {
+                            "id": "scale_range",
+                            "kwargs": {
+                                "axes": ["y", "x"],
+                                "min_percentile": 1.0,
+                                "max_percentile": 99.0,
+                            },
+                        }
+                    ]
+                }
+            ]
+        },
+    )
     diff = export_onnx.onnx_max_abs_diff(out, normalised, expected)
     print(f"ONNX vs Keras max abs difference: {diff:.2e}")
     assert diff <= TOLERANCE
@@ -170,8 +236,12 @@ def test_a_failed_check_writes_nothing(tiny_model, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("fmt", "name"), [("bioimageio", "m.onnx"), ("onnx", "m.zip")])
 def test_wrong_suffix_is_one_error_line(tiny_model_path, tmp_path, capsys, fmt, name):
-    assert main(["export", "--model", str(tiny_model_path), "--format", fmt,
-                 "-o", str(tmp_path / name)]) == 2
+    assert (
+        main(
+            ["export", "--model", str(tiny_model_path), "--format", fmt, "-o", str(tmp_path / name)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
     assert list(tmp_path.iterdir()) == []
@@ -181,8 +251,11 @@ def test_missing_converter_names_the_extra(tiny_model, tmp_path, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("tf2onnx") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tf2onnx") else real(name, *a),
+    )
     with pytest.raises(EmUnetError, match=r"tf2onnx.*\[export\]"):
         export_onnx.export_onnx(tiny_model, tmp_path / "m.onnx")
 

@@ -15,14 +15,22 @@ from napari_em_unet.model.files import (
 
 
 def test_round_trip_keeps_weights_and_metadata(tiny_model, tmp_path):
-    info = ModelInfo(name="mine", pixel_size_nm=4.6, membrane_width_px=4.5,
-                     postprocessing={"threshold": 0.4}, trained_on=[{"slices": [1, 2]}],
-                     epochs=3, validation={"v_rand": 0.9})
+    info = ModelInfo(
+        name="mine",
+        pixel_size_nm=4.6,
+        membrane_width_px=4.5,
+        postprocessing={"threshold": 0.4},
+        trained_on=[{"slices": [1, 2]}],
+        epochs=3,
+        validation={"v_rand": 0.9},
+    )
     path = save_model(tiny_model.keras_model, info, tmp_path / "mine.keras")
     loaded = load_model(path)
     assert loaded.info.pixel_size_nm == 4.6 and loaded.info.trained_on == [{"slices": [1, 2]}]
     assert loaded.info.keras_version and loaded.info.created
-    for a, b in zip(tiny_model.keras_model.get_weights(), loaded.keras_model.get_weights(), strict=True):
+    for a, b in zip(
+        tiny_model.keras_model.get_weights(), loaded.keras_model.get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     assert read_info(path).name == "mine"  # metadata readable without TensorFlow
 
@@ -51,7 +59,9 @@ def test_interrupted_save_leaves_the_previous_file_intact(tiny_model, tmp_path, 
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"not a zip at all", b"PK\x03\x04" + b"\0" * 50], ids=["empty", "text", "truncated"]
+    "content",
+    [b"", b"not a zip at all", b"PK\x03\x04" + b"\0" * 50],
+    ids=["empty", "text", "truncated"],
 )
 def test_damaged_files_are_refused_with_one_line(tmp_path, content):
     path = tmp_path / "bad.keras"

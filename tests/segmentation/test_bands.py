@@ -71,11 +71,29 @@ def test_probability_in_rows_equals_the_whole_slice(tiny_model, pixel_size, kind
     image = _image((150, 130))
     image = image if kind == "uint8" else _with_holes(image)
     volume = open_volume(image)
-    expected = next(predict_stack(tiny_model, volume, pixel_size_nm=pixel_size,
-                                  tile_size=tile_size, overlap=16, batch_size=3)).probability
+    expected = next(
+        predict_stack(
+            tiny_model,
+            volume,
+            pixel_size_nm=pixel_size,
+            tile_size=tile_size,
+            overlap=16,
+            batch_size=3,
+        )
+    ).probability
     sink, source = Rows(), RowsOnly(volume)
-    records = list(predict_rows(tiny_model, source, 0, sink, pixel_size_nm=pixel_size,
-                                tile_size=tile_size, overlap=16, batch_size=3))
+    records = list(
+        predict_rows(
+            tiny_model,
+            source,
+            0,
+            sink,
+            pixel_size_nm=pixel_size,
+            tile_size=tile_size,
+            overlap=16,
+            batch_size=3,
+        )
+    )
     got = sink.array
     assert sink.closed and got.shape == expected.shape and got.dtype == np.float32
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
@@ -86,8 +104,9 @@ def test_probability_in_rows_equals_the_whole_slice(tiny_model, pixel_size, kind
 
 def test_flips_in_rows_equal_flips_on_the_whole_slice(tiny_model):
     volume = open_volume(_image((150, 130)))
-    expected = next(predict_stack(tiny_model, volume, tile_size=64, overlap=16,
-                                  flips=True)).probability
+    expected = next(
+        predict_stack(tiny_model, volume, tile_size=64, overlap=16, flips=True)
+    ).probability
     sink = Rows()
     list(predict_rows(tiny_model, volume, 0, sink, tile_size=64, overlap=16, flips=True))
     np.testing.assert_allclose(sink.array, expected, atol=1e-6)
@@ -96,16 +115,29 @@ def test_flips_in_rows_equal_flips_on_the_whole_slice(tiny_model):
 def test_several_rows_of_tiles_are_really_used(tiny_model):
     """The test above would prove little if one tile covered the image."""
     sink = Rows()
-    records = list(predict_rows(tiny_model, open_volume(_image((150, 130))), 0, sink,
-                                tile_size=64, overlap=16, batch_size=3))
+    records = list(
+        predict_rows(
+            tiny_model,
+            open_volume(_image((150, 130))),
+            0,
+            sink,
+            tile_size=64,
+            overlap=16,
+            batch_size=3,
+        )
+    )
     assert records[-1] == (16, 16) and len(sink.chunks) >= 4
 
 
-@pytest.mark.parametrize("image", [
-    np.full((40, 30), np.nan, dtype=np.float32),  # no finite pixel
-    np.full((40, 30), 7, dtype=np.uint16),  # constant
-    np.random.default_rng(0).integers(0, 4, (40, 30), dtype=np.uint8),  # black, some noise
-], ids=["NaN", "constant", "black"])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((40, 30), np.nan, dtype=np.float32),  # no finite pixel
+        np.full((40, 30), 7, dtype=np.uint16),  # constant
+        np.random.default_rng(0).integers(0, 4, (40, 30), dtype=np.uint8),  # black, some noise
+    ],
+    ids=["NaN", "constant", "black"],
+)
 def test_a_slice_without_signal_gets_no_probability_and_no_tiles(tiny_model, image):
     """As in the whole-slice path (preprocessing.has_signal): NaN everywhere, no network."""
     sink = Rows()
@@ -124,12 +156,15 @@ def test_normalisation_uses_the_whole_slices_percentile_sample(kind):
     image = image if kind == "uint16" else _with_holes(image)
     levels = slice_levels(open_volume(image), 0, (1.0, 99.0), rows=97)
     assert levels.finite == np.isfinite(image.astype(np.float32)).sum()
-    np.testing.assert_array_equal(apply_normalization(image, levels.value_range),
-                                  normalize(image, (1.0, 99.0)))
+    np.testing.assert_array_equal(
+        apply_normalization(image, levels.value_range), normalize(image, (1.0, 99.0))
+    )
 
 
-@pytest.mark.parametrize("shapes", [((100, 80), (115, 92)), ((100, 80), (87, 70)),
-                                    ((37, 41), (50, 33)), ((9, 9), (31, 4))])
+@pytest.mark.parametrize(
+    "shapes",
+    [((100, 80), (115, 92)), ((100, 80), (87, 70)), ((37, 41), (50, 33)), ((9, 9), (31, 4))],
+)
 def test_resampling_rows_equals_resampling_the_image(shapes):
     (height, width), out_shape = shapes
     image = np.random.default_rng(1).random((height, width), dtype=np.float32)
@@ -139,8 +174,9 @@ def test_resampling_rows_equals_resampling_the_image(shapes):
         for start in range(0, out_shape[0], step):
             stop = min(out_shape[0], start + step)
             first, last = source_rows(start, stop, height, out_shape[0])
-            parts.append(zoom_rows(image[first:last], first, start, stop, (height, width),
-                                   out_shape))
+            parts.append(
+                zoom_rows(image[first:last], first, start, stop, (height, width), out_shape)
+            )
         np.testing.assert_allclose(np.concatenate(parts), expected, atol=1e-6)
 
 
@@ -160,4 +196,5 @@ def test_mirror_indices_are_numpys_symmetric_padding():
             positions = np.arange(-before, length + after)
             np.testing.assert_array_equal(
                 np.arange(length)[_mirror(positions, length)],
-                np.pad(np.arange(length), (before, after), mode="symmetric"))
+                np.pad(np.arange(length), (before, after), mode="symmetric"),
+            )

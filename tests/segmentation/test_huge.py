@@ -48,11 +48,11 @@ def same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 @pytest.mark.parametrize("pixel_size", [None, 5.0])
-def test_cells_in_bands_are_the_whole_slice_cells(bundled, crops, tmp_path, suffix,
-                                                  pixel_size):
+def test_cells_in_bands_are_the_whole_slice_cells(bundled, crops, tmp_path, suffix, pixel_size):
     expected = whole(bundled, crops, pixel_size_nm=pixel_size)
-    out = drain(segment_to(bundled, crops, tmp_path / f"o{suffix}", bands=FORCED,
-                           pixel_size_nm=pixel_size))
+    out = drain(
+        segment_to(bundled, crops, tmp_path / f"o{suffix}", bands=FORCED, pixel_size_nm=pixel_size)
+    )
     got = np.asarray(open_volume(out))
     assert got.dtype == np.uint32 and got.shape == expected.shape
     for z in range(len(crops)):
@@ -64,8 +64,11 @@ def test_cells_in_bands_are_the_whole_slice_cells(bundled, crops, tmp_path, suff
 @pytest.mark.parametrize("output", ["probabilities", "membranes"])
 def test_probabilities_and_membranes_in_bands(bundled, crops, tmp_path, output):
     expected = whole(bundled, crops, output)
-    got = np.asarray(open_volume(drain(segment_to(bundled, crops, tmp_path / "o.tif",
-                                                  output=output, bands=FORCED))))
+    got = np.asarray(
+        open_volume(
+            drain(segment_to(bundled, crops, tmp_path / "o.tif", output=output, bands=FORCED))
+        )
+    )
     if output == "probabilities":
         np.testing.assert_allclose(got, expected, atol=1e-5)
     else:
@@ -79,8 +82,9 @@ def test_normal_stacks_keep_todays_path(tiny_model, small_stack, tmp_path, monke
     monkeypatch.setattr(streaming, "segment_slice_in_bands", refuse)
     records = list(segment_to(tiny_model, small_stack[0], tmp_path / "o.tif"))
     assert all(isinstance(r, Progress) for r in records)
-    np.testing.assert_array_equal(np.asarray(open_volume(tmp_path / "o.tif")),
-                                  whole(tiny_model, small_stack[0]))
+    np.testing.assert_array_equal(
+        np.asarray(open_volume(tmp_path / "o.tif")), whole(tiny_model, small_stack[0])
+    )
     assert not Bands().applies((2048, 4096)) and Bands().applies((2049, 4096))
     assert Bands().rows_for(6000) == 1024 and Bands().rows_for(20000) == 419
     assert not Bands(above_pixels=None).applies((10**5, 10**5))
@@ -112,9 +116,14 @@ class RowTarget:
 
 def test_rows_in_rows_out_and_progress_inside_each_slice(bundled, crops):
     target = RowTarget(crops.shape)
-    records = list(segment_into(bundled, RowsOnly(crops), target,
-                                bands=Bands(above_pixels=0, band_rows=48, halo=32,
-                                            write_rows=64)))
+    records = list(
+        segment_into(
+            bundled,
+            RowsOnly(crops),
+            target,
+            bands=Bands(above_pixels=0, band_rows=48, halo=32, write_rows=64),
+        )
+    )
     assert same_up_to_renumbering(target.data[1], whole(bundled, crops[1:2])[0])
     assert [i for i, start in target.writes] == [0] * 4 + [1] * 4  # 4 writes of 64 rows
     for z in range(2):
@@ -146,11 +155,25 @@ def test_stopping_early_leaves_no_output_and_no_scratch(bundled, crops, tmp_path
 
 def test_cli_in_bands_with_progress_per_tile(crops, tmp_path, capsys, monkeypatch, bundled):
     source = tmp_path / "big.tif"
-    tifffile.imwrite(source, crops[0], imagej=True, resolution=(250.0, 250.0),
-                     metadata={"unit": "um"})
+    tifffile.imwrite(
+        source, crops[0], imagej=True, resolution=(250.0, 250.0), metadata={"unit": "um"}
+    )
     monkeypatch.setenv("EM_UNET_PROGRESS", "1")
-    assert main(["segment", str(source), "-o", str(tmp_path / "cells.tif"), "--bands-above",
-                 "0", "--tile-size", "128"]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(source),
+                "-o",
+                str(tmp_path / "cells.tif"),
+                "--bands-above",
+                "0",
+                "--tile-size",
+                "128",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "tiles, band" in err and "wrote" in err
     expected = whole(bundled, crops[0], tile_size=128)[0]

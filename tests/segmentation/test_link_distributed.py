@@ -25,9 +25,15 @@ VOXEL = (10.0, 10.0, 10.0)
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  protocol="tcp", host="127.0.0.1", dashboard_address=None,
-                                  silence_logs=logging.ERROR) as local:
+    with distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as local:
         yield local
 
 
@@ -62,9 +68,17 @@ def test_chunked_equals_local(client, stack, tmp_path, per_task, suffix):
     labels, probability = stack
     local = link_labels(labels, probability, voxel_size_nm=VOXEL)
     assert local.max() > 5
-    path = run(link_distributed(labels, tmp_path / f"out{suffix}", probability=probability,
-                                voxel_size_nm=VOXEL, client=client,
-                                sections_per_task=per_task, timeout=120))
+    path = run(
+        link_distributed(
+            labels,
+            tmp_path / f"out{suffix}",
+            probability=probability,
+            voxel_size_nm=VOXEL,
+            client=client,
+            sections_per_task=per_task,
+            timeout=120,
+        )
+    )
     result = open_volume(path)[:]
     np.testing.assert_array_equal(result, local)
 
@@ -75,10 +89,18 @@ def test_file_inputs_are_read_by_the_workers_and_min_sections_applies(client, st
     tifffile.imwrite(tmp_path / "prob.tif", probability)
     params = LinkParams(min_sections=3, bias=0.4)
     local = link_labels(labels, probability, voxel_size_nm=VOXEL, params=params)
-    progress = list(link_distributed(open_volume(tmp_path / "labels.tif"), tmp_path / "o.zarr",
-                                     probability=open_volume(tmp_path / "prob.tif"),
-                                     voxel_size_nm=VOXEL, params=params, client=client,
-                                     sections_per_task=2, timeout=120))
+    progress = list(
+        link_distributed(
+            open_volume(tmp_path / "labels.tif"),
+            tmp_path / "o.zarr",
+            probability=open_volume(tmp_path / "prob.tif"),
+            voxel_size_nm=VOXEL,
+            params=params,
+            client=client,
+            sections_per_task=2,
+            timeout=120,
+        )
+    )
     assert len(progress) == 2 * len(labels) and progress[-1].done == progress[-1].total
     np.testing.assert_array_equal(open_volume(tmp_path / "o.zarr")[:], local)
 
@@ -88,13 +110,13 @@ def test_a_bad_input_fails_before_anything_is_written(client, stack, tmp_path):
 
     labels, probability = stack
     with pytest.raises(InputError, match="probability shape"):
-        run(link_distributed(labels, tmp_path / "x.tif", probability=probability[:2],
-                             client=client))
+        run(
+            link_distributed(labels, tmp_path / "x.tif", probability=probability[:2], client=client)
+        )
     assert not list(tmp_path.iterdir())
 
 
-def test_segment_and_link_on_the_cluster_equals_the_local_run(client, tiny_model_path,
-                                                               tmp_path):
+def test_segment_and_link_on_the_cluster_equals_the_local_run(client, tiny_model_path, tmp_path):
     """segment --link-3d: locally the labels come from the segmentation; on a cluster they
     are recomputed from the probability by the same watershed: the same objects."""
     from napari_em_unet.learning.synthetic import FIBSEM_STYLE, make_synthetic_volume
@@ -103,9 +125,21 @@ def test_segment_and_link_on_the_cluster_equals_the_local_run(client, tiny_model
 
     image, _ = make_synthetic_volume((5, 48, 48), FIBSEM_STYLE, seed=6)
     model = load_model(tiny_model_path)
-    local = run(segment_and_link(model, image, tmp_path / "local.tif", pixel_size_nm=10.0,
-                                 voxel_size_nm=VOXEL))
-    remote = run(segment_and_link(model, image, tmp_path / "remote.zarr", pixel_size_nm=10.0,
-                                  voxel_size_nm=VOXEL, client=client, sections_per_task=2))
+    local = run(
+        segment_and_link(
+            model, image, tmp_path / "local.tif", pixel_size_nm=10.0, voxel_size_nm=VOXEL
+        )
+    )
+    remote = run(
+        segment_and_link(
+            model,
+            image,
+            tmp_path / "remote.zarr",
+            pixel_size_nm=10.0,
+            voxel_size_nm=VOXEL,
+            client=client,
+            sections_per_task=2,
+        )
+    )
     np.testing.assert_array_equal(open_volume(remote)[:], open_volume(local)[:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local.tif", "remote.zarr"]

@@ -144,7 +144,7 @@ def test_ids_are_unique_and_deterministic_on_a_random_stack():
         for i, (y, x) in enumerate([(2, 2), (2, 22), (22, 2), (22, 22)]):
             if rng.random() < 0.85:
                 dy, dx = rng.integers(0, 3, 2)
-                stack[z, y + dy:y + dy + 14, x + dx:x + dx + 14] = 10 * (i + 1) + z
+                stack[z, y + dy : y + dy + 14, x + dx : x + dx + 14] = 10 * (i + 1) + z
     probability = rng.uniform(0, 0.3, stack.shape).astype(np.float32)
     first = link_labels(stack, probability, voxel_size_nm=FIBSEM)
     again = link_labels(stack, probability, voxel_size_nm=FIBSEM)
@@ -167,8 +167,11 @@ def test_any_integer_like_dtype_is_accepted(dtype):
 
 
 def test_a_section_of_another_dtype_among_the_others():
-    sections = [two_cells(1)[0].astype(np.uint16), two_cells(1)[0].astype(np.float64),
-                two_cells(1)[0].astype(np.int64)]
+    sections = [
+        two_cells(1)[0].astype(np.uint16),
+        two_cells(1)[0].astype(np.float64),
+        two_cells(1)[0].astype(np.int64),
+    ]
 
     class Mixed:  # e.g. a stack assembled from files written by different tools
         shape = (3, 20, 30)
@@ -180,8 +183,10 @@ def test_a_section_of_another_dtype_among_the_others():
     assert set(np.unique(linked)) == {0, 1, 2}
 
 
-@pytest.mark.parametrize(("value", "message"), [(-1, "outside"), (1.5, "fractional"),
-                                                (np.nan, "fractional"), (2**33, "outside")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(-1, "outside"), (1.5, "fractional"), (np.nan, "fractional"), (2**33, "outside")],
+)
 def test_impossible_labels_are_one_clear_error(value, message):
     stack = two_cells(3).astype(np.float64)
     stack[1, 0, 0] = value
@@ -223,8 +228,9 @@ def test_link_into_streams_two_passes_into_any_target(tmp_path):
             reads.append(z)
             return stack[z]
 
-    target = zarr.create_array(str(tmp_path / "t.zarr"), shape=stack.shape,
-                               chunks=(1, 20, 30), dtype=np.uint32)
+    target = zarr.create_array(
+        str(tmp_path / "t.zarr"), shape=stack.shape, chunks=(1, 20, 30), dtype=np.uint32
+    )
     records = list(link_into(Counting(), target, voxel_size_nm=SSTEM))
     assert all(isinstance(r, LinkProgress) for r in records)
     assert [r.pass_number for r in records] == [1] * 4 + [2] * 4

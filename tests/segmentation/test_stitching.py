@@ -11,8 +11,7 @@ from napari_em_unet.io.scratch import ScratchRows
 from napari_em_unet.segmentation.stitching import BandStitcher, join_ids, seam_pairs
 from napari_em_unet.segmentation.watershed import WatershedParams, instances_from_probability
 
-PARAMS = WatershedParams(threshold=0.5, seed_threshold=0.2, sigma=1.0, min_seed_size=4,
-                         min_size=10)
+PARAMS = WatershedParams(threshold=0.5, seed_threshold=0.2, sigma=1.0, min_seed_size=4, min_size=10)
 
 
 def same_up_to_renumbering(a: np.ndarray, b: np.ndarray) -> bool:
@@ -44,8 +43,9 @@ def cells():
 
 def run_bands(probability, band_rows, halo, *, chunk=7, pool=None):
     with ScratchRows(probability.shape, np.uint32) as store:
-        stitcher = BandStitcher(PARAMS, probability.shape, store, band_rows=band_rows,
-                                halo=halo, pool=pool)
+        stitcher = BandStitcher(
+            PARAMS, probability.shape, store, band_rows=band_rows, halo=halo, pool=pool
+        )
         for start in range(0, len(probability), chunk):  # rows arrive in uneven pieces
             stitcher.push(probability[start : start + chunk])
         stitcher.close()
@@ -61,7 +61,8 @@ def test_bands_give_the_whole_slice_cells(cells, band_rows):
     assert stitcher.bands_done == stitcher.bands == -(-150 // band_rows)
     assert same_up_to_renumbering(labels, expected)
     assert labels.max() == expected.max() > 20 and set(np.unique(labels)) == set(
-        range(labels.max() + 1))  # numbered 1..n, 0 = membrane kept
+        range(labels.max() + 1)
+    )  # numbered 1..n, 0 = membrane kept
     tall = np.unique(labels[:, 58:62])
     assert len(tall) == 1 and tall[0] > 0  # one id for the cell through every band
 

@@ -31,21 +31,26 @@ def params(model, small_stack):
     """Thresholds around the untrained tiny model's output, so that instances are non-trivial."""
     prob = next(segment_stack(model, small_stack[0], output="probabilities")).result
     low, high = np.percentile(prob, [30, 60])
-    return WatershedParams(threshold=float(high), seed_threshold=float(low), min_seed_size=4,
-                           min_size=4)
+    return WatershedParams(
+        threshold=float(high), seed_threshold=float(low), min_seed_size=4, min_size=4
+    )
 
 
 @pytest.fixture()
 def stack_tif(tmp_path, small_stack):
     path = tmp_path / "in.tif"
-    tifffile.imwrite(path, small_stack[0], imagej=True, resolution=(250.0, 250.0),
-                     metadata={"unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(
+        path,
+        small_stack[0],
+        imagej=True,
+        resolution=(250.0, 250.0),
+        metadata={"unit": "um", "axes": "ZYX"},
+    )
     return path
 
 
 def in_memory(model, image, output, params=None):
-    return np.stack([s.result for s in segment_stack(model, image, output=output,
-                                                     params=params)])
+    return np.stack([s.result for s in segment_stack(model, image, output=output, params=params)])
 
 
 def leftovers(folder):
@@ -54,11 +59,15 @@ def leftovers(folder):
 
 @pytest.mark.parametrize("suffix", [".tif", ".zarr"])
 @pytest.mark.parametrize("kind", ["instances", "membranes", "probabilities"])
-def test_streaming_output_equals_in_memory_output(model, params, stack_tif, small_stack,
-                                                  tmp_path, suffix, kind):
+def test_streaming_output_equals_in_memory_output(
+    model, params, stack_tif, small_stack, tmp_path, suffix, kind
+):
     expected = in_memory(model, small_stack[0], kind, params)
-    out = drain(segment_to(model, open_volume(stack_tif), tmp_path / f"out{suffix}",
-                         output=kind, params=params))
+    out = drain(
+        segment_to(
+            model, open_volume(stack_tif), tmp_path / f"out{suffix}", output=kind, params=params
+        )
+    )
     result = open_volume(out)
     assert result.shape == expected.shape and result.dtype == Output(kind).dtype
     assert result.pixel_size_nm == pytest.approx(4.0)
@@ -89,7 +98,12 @@ class Probe:
 
     def __init__(self, data, log):
         self.data, self.shape, self.dtype, self.ndim, self.log = (
-            data, data.shape, data.dtype, data.ndim, log)
+            data,
+            data.shape,
+            data.dtype,
+            data.ndim,
+            log,
+        )
 
     def __getitem__(self, key):
         index = key[0] if isinstance(key, tuple) else key
@@ -200,8 +214,9 @@ def test_zarr_target_for_a_viewer(model, params, small_stack, tmp_path):
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_segments_zarr_to_zarr_and_tiff_to_zarr(model, tiny_model_path, stack_tif,
-                                                    small_stack, tmp_path, capsys):
+def test_cli_segments_zarr_to_zarr_and_tiff_to_zarr(
+    model, tiny_model_path, stack_tif, small_stack, tmp_path, capsys
+):
     import zarr
 
     expected = in_memory(model, small_stack[0], "membranes")
@@ -209,22 +224,48 @@ def test_cli_segments_zarr_to_zarr_and_tiff_to_zarr(model, tiny_model_path, stac
     zarr.save_array(str(source), small_stack[0], zarr_format=2)
     for inp in (source, stack_tif):
         out = tmp_path / f"{inp.stem}-{inp.suffix[1:]}.zarr"
-        assert main(["segment", str(inp), "-o", str(out), "--model", str(tiny_model_path),
-                     "--output-kind", "membranes"]) == 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(inp),
+                    "-o",
+                    str(out),
+                    "--model",
+                    str(tiny_model_path),
+                    "--output-kind",
+                    "membranes",
+                ]
+            )
+            == 0
+        )
         np.testing.assert_array_equal(np.asarray(open_volume(out)), expected)
     err = capsys.readouterr().err
     assert "slices/s" in err and "locally" in err
     assert leftovers(tmp_path) == []
 
 
-def test_cli_refuses_to_overwrite_a_folder_that_is_not_zarr(tiny_model_path, stack_tif,
-                                                            tmp_path, capsys):
+def test_cli_refuses_to_overwrite_a_folder_that_is_not_zarr(
+    tiny_model_path, stack_tif, tmp_path, capsys
+):
     target = tmp_path / "results.zarr"
     target.mkdir()
     (target / "keep.txt").write_text("x")
     for extra, reason in (([], "--overwrite"), (["--overwrite"], "not a zarr")):
-        assert main(["segment", str(stack_tif), "-o", str(target),
-                     "--model", str(tiny_model_path), *extra]) != 0
+        assert (
+            main(
+                [
+                    "segment",
+                    str(stack_tif),
+                    "-o",
+                    str(target),
+                    "--model",
+                    str(tiny_model_path),
+                    *extra,
+                ]
+            )
+            != 0
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and reason in err[0]
         assert os.listdir(target) == ["keep.txt"] and leftovers(tmp_path) == []

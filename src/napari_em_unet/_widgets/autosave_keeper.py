@@ -178,8 +178,7 @@ class AutosaveKeeper:
             return True
         from napari.qt.threading import create_worker
 
-        worker = create_worker(_write, labels, identity, corrected, all_slices,
-                               _start_thread=False)
+        worker = create_worker(_write, labels, identity, corrected, all_slices, _start_thread=False)
         name = layer.name
         self.pending += 1
         worker.returned.connect(self.saved.append)
@@ -232,15 +231,20 @@ class AutosaveKeeper:
             return
         self.offers.append((found, image))
         image_ref = weakref.ref(image)
-        message = (f"Corrections of '{image.name}' (slice(s) "
-                   f"{format_slices(found.corrected_slices)}) were autosaved "
-                   f"{_local_time(found.saved)}. Restore them as a new labels layer?")
+        message = (
+            f"Corrections of '{image.name}' (slice(s) "
+            f"{format_slices(found.corrected_slices)}) were autosaved "
+            f"{_local_time(found.saved)}. Restore them as a new labels layer?"
+        )
         if found.image_changed:
             message += " The image file has changed since."
-        notification_manager.dispatch(Notification(
-            message, severity="info",
-            actions=[("Restore", lambda _dialog: self.restore(found, image_ref()))],
-        ))
+        notification_manager.dispatch(
+            Notification(
+                message,
+                severity="info",
+                actions=[("Restore", lambda _dialog: self.restore(found, image_ref()))],
+            )
+        )
 
     def restore(self, autosave, image):
         """Add ``autosave``'s labels as a new layer over ``image``; return the layer."""
@@ -256,10 +260,11 @@ class AutosaveKeeper:
             show_warning(f"Could not read the autosaved corrections ({exc}).")
             return None
         layer = viewer.add_labels(
-            labels, name=f"{image.name} corrections (autosaved {_local_time(autosave.saved)})",
-            scale=image.scale, translate=image.translate,
-            metadata=new_layer_metadata(image, SEGMENTATION,
-                                        restored_from=str(autosave.file)),
+            labels,
+            name=f"{image.name} corrections (autosaved {_local_time(autosave.saved)})",
+            scale=image.scale,
+            translate=image.translate,
+            metadata=new_layer_metadata(image, SEGMENTATION, restored_from=str(autosave.file)),
         )
         self._session.tracker(layer).mark(autosave.corrected_slices)
         return layer

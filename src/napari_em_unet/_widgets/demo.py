@@ -49,8 +49,7 @@ def wait_for(predicate, timeout: float = 600.0) -> bool:
     end = time.monotonic() + timeout
     check = QTimer()
     check.setInterval(50)
-    check.timeout.connect(lambda: loop.quit() if predicate() or time.monotonic() > end
-                          else None)
+    check.timeout.connect(lambda: loop.quit() if predicate() or time.monotonic() > end else None)
     check.start()
     if not predicate():
         loop.exec()
@@ -76,17 +75,25 @@ def display_problem(env=None, find_library=None) -> str | None:
     if platform and not platform.startswith("xcb"):
         return None  # the user chose another Qt platform (wayland, offscreen, vnc...)
     if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
-        return ("napari needs a display and none is set ($DISPLAY is empty): run this on a "
-                "desktop, or under `xvfb-run -a`; `em-unet segment` works without one")
-    if env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY") and \
-            find_library("xcb-cursor") is None:
-        return ("Qt needs the system library libxcb-cursor0 to open a window on X11 "
-                "(Debian/Ubuntu: sudo apt-get install libxcb-cursor0)")
+        return (
+            "napari needs a display and none is set ($DISPLAY is empty): run this on a "
+            "desktop, or under `xvfb-run -a`; `em-unet segment` works without one"
+        )
+    if env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY") and find_library("xcb-cursor") is None:
+        return (
+            "Qt needs the system library libxcb-cursor0 to open a window on X11 "
+            "(Debian/Ubuntu: sudo apt-get install libxcb-cursor0)"
+        )
     return None
 
 
-def run_demo(screenshot: str | Path | None = None, *, segment: bool = False,
-             model: str | Path | None = None, size: tuple[int, int] = (1600, 1000)) -> int:
+def run_demo(
+    screenshot: str | Path | None = None,
+    *,
+    segment: bool = False,
+    model: str | Path | None = None,
+    size: tuple[int, int] = (1600, 1000),
+) -> int:
     """Open the demo window; return an exit code.
 
     Parameters

@@ -48,14 +48,22 @@ class EvaluateWidget(ScrollingDock, Container):
         self.scores: dict[int, object] = {}
         self.history: list[tuple[str, float]] = []
         self._prediction = ComboBox(label="segmentation", choices=self._labels_choices)
-        self._truth = ComboBox(label="ground truth", choices=self._labels_choices,
-                               nullable=True)
+        self._truth = ComboBox(label="ground truth", choices=self._labels_choices, nullable=True)
         self._run = PushButton(text="Evaluate")
         self._message = Label(value="")
         self.table = Table(columns=list(COLUMNS))
         self._history = Label(value="")
-        super().__init__(widgets=[self._prediction, self._truth, self._run, self._message,
-                                  self.table, self._history], scrollable=True)
+        super().__init__(
+            widgets=[
+                self._prediction,
+                self._truth,
+                self._run,
+                self._message,
+                self.table,
+                self._history,
+            ],
+            scrollable=True,
+        )
         self.table.read_only = True
         self.table.min_height = 300  # a dozen rows; the dock scrolls on small screens
         self._message.native.setWordWrap(True)
@@ -74,8 +82,7 @@ class EvaluateWidget(ScrollingDock, Container):
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels)]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
 
     def reset_choices(self, *_):
         super().reset_choices()
@@ -115,14 +122,18 @@ class EvaluateWidget(ScrollingDock, Container):
         if pred is None:
             return "Pick the segmentation to score."
         if truth is None:
-            return ("Pick the ground-truth labels layer (open it with File > Open; a layer "
-                    "named 'truth', 'GT' or 'labels' is picked by itself).")
+            return (
+                "Pick the ground-truth labels layer (open it with File > Open; a layer "
+                "named 'truth', 'GT' or 'labels' is picked by itself)."
+            )
         if pred is truth:
             return "The segmentation and the ground truth are the same layer."
         if tuple(pred.data.shape) != tuple(truth.data.shape):
-            return (f"'{pred.name}' is {' x '.join(map(str, pred.data.shape))} but "
-                    f"'{truth.name}' is {' x '.join(map(str, truth.data.shape))}; "
-                    "they must match.")
+            return (
+                f"'{pred.name}' is {' x '.join(map(str, pred.data.shape))} but "
+                f"'{truth.name}' is {' x '.join(map(str, truth.data.shape))}; "
+                "they must match."
+            )
         if pred.ndim not in (2, 3):
             return "Only 2D images and Z x Y x X stacks can be scored."
         return None
@@ -160,9 +171,16 @@ class EvaluateWidget(ScrollingDock, Container):
         self._scored_name = f"{pred.name}" + (f" (model {model})" if model else "")
         self._show()
         self._message.value = f"scoring {len(slices)} slice(s)..." + (
-            f" ({skipped} unlabelled slice(s) of the ground truth skipped)" if skipped else "")
-        worker = create_worker(evaluate_job_entry, prediction, gt, slices, _start_thread=False,
-                               _progress={"total": len(slices), "desc": "Evaluate"})
+            f" ({skipped} unlabelled slice(s) of the ground truth skipped)" if skipped else ""
+        )
+        worker = create_worker(
+            evaluate_job_entry,
+            prediction,
+            gt,
+            slices,
+            _start_thread=False,
+            _progress={"total": len(slices), "desc": "Evaluate"},
+        )
         in_order = CallbackQueue()
         worker.yielded.connect(in_order.wrap(self._on_yielded))
         worker.finished.connect(in_order.wrap(self._on_finished))
@@ -214,11 +232,14 @@ class EvaluateWidget(ScrollingDock, Container):
         if mean is not None:
             self.history.append((self._scored_name, mean["v_rand"]))
             self._history.value = "V_rand so far: " + ", ".join(
-                f"'{name}' {value:.4f}" for name, value in self.history[-6:])
-            self._message.value = (f"'{self._scored_name}': mean V_rand {mean['v_rand']:.4f}, "
-                                   f"V_info {mean['v_info']:.4f}, pixel error "
-                                   f"{mean['pixel_error']:.4f} over slice(s) "
-                                   f"{format_slices(self.scores)}.")
+                f"'{name}' {value:.4f}" for name, value in self.history[-6:]
+            )
+            self._message.value = (
+                f"'{self._scored_name}': mean V_rand {mean['v_rand']:.4f}, "
+                f"V_info {mean['v_info']:.4f}, pixel error "
+                f"{mean['pixel_error']:.4f} over slice(s) "
+                f"{format_slices(self.scores)}."
+            )
 
 
 def _snapshot(data):
@@ -237,4 +258,5 @@ def evaluate_job_entry(prediction, truth, slices):
 def _looks_like_truth(layer) -> bool:
     name = layer.name.lower()
     return not is_plugin_layer(layer) and any(
-        word in name for word in ("truth", "gt", "label", "annotation"))
+        word in name for word in ("truth", "gt", "label", "annotation")
+    )

@@ -71,70 +71,38 @@ class FineTuneWidget(ScrollingDock, Container):
         self._setting_slices = False
         self.resegment_runner = SegmentRunner(self._viewer, self._session)
 
-        self._image = ComboBox(label="image", choices=self._image_choices)
-        self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
-        self._base = ComboBox(label="base model", choices=self._model_choices)
-        self._slices = LineEdit(label="training slices",
-                                tooltip="e.g. 0, 3, 5-7. Default: the slices you corrected.")
-        self._use_corrected = PushButton(text="Use the corrected slices")
-        self._unmark = PushButton(
-            text="Not a correction: un-mark the slice on screen",
-            tooltip="Edits stay in the layer; the slice is no longer trained on or kept "
-                    "when re-segmenting.")
-        self._validation = LineEdit(
-            label="validation slices",
-            tooltip="Slices held out to pick the best epoch and tune the watershed. Blank: "
-                    "the bottom 20% of each training slice is held out.")
-        defaults = TrainConfig()  # the same defaults as `em-unet finetune`
-        self._epochs = SpinBox(label="epochs", min=1, max=1000, value=defaults.epochs,
-                               tooltip="validation rounds; each is 'steps per epoch' steps")
-        self._steps = SpinBox(label="steps per epoch", min=1, max=10000,
-                              value=defaults.steps_per_epoch)
-        self._batch = SpinBox(label="batch size", min=1, max=64, value=defaults.batch_size)
-        self._patch = SpinBox(label="patch size", min=32, max=1024, step=16,
-                              value=defaults.patch_size)
-        self._learning_rate = FloatSpinBox(label="learning rate", min=1e-6, max=1e-1,
-                                           step=1e-5, value=defaults.learning_rate)
-        self._augment = CheckBox(text="augmentation (flips, rotations, intensity)",
-                                 value=defaults.augment)
-        self._model_name = LineEdit(label="model name")
-        self._run = PushButton(text="Run")
-        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
-        self._status = Label(value="")
-        self.validation_text = Label(value="")
-        """What the validation measures (shown when a run starts), then before / after."""
-        self.plot = LossPlot()
-        self._resegment = PushButton(text="Re-segment the rest with the new model")
-        self._message = Label(value="")
-        super().__init__(widgets=[
-            self._image, self._labels_layer, self._base, self._slices, self._use_corrected,
-            self._unmark,
-            self._validation, self._epochs, self._steps, self._batch, self._patch,
-            self._learning_rate, self._augment, self._model_name, self._run, self._progress,
-            self._status, self.validation_text, self._resegment, self._message,
-        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
+        self._make_controls()
+        super().__init__(
+            widgets=[
+                self._image,
+                self._labels_layer,
+                self._base,
+                self._slices,
+                self._use_corrected,
+                self._unmark,
+                self._validation,
+                self._epochs,
+                self._steps,
+                self._batch,
+                self._patch,
+                self._learning_rate,
+                self._augment,
+                self._model_name,
+                self._run,
+                self._progress,
+                self._status,
+                self.validation_text,
+                self._resegment,
+                self._message,
+            ],
+            scrollable=True,
+        )  # scrolls instead of pushing Run off a 768-px screen
         # The plot is a plain QWidget; it sits under what the validation measures.
         self.form.layout().insertWidget(self.index(self.validation_text) + 1, self.plot)
         for label in (self._message, self._status, self.validation_text):
             label.native.setWordWrap(True)
 
-        self._image.changed.connect(self._on_image_changed)
-        self._labels_layer.changed.connect(self._on_labels_changed)
-        self._slices.changed.connect(self._on_slices_typed)
-        self._use_corrected.changed.connect(self._on_use_corrected)
-        self._unmark.changed.connect(self._on_unmark)
-        for widget in (self._base, self._validation, self._epochs, self._steps, self._batch,
-                       self._patch, self._learning_rate, self._model_name):
-            widget.changed.connect(self._update_state)
-        self._run.changed.connect(self._on_run)
-        self._resegment.changed.connect(self._on_resegment)
-        self.resegment_runner.finished.connect(self._on_resegment_finished)
-        self.runner.progressed.connect(self._on_progress)
-        self.runner.finished.connect(self._on_run_finished)
-        self._session.models.changed.connect(self._on_models_changed)
-        for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
-            event.connect(self.reset_choices)
-        self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        self._connect()
         self.reset_choices()
         default_model = self._session.models.default_entry()
         if default_model is not None:
@@ -145,18 +113,97 @@ class FineTuneWidget(ScrollingDock, Container):
         self._on_image_changed()
         self._on_labels_changed()
 
+    def _make_controls(self) -> None:
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
+        self._base = ComboBox(label="base model", choices=self._model_choices)
+        self._slices = LineEdit(
+            label="training slices", tooltip="e.g. 0, 3, 5-7. Default: the slices you corrected."
+        )
+        self._use_corrected = PushButton(text="Use the corrected slices")
+        self._unmark = PushButton(
+            text="Not a correction: un-mark the slice on screen",
+            tooltip="Edits stay in the layer; the slice is no longer trained on or kept "
+            "when re-segmenting.",
+        )
+        self._validation = LineEdit(
+            label="validation slices",
+            tooltip="Corrected slices held out (never trained on) to judge the fine-tuned model "
+            "against the base. Blank: from 4 corrected slices on the middle one, otherwise "
+            "the bottom 20% of each.",
+        )
+        defaults = TrainConfig()  # the same defaults as `em-unet finetune`
+        self._epochs = SpinBox(
+            label="epochs",
+            min=1,
+            max=1000,
+            value=defaults.epochs,
+            tooltip="validation rounds; each is 'steps per epoch' steps",
+        )
+        self._steps = SpinBox(
+            label="steps per epoch", min=1, max=10000, value=defaults.steps_per_epoch
+        )
+        self._batch = SpinBox(label="batch size", min=1, max=64, value=defaults.batch_size)
+        self._patch = SpinBox(
+            label="patch size", min=32, max=1024, step=16, value=defaults.patch_size
+        )
+        self._learning_rate = FloatSpinBox(
+            label="learning rate", min=1e-6, max=1e-1, step=1e-5, value=defaults.learning_rate
+        )
+        self._augment = CheckBox(
+            text="augmentation (flips, rotations, intensity)", value=defaults.augment
+        )
+        self._model_name = LineEdit(label="model name")
+        self._run = PushButton(text="Run")
+        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._status = Label(value="")
+        self.validation_text = Label(value="")
+        """What the validation measures (shown when a run starts), then before / after."""
+        self.plot = LossPlot()
+        self._resegment = PushButton(text="Re-segment the rest with the new model")
+        self._message = Label(value="")
+
+    def _connect(self) -> None:
+        self._image.changed.connect(self._on_image_changed)
+        self._labels_layer.changed.connect(self._on_labels_changed)
+        self._slices.changed.connect(self._on_slices_typed)
+        self._use_corrected.changed.connect(self._on_use_corrected)
+        self._unmark.changed.connect(self._on_unmark)
+        for widget in (
+            self._base,
+            self._validation,
+            self._epochs,
+            self._steps,
+            self._batch,
+            self._patch,
+            self._learning_rate,
+            self._model_name,
+        ):
+            widget.changed.connect(self._update_state)
+        self._run.changed.connect(self._on_run)
+        self._resegment.changed.connect(self._on_resegment)
+        self.resegment_runner.finished.connect(self._on_resegment_finished)
+        self.runner.progressed.connect(self._on_progress)
+        self.runner.finished.connect(self._on_run_finished)
+        self._session.models.changed.connect(self._on_models_changed)
+        for event in (self._viewer.layers.events.removed, self._viewer.layers.events.moved):
+            event.connect(self.reset_choices)
+        self._viewer.layers.events.inserted.connect(self._on_layer_inserted)
+
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not is_probability_layer(layer)]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and not is_probability_layer(layer)
+        ]
 
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels)]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
 
     def _model_choices(self, _widget=None):
         # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
@@ -184,7 +231,8 @@ class FineTuneWidget(ScrollingDock, Container):
         labels = self._labels_layer.value
         if self._tracked_layer is not None:
             self._session.tracker(self._tracked_layer).changed.disconnect(
-                self._on_corrections_changed)
+                self._on_corrections_changed
+            )
             self._tracked_layer = None
         if labels is not None:
             self._tracked_layer = labels
@@ -254,16 +302,20 @@ class FineTuneWidget(ScrollingDock, Container):
         if image is None:
             return "Pick the image to learn from."
         if labels is None:
-            return ("Pick a labels layer: segment the image first, then correct a slice with "
-                    "the brush or fill tools.")
+            return (
+                "Pick a labels layer: segment the image first, then correct a slice with "
+                "the brush or fill tools."
+            )
         if getattr(image, "multiscale", False):
             return f"'{image.name}' is multiscale; open its full-resolution level as a layer."
         shape = spatial_shape(image)
         if len(shape) not in (2, 3):
             return f"'{image.name}' has {len(shape)} dimensions; a 2D image or a stack is needed."
         if tuple(labels.data.shape) != shape:
-            return (f"'{image.name}' is {' x '.join(map(str, shape))} but '{labels.name}' is "
-                    f"{' x '.join(map(str, labels.data.shape))}; they must match.")
+            return (
+                f"'{image.name}' is {' x '.join(map(str, shape))} but '{labels.name}' is "
+                f"{' x '.join(map(str, labels.data.shape))}; they must match."
+            )
         depth = depth_of(shape)
         try:
             slices = parse_slices(self._slices.value, depth)
@@ -271,19 +323,25 @@ class FineTuneWidget(ScrollingDock, Container):
         except ValueError as exc:
             return str(exc)[0].upper() + str(exc)[1:] + "."
         if not slices:
-            return (f"No training slice: correct a slice of '{labels.name}' with the brush, "
-                    "fill or polygon tool, or type slice numbers.")
+            return (
+                f"No training slice: correct a slice of '{labels.name}' with the brush, "
+                "fill or polygon tool, or type slice numbers."
+            )
         both = sorted(set(slices) & set(validation))
         if both:
             return f"Slice {both[0]} is both a training and a validation slice."
         for s in slices + validation:
             plane = labels.data[s] if labels.ndim >= 3 else labels.data
             if not np.any(np.asarray(plane)):
-                return (f"Slice {s} of '{labels.name}' has no cell labelled (all 0 = "
-                        "membrane); there is nothing to learn from it.")
+                return (
+                    f"Slice {s} of '{labels.name}' has no cell labelled (all 0 = "
+                    "membrane); there is nothing to learn from it."
+                )
         if self._base.value is None:
-            return ("No base model: the bundled model is missing from this installation; "
-                    "add a model file in the Segment widget.")
+            return (
+                "No base model: the bundled model is missing from this installation; "
+                "add a model file in the Segment widget."
+            )
         if not self._model_name.value.strip():
             return "Give the new model a name."
         return None
@@ -297,12 +355,13 @@ class FineTuneWidget(ScrollingDock, Container):
         reason = self.problem()
         self._run.enabled = reason is None
         self._message.value = reason or ""
-        self._resegment.enabled = (self.last_outcome is not None and
-                                   self._labels_layer.value is not None and
-                                   self._image.value is not None and
-                                   not self.resegment_runner.running and
-                                   tuple(self._labels_layer.value.data.shape) ==
-                                   spatial_shape(self._image.value))
+        self._resegment.enabled = (
+            self.last_outcome is not None
+            and self._labels_layer.value is not None
+            and self._image.value is not None
+            and not self.resegment_runner.running
+            and tuple(self._labels_layer.value.data.shape) == spatial_shape(self._image.value)
+        )
 
     # ------------------------------------------------------------------ run / stop
     def _on_run(self, *_) -> None:
@@ -328,32 +387,48 @@ class FineTuneWidget(ScrollingDock, Container):
         slices = tuple(parse_slices(self._slices.value, depth))
         validation = tuple(parse_slices(self._validation.value, depth))
         config = TrainConfig(
-            epochs=self._epochs.value, steps_per_epoch=self._steps.value,
-            batch_size=self._batch.value, patch_size=self._patch.value,
-            learning_rate=float(self._learning_rate.value), augment=self._augment.value,
+            epochs=self._epochs.value,
+            steps_per_epoch=self._steps.value,
+            batch_size=self._batch.value,
+            patch_size=self._patch.value,
+            learning_rate=float(self._learning_rate.value),
+            augment=self._augment.value,
         )
         # Slices the user corrected but did not list are their truth, not the base's.
         exclude = {*slices, *validation, *self._session.corrected(labels)}
-        anchors, checks = uncorrected_roles(depth, sorted(exclude), config.anchor_slices,
-                                            config.check_slices)
+        anchors, checks = uncorrected_roles(
+            depth, sorted(exclude), config.anchor_slices, config.check_slices
+        )
         labelled = sorted(set(slices) | set(validation))
         numbers = tuple(sorted(set(labelled) | set(anchors) | set(checks)))
         if labels.ndim >= 3:
             planes = np.stack([np.asarray(image.data[i]) for i in numbers])
-            truth = np.stack([np.array(labels.data[i], copy=True) if i in labelled else
-                              np.zeros(labels.data.shape[1:], labels.data.dtype)
-                              for i in numbers])
+            truth = np.stack(
+                [
+                    np.array(labels.data[i], copy=True)
+                    if i in labelled
+                    else np.zeros(labels.data.shape[1:], labels.data.dtype)
+                    for i in numbers
+                ]
+            )
         else:
             planes, truth = np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = self._model_name.value.strip()
         return FineTuneRequest(
-            image=planes, labels=truth, numbers=numbers, slices=slices,
+            image=planes,
+            labels=truth,
+            numbers=numbers,
+            slices=slices,
             validation_slices=validation,
             output_path=self._session.models.new_model_path(f"{name}-{stamp}"),
-            base_path=Path(self._base.value), config=config,
-            pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels), name=name,
-            source=image.name, anchor_slices=tuple(anchors), check_slices=tuple(checks),
+            base_path=Path(self._base.value),
+            config=config,
+            pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels),
+            name=name,
+            source=image.name,
+            anchor_slices=tuple(anchors),
+            check_slices=tuple(checks),
         )
 
     def run(self) -> None:
@@ -373,9 +448,11 @@ class FineTuneWidget(ScrollingDock, Container):
         self._status.value = "starting TensorFlow and loading the base model..."
         self.runner.start(request)
         self._run.text = "Stop"
-        self._message.value = (f"Training on slice(s) {format_slices(request.slices)}; "
-                               "you can keep working, the result will be saved to "
-                               f"{request.output_path}.")
+        self._message.value = (
+            f"Training on slice(s) {format_slices(request.slices)}; "
+            "you can keep working, the result will be saved to "
+            f"{request.output_path}."
+        )
         self._resegment.enabled = False
 
     def stop(self) -> None:
@@ -400,13 +477,18 @@ class FineTuneWidget(ScrollingDock, Container):
             self._progress.max = record.total or record.steps
             self._progress.value = record.done or record.step
             self.plot.add_step(record.done, record.total, record.loss, record.anchor_loss)
-            self._status.value = (f"step {record.done}/{record.total} (epoch {record.epoch}/"
-                                  f"{record.epochs}), loss {record.loss:.4f}")
+            self._status.value = (
+                f"step {record.done}/{record.total} (epoch {record.epoch}/"
+                f"{record.epochs}), loss {record.loss:.4f}"
+            )
         elif isinstance(record, EpochProgress):
             self.plot.add_round(record.done, record.val_v_rand, record.val_change)
             score = "-" if record.val_v_rand is None else f"{record.val_v_rand:.4f}"
-            change = "" if record.val_change is None else \
-                f", uncorrected slices changed by up to {record.val_change:.3f}"
+            change = (
+                ""
+                if record.val_change is None
+                else f", uncorrected slices changed by up to {record.val_change:.3f}"
+            )
             what = "base model" if record.epoch == 0 else f"after {record.done} steps"
             self._status.value = f"{what}: validation V_rand {score}{change}"
 
@@ -458,17 +540,23 @@ class FineTuneWidget(ScrollingDock, Container):
         own = is_plugin_layer(labels)
         output = plugin_meta(labels).output if own else "instances"
         request = SegmentRequest(
-            image=image.data, slices=tuple(slices), output=output,
+            image=image.data,
+            slices=tuple(slices),
+            output=output,
             pixel_size_nm=pixel_size_of(image) or pixel_size_of(labels),
-            model_path=outcome.path, rgb=bool(getattr(image, "rgb", False)),
+            model_path=outcome.path,
+            rgb=bool(getattr(image, "rgb", False)),
         )
         keep = frozenset(set(self._session.corrected(labels)) | set(self._last_training))
         started = self.resegment_runner.start(
-            request, image_layer=image, labels_layer=labels if own else None,
+            request,
+            image_layer=image,
+            labels_layer=labels if own else None,
             # The user's own layer is never written: its copy, completed by the model (copied
             # slice by slice by the runner, so a zarr-backed layer is never loaded whole).
             init_labels=None if own else labels.data,
-            protect=keep, model_name=outcome.info.name,
+            protect=keep,
+            model_name=outcome.info.name,
             name=None if own else f"{labels.name} + {outcome.info.name}",
             status=self._set_message,
         )
@@ -491,14 +579,16 @@ def _outcome_text(result: FineTuneOutcome) -> str:
     how = "Stopped early. " if result.stopped else ""
     verdict = result.verdict
     if verdict is None:  # a model from training without a base
-        score = "" if result.best_v_rand is None else \
-            f", validation V_rand {result.best_v_rand:.4f}"
-        return (f"{how}Saved the best weights (epoch {result.best_epoch}{score}) as "
-                f"{result.path.name}; it is now selected in the Segment widget.")
+        score = (
+            "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
+        )
+        return (
+            f"{how}Saved the best weights (epoch {result.best_epoch}{score}) as "
+            f"{result.path.name}; it is now selected in the Segment widget."
+        )
     if not verdict.accepted:
-        return (f"{how}Not saved: {verdict.reason}. The Segment widget keeps its model.")
-    return (f"{how}Saved as {result.path.name} and selected in the Segment widget: "
-            f"{verdict.reason}.")
+        return f"{how}Not saved: {verdict.reason}. The Segment widget keeps its model."
+    return f"{how}Saved as {result.path.name} and selected in the Segment widget: {verdict.reason}."
 
 
 def _before_after(result: FineTuneOutcome) -> str:
@@ -516,12 +606,20 @@ def _before_after(result: FineTuneOutcome) -> str:
         where = f" on {plan.validation} (slices {format_slices(slices)})"
     best = max(verdict.candidates, key=lambda c: c.v_rand or 0.0, default=None)
     tried = "" if best is None else f"; fine-tuned: {value(best.v_rand)}"
-    change = "" if verdict.change is None else \
-        f"; largest change of an uncorrected slice: {verdict.change:.3f}"
-    outcome = (f"accepted ({verdict.blend:.0%} of the change kept)" if verdict.accepted else
-               "base model kept")
-    return (f"Validation V_rand{where}: before {value(verdict.v_rand_before)}, after "
-            f"{value(verdict.v_rand_after)}{tried}{change} - {outcome}.")
+    change = (
+        ""
+        if verdict.change is None
+        else f"; largest change of an uncorrected slice: {verdict.change:.3f}"
+    )
+    outcome = (
+        f"accepted ({verdict.blend:.0%} of the change kept)"
+        if verdict.accepted
+        else "base model kept"
+    )
+    return (
+        f"Validation V_rand{where}: before {value(verdict.v_rand_before)}, after "
+        f"{value(verdict.v_rand_after)}{tried}{change} - {outcome}."
+    )
 
 
 def _alive(widget) -> bool:

@@ -62,8 +62,11 @@ def update_plugin_meta(layer, **values) -> None:
 
 def new_layer_metadata(image_layer, role: str, **values) -> dict:
     """``metadata=`` for a new layer made from ``image_layer`` (its pixel size carried over)."""
-    notes = {"role": role, "image": image_layer.name,
-             **{k: v for k, v in values.items() if v is not None}}
+    notes = {
+        "role": role,
+        "image": image_layer.name,
+        **{k: v for k, v in values.items() if v is not None},
+    }
     metadata = {META_KEY: notes}
     if role == SEGMENTATION:
         metadata["pixel_size_nm"] = pixel_size_of(image_layer)

@@ -35,8 +35,9 @@ def current_slice(viewer, layer) -> int:
         return 0
     position = layer.world_to_data(viewer.dims.point)
     index = int(round(float(position[-3]))) if len(position) >= 3 else 0
-    return int(np.clip(index, 0, layer.data.shape[0] - 1 if not getattr(layer, "multiscale",
-                                                                          False) else 0))
+    return int(
+        np.clip(index, 0, layer.data.shape[0] - 1 if not getattr(layer, "multiscale", False) else 0)
+    )
 
 
 def go_to_slice(viewer, layer, index: int) -> None:
@@ -85,8 +86,9 @@ def new_store_path(name: str) -> Path:
     return path
 
 
-def create_layer_store(name: str, shape: tuple[int, ...], dtype, *,
-                       pixel_size_nm: float | None = None, init=None):
+def create_layer_store(
+    name: str, shape: tuple[int, ...], dtype, *, pixel_size_nm: float | None = None, init=None
+):
     """An all-0 zarr array on disk for a layer, optionally filled from ``init``.
 
     Chunks are one slice deep (and at most 1024 x 1024), compressed, so writing a slice

@@ -56,7 +56,7 @@ def default_bias() -> float:
 
 
 class LinkPanel(Container):
-    """"Link slices into 3D objects", its two controls, and the 3D view button.
+    """ "Link slices into 3D objects", its two controls, and the 3D view button.
 
     Parameters
     ----------
@@ -71,20 +71,44 @@ class LinkPanel(Container):
         self.worker = None
         self.result_layer = None
         self._job: _LinkJob | None = None
-        self.wanted = CheckBox(text="link slices into 3D objects", tooltip=(
-            "After segmenting, give each cell one id through all its sections (uses the "
-            "membrane probability map when it is added)."))
-        self.bias = FloatSpinBox(label="join bias", min=0.05, max=0.95, step=0.05,
-                                 value=default_bias(), tooltip=(
-                                     "Higher joins more (fewer objects cut in two, more "
-                                     "merged); lower splits more."))
-        self.min_sections = SpinBox(label="min. sections", min=1, max=100000, value=1,
-                                    tooltip="Objects in fewer sections are removed.")
+        self.wanted = CheckBox(
+            text="link slices into 3D objects",
+            tooltip=(
+                "After segmenting, give each cell one id through all its sections (uses the "
+                "membrane probability map when it is added)."
+            ),
+        )
+        self.bias = FloatSpinBox(
+            label="join bias",
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            value=default_bias(),
+            tooltip=(
+                "Higher joins more (fewer objects cut in two, more merged); lower splits more."
+            ),
+        )
+        self.min_sections = SpinBox(
+            label="min. sections",
+            min=1,
+            max=100000,
+            value=1,
+            tooltip="Objects in fewer sections are removed.",
+        )
         self.link_now = PushButton(text="Link the selected labels layer now")
         self.view = ObjectViewControls(self._viewer)
         self.status = Label(value="")
-        super().__init__(widgets=[self.wanted, self.bias, self.min_sections, self.link_now,
-                                  self.view, self.status], labels=True)
+        super().__init__(
+            widgets=[
+                self.wanted,
+                self.bias,
+                self.min_sections,
+                self.link_now,
+                self.view,
+                self.status,
+            ],
+            labels=True,
+        )
         self.status.native.setWordWrap(True)
         self.wanted.changed.connect(self._update_state)
         self.link_now.changed.connect(self._on_link_now)
@@ -133,15 +157,23 @@ class LinkPanel(Container):
         layer = unwrap(layer)
         try:
             self._refuse_if_impossible(layer)
-            params = linking_module().LinkParams(bias=float(self.bias.value),
-                                                 min_sections=int(self.min_sections.value))
+            params = linking_module().LinkParams(
+                bias=float(self.bias.value), min_sections=int(self.min_sections.value)
+            )
             job = self._prepare(layer, probability_layer, params)
         except EmUnetError as exc:
             self.status.value = str(exc)
             return False
         self._job = job
-        worker = create_worker(_link_job, job.source, job.target, job.probability,
-                               job.voxel_size_nm, params, _start_thread=False)
+        worker = create_worker(
+            _link_job,
+            job.source,
+            job.target,
+            job.probability,
+            job.voxel_size_nm,
+            params,
+            _start_thread=False,
+        )
         in_order = CallbackQueue()
         worker.yielded.connect(in_order.wrap(self._on_progress))
         worker.returned.connect(in_order.wrap(self._on_returned))
@@ -154,8 +186,11 @@ class LinkPanel(Container):
         return True
 
     def _refuse_if_impossible(self, layer) -> None:
-        reason = self.problem() or _unlinkable(layer) or (
-            "A linking run is in progress; wait for it to end." if self.running else None)
+        reason = (
+            self.problem()
+            or _unlinkable(layer)
+            or ("A linking run is in progress; wait for it to end." if self.running else None)
+        )
         if reason:
             raise EmUnetError(reason)
 
@@ -167,21 +202,33 @@ class LinkPanel(Container):
             target = np.zeros(shape, dtype=np.uint32)
         else:  # a zarr-backed (large) layer: the 3D ids go to a new store beside it
             try:
-                target, store = create_layer_store(f"{layer.name} 3D", shape, np.uint32,
-                                                   pixel_size_nm=pixel_size_of(layer))
+                target, store = create_layer_store(
+                    f"{layer.name} 3D", shape, np.uint32, pixel_size_nm=pixel_size_of(layer)
+                )
             except OSError as exc:
-                raise EmUnetError(f"Not linked: the 3D labels of this large volume go to "
-                                  f"disk, and that failed ({exc.strerror or exc}).") from None
+                raise EmUnetError(
+                    f"Not linked: the 3D labels of this large volume go to "
+                    f"disk, and that failed ({exc.strerror or exc})."
+                ) from None
         probability = None
-        if probability_layer is not None and probability_layer in self._viewer.layers and \
-                tuple(probability_layer.data.shape) == shape:
+        if (
+            probability_layer is not None
+            and probability_layer in self._viewer.layers
+            and tuple(probability_layer.data.shape) == shape
+        ):
             probability = probability_layer.data
         voxel = voxel_size_of(layer, self._viewer)
         # The layer's own array, not a copy: the job only reads it, and an edit made
         # meanwhile keeps the result out of the layer (see _LinkJob.deliver).
-        return _LinkJob(layer, layer.data, target, store, probability,
-                        voxel if all(voxel) else None,
-                        {"bias": params.bias, "min_sections": params.min_sections})
+        return _LinkJob(
+            layer,
+            layer.data,
+            target,
+            store,
+            probability,
+            voxel if all(voxel) else None,
+            {"bias": params.bias, "min_sections": params.min_sections},
+        )
 
     def _on_progress(self, record) -> None:
         from napari.utils import progress
@@ -227,8 +274,9 @@ def _link_job(source, target, probability, voxel_size_nm, params):
     """The worker: link, then count the objects written (one pass, a few numbers each)."""
     linking = linking_module()
     try:
-        yield from linking.link_into(source, target, probability=probability,
-                                     voxel_size_nm=voxel_size_nm, params=params)
+        yield from linking.link_into(
+            source, target, probability=probability, voxel_size_nm=voxel_size_nm, params=params
+        )
     except EmUnetError as exc:
         return Refused(str(exc))
     ids = np.empty(0, dtype=np.uint64)
@@ -240,8 +288,7 @@ def _link_job(source, target, probability, voxel_size_nm, params):
 class _LinkJob:
     """One linking run: its arrays, whether the layer was edited meanwhile, the outcome."""
 
-    def __init__(self, layer, source, target, store, probability, voxel_size_nm,
-                 params: dict):
+    def __init__(self, layer, source, target, store, probability, voxel_size_nm, params: dict):
         self.layer, self.source, self.target, self.store = layer, source, target, store
         self.probability, self.voxel_size_nm, self.params = probability, voxel_size_nm, params
         self.edited = False
@@ -269,29 +316,49 @@ class _LinkJob:
         linked = {**self.params, "objects": objects}
         if in_place:
             old_store = store_of(layer)
-            update_plugin_meta(layer, linked=linked,
-                               store=None if self.store is None else str(self.store))
+            update_plugin_meta(
+                layer, linked=linked, store=None if self.store is None else str(self.store)
+            )
             layer.data = self.target
             if old_store is not None and self.store is not None:
                 shutil.rmtree(old_store, ignore_errors=True)  # the per-slice labels' store
             self.delivered = layer
-            self.message = (f"Linked '{layer.name}' into {objects} 3D objects. '3D view' "
-                            "shows them in 3D.")
+            self.message = (
+                f"Linked '{layer.name}' into {objects} 3D objects. '3D view' shows them in 3D."
+            )
             return layer
         self.delivered = self._new_layer(viewer, linked)
-        why = "it was edited while linking ran" if self.edited else "it is not a layer " \
-            "this plugin made"
-        self.message = (f"Linked into {objects} 3D objects in the new layer "
-                        f"'{self.delivered.name}' ('{layer.name}' is unchanged: {why}).")
+        why = (
+            "it was edited while linking ran"
+            if self.edited
+            else "it is not a layer this plugin made"
+        )
+        self.message = (
+            f"Linked into {objects} 3D objects in the new layer "
+            f"'{self.delivered.name}' ('{layer.name}' is unchanged: {why})."
+        )
         return self.delivered
 
     def _new_layer(self, viewer, linked: dict):
         layer = self.layer
-        metadata = {key: value for key, value in (layer.metadata or {}).items()
-                    if key in ("pixel_size_nm", "voxel_size_nm")}
-        new = viewer.add_labels(self.target, name=f"{layer.name} 3D", scale=layer.scale,
-                                translate=layer.translate, metadata=metadata)
-        update_plugin_meta(new, role=SEGMENTATION, output="instances", linked=linked,
-                           image=plugin_meta(layer).image,
-                           store=None if self.store is None else str(self.store))
+        metadata = {
+            key: value
+            for key, value in (layer.metadata or {}).items()
+            if key in ("pixel_size_nm", "voxel_size_nm")
+        }
+        new = viewer.add_labels(
+            self.target,
+            name=f"{layer.name} 3D",
+            scale=layer.scale,
+            translate=layer.translate,
+            metadata=metadata,
+        )
+        update_plugin_meta(
+            new,
+            role=SEGMENTATION,
+            output="instances",
+            linked=linked,
+            image=plugin_meta(layer).image,
+            store=None if self.store is None else str(self.store),
+        )
         return new

@@ -75,9 +75,11 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.setMinimumHeight(210)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.setToolTip("top: training loss per step (corrected patches, anchors); bottom: "
-                        "validation V_rand (left axis; dashed: the base model) and the largest "
-                        "change of an uncorrected slice against the base (right axis)")
+        self.setToolTip(
+            "top: training loss per step (corrected patches, anchors); bottom: "
+            "validation V_rand (left axis; dashed: the base model) and the largest "
+            "change of an uncorrected slice against the base (right axis)"
+        )
         self.clear()
 
     def clear(self) -> None:
@@ -95,8 +97,9 @@ class LossPlot(QWidget):
         self.total = int(total)
         self.update()
 
-    def add_step(self, done: int, total: int, loss: float | None,
-                 anchor_loss: float | None = None) -> None:
+    def add_step(
+        self, done: int, total: int, loss: float | None, anchor_loss: float | None = None
+    ) -> None:
         self.total = max(self.total, int(total))
         self.steps.append(int(done))
         self.losses.append(_finite(loss))
@@ -133,15 +136,19 @@ class LossPlot(QWidget):
         whole = QRectF(self.rect()).adjusted(44, 6, -40, -18)
         gap = 16
         upper = QRectF(whole.left(), whole.top(), whole.width(), whole.height() * 0.45)
-        lower = QRectF(whole.left(), upper.bottom() + gap, whole.width(),
-                       whole.bottom() - upper.bottom() - gap)
+        lower = QRectF(
+            whole.left(), upper.bottom() + gap, whole.width(), whole.bottom() - upper.bottom() - gap
+        )
         for rect in (upper, lower):
             painter.setPen(QPen(QColor(128, 128, 128), 1))
             painter.drawRect(rect)
         if not self.steps and not self.rounds:
             painter.setPen(text)
-            painter.drawText(whole, Qt.AlignmentFlag.AlignCenter,
-                             "training loss per step and validation against the base model")
+            painter.drawText(
+                whole,
+                Qt.AlignmentFlag.AlignCenter,
+                "training loss per step and validation against the base model",
+            )
             painter.end()
             return
         self._draw_losses(painter, upper, text)
@@ -161,8 +168,11 @@ class LossPlot(QWidget):
         low, high = self.loss_range()
         y_of = _scale(rect, low, high)
         for values, colour in ((self.losses, LOSS_COLOUR), (self.anchor_losses, ANCHOR_COLOUR)):
-            points = [QPointF(self._x(rect, s), y_of(v))
-                      for s, v in zip(self.steps, smoothed(values), strict=True) if v is not None]
+            points = [
+                QPointF(self._x(rect, s), y_of(v))
+                for s, v in zip(self.steps, smoothed(values), strict=True)
+                if v is not None
+            ]
             _polyline(painter, points, colour)
         painter.setPen(text)
         _tick_labels(painter, rect, low, high, left=True)
@@ -178,13 +188,19 @@ class LossPlot(QWidget):
             painter.setPen(QPen(BASE_COLOUR, 1, Qt.PenStyle.DashLine))
             y = y_of(self.base_v_rand)
             painter.drawLine(QPointF(rect.left(), y), QPointF(rect.right(), y))
-        scored = [QPointF(self._x(rect, r.step), y_of(r.v_rand)) for r in self.rounds
-                  if r.v_rand is not None]
+        scored = [
+            QPointF(self._x(rect, r.step), y_of(r.v_rand))
+            for r in self.rounds
+            if r.v_rand is not None
+        ]
         _polyline(painter, scored, SCORE_COLOUR, dots=True)
         change_high = self.change_range()[1]
         y_change = _scale(rect, 0.0, change_high)
-        changed = [QPointF(self._x(rect, r.step), y_change(r.change)) for r in self.rounds
-                   if r.change is not None]
+        changed = [
+            QPointF(self._x(rect, r.step), y_change(r.change))
+            for r in self.rounds
+            if r.change is not None
+        ]
         _polyline(painter, changed, CHANGE_COLOUR, dots=True)
         if self.final is not None and self.final[1] is not None:
             accepted, value = self.final
@@ -196,8 +212,15 @@ class LossPlot(QWidget):
         _tick_labels(painter, rect, low, high, left=True)
         painter.setPen(QPen(CHANGE_COLOUR))
         _tick_labels(painter, rect, 0.0, change_high, left=False)
-        _legend(painter, rect, [("validation V_rand", SCORE_COLOUR), ("base", BASE_COLOUR),
-                                ("change, uncorrected (right)", CHANGE_COLOUR)])
+        _legend(
+            painter,
+            rect,
+            [
+                ("validation V_rand", SCORE_COLOUR),
+                ("base", BASE_COLOUR),
+                ("change, uncorrected (right)", CHANGE_COLOUR),
+            ],
+        )
 
 
 def _finite(value) -> float | None:
@@ -226,8 +249,7 @@ def _legend(painter: QPainter, rect: QRectF, entries: list[tuple[str, QColor]]) 
         x += 22 + painter.fontMetrics().horizontalAdvance(label)
 
 
-def _polyline(painter: QPainter, points: list[QPointF], colour: QColor, dots: bool = False
-              ) -> None:
+def _polyline(painter: QPainter, points: list[QPointF], colour: QColor, dots: bool = False) -> None:
     painter.setPen(QPen(colour, 2))
     if len(points) > 1:
         painter.drawPolyline(QPolygonF(points))

@@ -44,8 +44,14 @@ def voxel_size_of(layer, viewer=None) -> tuple[float | None, float | None, float
     meta = getattr(layer, "metadata", None) or {}
     found = _scale_in_nm(layer) or _three_sizes(meta.get("voxel_size_nm"))
     if found is None and viewer is not None and plugin_meta(layer).image:
-        image = next((other for other in viewer.layers if other is not layer
-                      and other.name == plugin_meta(layer).image), None)
+        image = next(
+            (
+                other
+                for other in viewer.layers
+                if other is not layer and other.name == plugin_meta(layer).image
+            ),
+            None,
+        )
         found = _scale_in_nm(image) if image is not None else None
     if found is not None:
         return found
@@ -89,20 +95,40 @@ class MeasureWidget(ScrollingDock, Container):
         self._worker_layer = None
         self._again = False
         self._labels_layer = ComboBox(label="labels", choices=self._labels_choices)
-        self._image = ComboBox(label="image (optional)", choices=self._image_choices,
-                               nullable=True, tooltip="Adds the mean_intensity column.")
-        self._voxel = [FloatSpinBox(min=0.0, max=1e6, step=0.1, tooltip=(
-            f"voxel size along {axis} in nm; 0 = unknown (volume_um3 stays empty)"))
-            for axis in "ZYX"]
-        voxel_row = Container(widgets=self._voxel, layout="horizontal", labels=False,
-                              label="voxel Z, Y, X (nm)")
+        self._image = ComboBox(
+            label="image (optional)",
+            choices=self._image_choices,
+            nullable=True,
+            tooltip="Adds the mean_intensity column.",
+        )
+        self._voxel = [
+            FloatSpinBox(
+                min=0.0,
+                max=1e6,
+                step=0.1,
+                tooltip=(f"voxel size along {axis} in nm; 0 = unknown (volume_um3 stays empty)"),
+            )
+            for axis in "ZYX"
+        ]
+        voxel_row = Container(
+            widgets=self._voxel, layout="horizontal", labels=False, label="voxel Z, Y, X (nm)"
+        )
         self._run = PushButton(text="Measure")
         self._export = PushButton(text="Export CSV...", enabled=False)
         self._message = Label(value="")
         self.view_controls = ObjectViewControls(self._viewer)
-        super().__init__(widgets=[self._labels_layer, self._image, voxel_row, self._run,
-                                  self._message, self.view_controls, self._export],
-                         scrollable=True)  # a dock that scrolls on a small screen
+        super().__init__(
+            widgets=[
+                self._labels_layer,
+                self._image,
+                voxel_row,
+                self._run,
+                self._message,
+                self.view_controls,
+                self._export,
+            ],
+            scrollable=True,
+        )  # a dock that scrolls on a small screen
         self.table = ObjectTableView()
         self.form.layout().addWidget(self.table)
         self._message.native.setWordWrap(True)
@@ -113,8 +139,11 @@ class MeasureWidget(ScrollingDock, Container):
         self._run.changed.connect(self._on_run)
         self._export.changed.connect(self._on_export)
         self.table.object_clicked.connect(self.select_object)
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed,
-                      self._viewer.layers.events.moved):
+        for event in (
+            self._viewer.layers.events.inserted,
+            self._viewer.layers.events.removed,
+            self._viewer.layers.events.moved,
+        ):
             event.connect(self.reset_choices)
         self.reset_choices()
         self._pick_default_layer()
@@ -124,14 +153,16 @@ class MeasureWidget(ScrollingDock, Container):
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels)]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
 
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not is_probability_layer(layer)]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and not is_probability_layer(layer)
+        ]
 
     def reset_choices(self, *_):
         super().reset_choices()
@@ -146,8 +177,7 @@ class MeasureWidget(ScrollingDock, Container):
         labels = self._labels_layer.value
         self.view_controls.set_layer(labels)
         if labels is not None:
-            for box, value in zip(self._voxel, voxel_size_of(labels, self._viewer),
-                                  strict=True):
+            for box, value in zip(self._voxel, voxel_size_of(labels, self._viewer), strict=True):
                 box.value = value or 0.0
             image_name = plugin_meta(labels).image
             for _, image in self._image_choices():
@@ -166,9 +196,11 @@ class MeasureWidget(ScrollingDock, Container):
         if labels.ndim not in (2, 3):
             return f"'{labels.name}' has {labels.ndim} dimensions; 2D or Z x Y x X is needed."
         if image is not None and _spatial(image) != tuple(labels.data.shape):
-            return (f"'{image.name}' is {' x '.join(map(str, _spatial(image)))} but "
-                    f"'{labels.name}' is {' x '.join(map(str, labels.data.shape))}; pick an "
-                    "image of the same shape, or none.")
+            return (
+                f"'{image.name}' is {' x '.join(map(str, _spatial(image)))} but "
+                f"'{labels.name}' is {' x '.join(map(str, labels.data.shape))}; pick an "
+                "image of the same shape, or none."
+            )
         return None
 
     @if_alive
@@ -204,9 +236,14 @@ class MeasureWidget(ScrollingDock, Container):
         pixels = None if image is None else _grey_source(image)
         # The layer's own array, not a copy: the worker only reads it, one slice at a time;
         # an edit made meanwhile triggers another measurement once this one ends.
-        worker = create_worker(_measure_job, labels.data, pixels, self.voxel_size(),
-                               _start_thread=False,
-                               _progress={"total": _depth(labels), "desc": "Measure"})
+        worker = create_worker(
+            _measure_job,
+            labels.data,
+            pixels,
+            self.voxel_size(),
+            _start_thread=False,
+            _progress={"total": _depth(labels), "desc": "Measure"},
+        )
         in_order = CallbackQueue()
         worker.returned.connect(in_order.wrap(self._on_returned))
         worker.errored.connect(in_order.wrap(self._on_errored))
@@ -285,8 +322,9 @@ class MeasureWidget(ScrollingDock, Container):
             return
         centroid = (row["centroid_z"], row["centroid_y"], row["centroid_x"])
         show_object(self._viewer, layer, label, centroid)
-        self._message.value = (f"object {label}: {row['voxels']} voxels, sections "
-                               f"{row['z_first']}-{row['z_last']}")
+        self._message.value = (
+            f"object {label}: {row['voxels']} voxels, sections {row['z_first']}-{row['z_last']}"
+        )
 
     def export_csv(self, path: str | Path) -> Path:
         """Write the table shown to ``path`` as CSV (the same file ``em-unet measure`` writes)."""
@@ -299,8 +337,9 @@ class MeasureWidget(ScrollingDock, Container):
         from qtpy.QtWidgets import QFileDialog
 
         default = f"{self.measured_layer.name if self.measured_layer else 'objects'}.csv"
-        path, _ = QFileDialog.getSaveFileName(self.native, "Export measurements", default,
-                                              "CSV files (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self.native, "Export measurements", default, "CSV files (*.csv)"
+        )
         if not path:
             return
         try:

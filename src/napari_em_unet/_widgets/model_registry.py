@@ -56,8 +56,9 @@ class ModelEntry:
     @property
     def label(self) -> str:
         when = _dt.datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
-        tag = {"bundled": "bundled", "session": "this session", "file": "file",
-               "user": "saved"}[self.kind]
+        tag = {"bundled": "bundled", "session": "this session", "file": "file", "user": "saved"}[
+            self.kind
+        ]
         warning = ", not better than its base on validation" if self.worse else ""
         return f"{self.name} ({tag}, {when}{warning})"
 
@@ -94,8 +95,9 @@ class ModelRegistry:
     def default_entry(self) -> ModelEntry | None:
         """The model to preselect: the newest one whose validation does not say it is worse
         than its base (a worse model stays listed for whoever wants to look at it)."""
-        return next((e for e in self._entries if not e.worse), None) or \
-            next(iter(self._entries), None)
+        return next((e for e in self._entries if not e.worse), None) or next(
+            iter(self._entries), None
+        )
 
     def find(self, path: str | os.PathLike) -> ModelEntry | None:
         path = Path(path).resolve()

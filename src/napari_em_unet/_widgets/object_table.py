@@ -77,7 +77,7 @@ class ObjectTableModel(QAbstractTableModel):
         ranked = np.argsort(values, kind="stable")
         if order == Qt.SortOrder.DescendingOrder:
             known = ranked[~np.isnan(values[ranked].astype(float))]
-            ranked = np.concatenate([known[::-1], ranked[len(known):]])
+            ranked = np.concatenate([known[::-1], ranked[len(known) :]])
         self.layoutAboutToBeChanged.emit()
         self.order = ranked
         self.layoutChanged.emit()
@@ -122,8 +122,10 @@ class ObjectTableView(QTableView):
     def column_text(self, name: str) -> list[str]:
         """The displayed cells of column ``name``, top row first."""
         column = list(self.model_.table.names).index(name)
-        return [self.model_.data(self.model_.index(row, column))
-                for row in range(self.model_.rowCount())]
+        return [
+            self.model_.data(self.model_.index(row, column))
+            for row in range(self.model_.rowCount())
+        ]
 
     def row_of(self, label: int) -> int | None:
         """The view row showing object ``label`` now, or None."""

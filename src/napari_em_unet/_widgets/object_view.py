@@ -23,8 +23,9 @@ def default_labels_layer(viewer):
     active = viewer.layers.selection.active
     if isinstance(active, Labels):
         return active
-    made = [layer for layer in viewer.layers if isinstance(layer, Labels)
-            and is_plugin_layer(layer)]
+    made = [
+        layer for layer in viewer.layers if isinstance(layer, Labels) and is_plugin_layer(layer)
+    ]
     return made[-1] if made else None
 
 
@@ -46,13 +47,13 @@ def show_object(viewer, layer, label: int, centroid_zyx) -> None:
         The object's centroid in data (voxel) coordinates; ``(y, x)`` for a 2D layer.
     """
     layer.selected_label = int(label)
-    centroid = np.asarray(centroid_zyx, dtype=float)[-layer.ndim:]
+    centroid = np.asarray(centroid_zyx, dtype=float)[-layer.ndim :]
     if layer.ndim >= 3:
         # The section nearest the centroid (always between the object's first and last).
         go_to_slice(viewer, layer, int(round(float(centroid[-3]))))
     world = np.asarray(layer.data_to_world(centroid), dtype=float)
     # The camera centres the displayed axes only; in 3D the section axis is one of them.
-    shown = world[-viewer.dims.ndisplay:]
+    shown = world[-viewer.dims.ndisplay :]
     viewer.camera.center = tuple(float(v) for v in shown)
 
 
@@ -67,10 +68,13 @@ class ObjectViewControls(Container):
     def __init__(self, viewer):
         self._viewer = unwrap(viewer)
         self._layer = None
-        self.view_3d = PushButton(text="3D view",
-                                  tooltip="Switch the canvas between 2D slices and a 3D view.")
-        self.alone = CheckBox(text="show the selected object alone",
-                              tooltip="Hide every other object (napari's 'show selected').")
+        self.view_3d = PushButton(
+            text="3D view", tooltip="Switch the canvas between 2D slices and a 3D view."
+        )
+        self.alone = CheckBox(
+            text="show the selected object alone",
+            tooltip="Hide every other object (napari's 'show selected').",
+        )
         super().__init__(widgets=[self.view_3d, self.alone], layout="horizontal", labels=False)
         self.view_3d.changed.connect(self._on_toggle)
         self.alone.changed.connect(self._on_alone)

@@ -38,7 +38,7 @@ IDLE, MERGE, SPLIT = "idle", "merge", "split"
 INSTRUCTIONS = {
     IDLE: "Merge or split: press a button, then click objects in the viewer.",
     MERGE: "Merge: click the object to keep, then the one to merge into it (press Merge "
-           "again to cancel).",
+    "again to cancel).",
     SPLIT: "Split: go to the first section of the part to separate, then click the object.",
 }
 
@@ -69,17 +69,30 @@ class ProofreadWidget(ScrollingDock, Container):
         self._undo = PushButton(text="Undo last edit (Ctrl+Z)")
         self.view_controls = ObjectViewControls(self._viewer)
         self._message = Label(value=INSTRUCTIONS[IDLE])
-        super().__init__(widgets=[self._labels_layer, self._merge, self._split, self._min_voxels,
-                                  self._delete, self._undo, self.view_controls,
-                                  self._message], scrollable=True)
+        super().__init__(
+            widgets=[
+                self._labels_layer,
+                self._merge,
+                self._split,
+                self._min_voxels,
+                self._delete,
+                self._undo,
+                self.view_controls,
+                self._message,
+            ],
+            scrollable=True,
+        )
         self._message.native.setWordWrap(True)
         self._labels_layer.changed.connect(self._on_labels_changed)
         self._merge.changed.connect(lambda *_: self.start_picking(MERGE))
         self._split.changed.connect(lambda *_: self.start_picking(SPLIT))
         self._delete.changed.connect(lambda *_: self.delete_small(self._min_voxels.value))
         self._undo.changed.connect(self.undo)
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed,
-                      self._viewer.layers.events.moved):
+        for event in (
+            self._viewer.layers.events.inserted,
+            self._viewer.layers.events.removed,
+            self._viewer.layers.events.moved,
+        ):
             event.connect(self.reset_choices)
         self.reset_choices()
         chosen = default_labels_layer(self._viewer)
@@ -91,8 +104,7 @@ class ProofreadWidget(ScrollingDock, Container):
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Labels)]
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Labels)]
 
     @property
     def layer(self):
@@ -115,8 +127,10 @@ class ProofreadWidget(ScrollingDock, Container):
         if getattr(layer, "multiscale", False) or layer.ndim not in (2, 3):
             return f"'{layer.name}' is not a 2D or Z x Y x X labels layer."
         if not _writable(layer.data):
-            return (f"'{layer.name}' is read-only here (opened lazily from a file); save it, "
-                    "or segment into a new layer, to correct it.")
+            return (
+                f"'{layer.name}' is read-only here (opened lazily from a file); save it, "
+                "or segment into a new layer, to correct it."
+            )
         return None
 
     @if_alive
@@ -164,8 +178,12 @@ class ProofreadWidget(ScrollingDock, Container):
     def _on_click(self, layer, event) -> None:
         if getattr(event, "button", 1) != 1:
             return
-        value = layer.get_value(event.position, view_direction=event.view_direction,
-                                dims_displayed=list(event.dims_displayed), world=True)
+        value = layer.get_value(
+            event.position,
+            view_direction=event.view_direction,
+            dims_displayed=list(event.dims_displayed),
+            world=True,
+        )
         self.pick(0 if value is None else int(value))
 
     def pick(self, label: int) -> None:
@@ -193,18 +211,23 @@ class ProofreadWidget(ScrollingDock, Container):
     # ------------------------------------------------------------------ corrections
     def merge(self, keep: int, absorb: int) -> None:
         """Give object ``absorb`` the id ``keep`` (in a worker; applied when planned)."""
-        self._start(lambda data: plan_merge(data, keep, absorb), 1,
-                    f"merging {absorb} into {keep}")
+        self._start(lambda data: plan_merge(data, keep, absorb), 1, f"merging {absorb} into {keep}")
 
     def split(self, label: int, section: int) -> None:
         """Give the part of ``label`` from ``section`` on a new id."""
-        self._start(lambda data: plan_split(data, label, section), 1,
-                    f"splitting {label} at section {section}")
+        self._start(
+            lambda data: plan_split(data, label, section),
+            1,
+            f"splitting {label} at section {section}",
+        )
 
     def delete_small(self, min_voxels: int) -> None:
         """Set every object of fewer than ``min_voxels`` voxels to 0."""
-        self._start(lambda data: plan_delete_small(data, int(min_voxels)), 2,
-                    f"looking for objects smaller than {min_voxels} voxels")
+        self._start(
+            lambda data: plan_delete_small(data, int(min_voxels)),
+            2,
+            f"looking for objects smaller than {min_voxels} voxels",
+        )
 
     def _start(self, make_plan, passes: int, doing: str) -> None:
         """Plan a correction in a worker (``passes`` reads of every slice), then apply it."""
@@ -217,8 +240,12 @@ class ProofreadWidget(ScrollingDock, Container):
         layer = self.layer
         depth = 1 if layer.ndim == 2 else int(layer.data.shape[0])
         # The layer's own array: the plan only reads it; _apply re-checks every voxel.
-        worker = create_worker(_run_plan, make_plan(layer.data), _start_thread=False,
-                               _progress={"total": passes * depth, "desc": "Proofread"})
+        worker = create_worker(
+            _run_plan,
+            make_plan(layer.data),
+            _start_thread=False,
+            _progress={"total": passes * depth, "desc": "Proofread"},
+        )
         in_order = CallbackQueue()
         worker.returned.connect(in_order.wrap(lambda result: self._on_planned(layer, result)))
         worker.errored.connect(in_order.wrap(self._on_errored))

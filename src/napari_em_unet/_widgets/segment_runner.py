@@ -87,10 +87,18 @@ class SegmentRunner:
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, request: SegmentRequest, *, image_layer, labels_layer=None,
-              init_labels=None, protect=frozenset(),
-              model_name: str = "", name: str | None = None,
-              status: Callable[[str], None] | None = None) -> bool:
+    def start(
+        self,
+        request: SegmentRequest,
+        *,
+        image_layer,
+        labels_layer=None,
+        init_labels=None,
+        protect=frozenset(),
+        model_name: str = "",
+        name: str | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> bool:
         """Start segmenting.
 
         Parameters
@@ -133,8 +141,7 @@ class SegmentRunner:
         self._silent = []
         self._write_failed = None
         try:
-            self._make_layers(request, image_layer, labels_layer, init_labels, model_name,
-                              name)
+            self._make_layers(request, image_layer, labels_layer, init_labels, model_name, name)
         except OSError as exc:
             self._refuse(exc)
             return False
@@ -145,13 +152,14 @@ class SegmentRunner:
         total = len(request.slices)
         self._pbar = progress(total=total + 1, desc="Segment: loading model")
         store = store_of(self.labels_layer)
-        self._status("loading the model (TensorFlow starts on first use)..." +
-                     (f" The labels are stored on disk in {store}." if store else ""))
+        self._status(
+            "loading the model (TensorFlow starts on first use)..."
+            + (f" The labels are stored on disk in {store}." if store else "")
+        )
         self._stop = threading.Event()
         engine = self._session.segment_engine()
         self._engine = engine
-        worker = create_worker(segment_remote, engine, request, self._stop,
-                               _start_thread=False)
+        worker = create_worker(segment_remote, engine, request, self._stop, _start_thread=False)
         in_order = CallbackQueue()
         worker.yielded.connect(in_order.wrap(self._on_yielded))
         worker.returned.connect(in_order.wrap(self._on_returned))
@@ -179,8 +187,11 @@ class SegmentRunner:
         # Cleared first: after a failure the widgets must not take the last run's layers
         # for this run's.
         self.labels_layer = self.probability_layer = None
-        self.labels_layer = unwrap(labels_layer) if labels_layer is not None else \
-            self._new_labels_layer(request, image_layer, init, model_name, name)
+        self.labels_layer = (
+            unwrap(labels_layer)
+            if labels_layer is not None
+            else self._new_labels_layer(request, image_layer, init, model_name, name)
+        )
         if not request.probability:
             return
         try:
@@ -200,9 +211,11 @@ class SegmentRunner:
 
         where = exc.filename or new_store_path("layer").parent
         reason = exc.strerror or str(exc) or type(exc).__name__
-        text = (f"Not started: the results of this large volume go to disk, and {where} "
-                f"cannot be written ({reason}); free some space, or set NAPARI_EM_UNET_HOME "
-                "to a writable folder.")
+        text = (
+            f"Not started: the results of this large volume go to disk, and {where} "
+            f"cannot be written ({reason}); free some space, or set NAPARI_EM_UNET_HOME "
+            "to a writable folder."
+        )
         show_error(text)
         self._status(text)
         # Callers set up their buttons after start() returns; announcing the end on the
@@ -214,12 +227,14 @@ class SegmentRunner:
 
         Returns the data and the store's path (None in memory).
         """
-        if not needs_zarr(image_layer.data, shape, dtype) and \
-                (init is None or isinstance(init, np.ndarray)):
+        if not needs_zarr(image_layer.data, shape, dtype) and (
+            init is None or isinstance(init, np.ndarray)
+        ):
             data = np.zeros(shape, dtype=dtype) if init is None else np.array(init, dtype=dtype)
             return data, None
-        array, path = create_layer_store(name, shape, dtype, init=init,
-                                         pixel_size_nm=pixel_size_of(image_layer))
+        array, path = create_layer_store(
+            name, shape, dtype, init=init, pixel_size_nm=pixel_size_of(image_layer)
+        )
         return array, path
 
     def _new_labels_layer(self, request, image_layer, init, model_name, name):
@@ -227,11 +242,18 @@ class SegmentRunner:
         dtype = np.uint32 if request.output == "instances" else np.uint8
         name = name or f"{image_layer.name} segmentation"
         data, store = self._data(name, image_layer, shape, dtype, init)
-        metadata = new_layer_metadata(image_layer, SEGMENTATION, model=model_name,
-                                      output=request.output,
-                                      store=str(store) if store else None)
+        metadata = new_layer_metadata(
+            image_layer,
+            SEGMENTATION,
+            model=model_name,
+            output=request.output,
+            store=str(store) if store else None,
+        )
         return self._viewer.add_labels(
-            data, name=name, scale=image_layer.scale, translate=image_layer.translate,
+            data,
+            name=name,
+            scale=image_layer.scale,
+            translate=image_layer.translate,
             metadata=metadata,
         )
 
@@ -239,16 +261,23 @@ class SegmentRunner:
         shape = spatial_shape(image_layer)
         name = f"{self.labels_layer.name} probability"
         for layer in self._viewer.layers:
-            if layer.name == name and is_probability_layer(layer) and \
-                    tuple(layer.data.shape) == shape:
+            if (
+                layer.name == name
+                and is_probability_layer(layer)
+                and tuple(layer.data.shape) == shape
+            ):
                 return layer
         data, store = self._data(name, image_layer, shape, np.float32)
-        metadata = new_layer_metadata(image_layer, PROBABILITY,
-                                      store=str(store) if store else None)
+        metadata = new_layer_metadata(image_layer, PROBABILITY, store=str(store) if store else None)
         return self._viewer.add_image(
-            data, name=name, colormap="magma",
-            contrast_limits=(0.0, 1.0), opacity=0.5, blending="additive",
-            scale=image_layer.scale, translate=image_layer.translate,
+            data,
+            name=name,
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.5,
+            blending="additive",
+            scale=image_layer.scale,
+            translate=image_layer.translate,
             metadata=metadata,
         )
 
@@ -262,8 +291,11 @@ class SegmentRunner:
             layer.data[...] = values
         # A redraw costs tens of ms with software OpenGL; a slice that is not on screen
         # needs none (napari reads it from layer.data when the user scrolls to it).
-        if layer.ndim < 3 or self._viewer.dims.ndisplay == 3 or \
-                index == current_slice(self._viewer, layer):
+        if (
+            layer.ndim < 3
+            or self._viewer.dims.ndisplay == 3
+            or index == current_slice(self._viewer, layer)
+        ):
             layer.refresh()
 
     # ------------------------------------------------------------------ worker callbacks
@@ -296,8 +328,11 @@ class SegmentRunner:
                 if self.first_result_at is None:
                     self.first_result_at = time.perf_counter()
                 self.slice_written.emit(record.index)
-            if self.probability_layer is not None and record.probability is not None and \
-                    self._alive(self.probability_layer):
+            if (
+                self.probability_layer is not None
+                and record.probability is not None
+                and self._alive(self.probability_layer)
+            ):
                 self._write(self.probability_layer, record.index, record.probability)
         except OSError as exc:  # an on-disk layer: disk full, store deleted or unmounted
             self._on_write_failed(record.index, exc)
@@ -312,9 +347,11 @@ class SegmentRunner:
 
         reason = exc.strerror or str(exc) or type(exc).__name__
         where = store_of(self.labels_layer) or "the layer"
-        self._write_failed = (f"Stopped: slice {index} could not be written to {where} "
-                              f"({reason}); the {len(self._written)} slice(s) written before "
-                              "are kept.")
+        self._write_failed = (
+            f"Stopped: slice {index} could not be written to {where} "
+            f"({reason}); the {len(self._written)} slice(s) written before "
+            "are kept."
+        )
         show_error(self._write_failed)
         self._status(self._write_failed)
         self.stop()
@@ -333,8 +370,10 @@ class SegmentRunner:
                 return
             name = self.labels_layer.name
             if result.stopped:
-                text = (f"Stopped: {len(self._written)} slice(s) segmented; the results so "
-                        f"far are kept in '{name}'")
+                text = (
+                    f"Stopped: {len(self._written)} slice(s) segmented; the results so "
+                    f"far are kept in '{name}'"
+                )
             else:
                 text = f"Segmented {len(self._written)} slice(s) into '{name}'"
             if self._skipped:
@@ -350,8 +389,10 @@ class SegmentRunner:
         from napari.utils.notifications import show_warning
 
         if self._silent:
-            show_warning(f"Slice(s) {format_slices(self._silent)} have no signal (black, "
-                         "constant or without a finite pixel): no cells there.")
+            show_warning(
+                f"Slice(s) {format_slices(self._silent)} have no signal (black, "
+                "constant or without a finite pixel): no cells there."
+            )
 
     def _on_aborted(self) -> None:
         # napari quit the worker (window closing, or cancelled from the activity dock): the

@@ -56,31 +56,56 @@ class SegmentWidget(ScrollingDock, Container):
 
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
-        self._model_file = FileEdit(label="add model file", mode="r",
-                                    filter="Model files (*.keras *.zip rdf.yaml)",
-                                    tooltip="A .keras model, or a bioimage.io package (.zip, "
-                                            "or the rdf.yaml of an unpacked one).")
+        self._model_file = FileEdit(
+            label="add model file",
+            mode="r",
+            filter="Model files (*.keras *.zip rdf.yaml)",
+            tooltip="A .keras model, or a bioimage.io package (.zip, "
+            "or the rdf.yaml of an unpacked one).",
+        )
         self._scope = ComboBox(label="slices", choices=SCOPES, value="all slices")
         self._first = SpinBox(label="from slice", min=0, max=0)
         self._last = SpinBox(label="to slice", min=0, max=0)
         self._pixel_size = FloatSpinBox(
-            label="pixel size (nm)", min=0.0, max=100000.0, step=0.1, value=0.0,
+            label="pixel size (nm)",
+            min=0.0,
+            max=100000.0,
+            step=0.1,
+            value=0.0,
             tooltip="The image's pixel size; 0 = unknown (the model's own scale is assumed).",
         )
-        self._output = ComboBox(label="output", choices=OUTPUTS, value="instances",
-                                tooltip="instances: one label per cell, 0 = membrane; "
-                                        "membranes: 0 = membrane, 255 = cell interior.")
+        self._output = ComboBox(
+            label="output",
+            choices=OUTPUTS,
+            value="instances",
+            tooltip="instances: one label per cell, 0 = membrane; "
+            "membranes: 0 = membrane, 255 = cell interior.",
+        )
         self._probability = CheckBox(text="also add the membrane probability map")
         self._target = ComboBox(label="write to", choices=self._target_choices)
         self.linking = LinkPanel(self._viewer)
         self._run = PushButton(text="Run")
         self._message = Label(value="")
         self.suggestions = SuggestionsWidget(self._viewer, self._session)
-        super().__init__(widgets=[
-            self._image, self._model, self._model_file, self._scope, self._first,
-            self._last, self._pixel_size, self._output, self._probability, self._target,
-            self.linking, self._run, self._message, self.suggestions,
-        ], scrollable=True)  # scrolls instead of pushing Run off a 768-px screen
+        super().__init__(
+            widgets=[
+                self._image,
+                self._model,
+                self._model_file,
+                self._scope,
+                self._first,
+                self._last,
+                self._pixel_size,
+                self._output,
+                self._probability,
+                self._target,
+                self.linking,
+                self._run,
+                self._message,
+                self.suggestions,
+            ],
+            scrollable=True,
+        )  # scrolls instead of pushing Run off a 768-px screen
         self._message.native.setWordWrap(True)
 
         self._image.changed.connect(self._on_image_changed)
@@ -94,8 +119,11 @@ class SegmentWidget(ScrollingDock, Container):
         self.linking.finished.connect(self._update_state)
         self._session.models.changed.connect(self._on_models_changed)
         self._session.models.added.connect(self._on_model_added)
-        for event in (self._viewer.layers.events.inserted, self._viewer.layers.events.removed,
-                      self._viewer.layers.events.moved):
+        for event in (
+            self._viewer.layers.events.inserted,
+            self._viewer.layers.events.removed,
+            self._viewer.layers.events.moved,
+        ):
             event.connect(self.reset_choices)
         self.reset_choices()
         self._select_default_model()
@@ -106,8 +134,11 @@ class SegmentWidget(ScrollingDock, Container):
     def _image_choices(self, _widget=None):
         from napari.layers import Image
 
-        return [(layer.name, layer) for layer in self._viewer.layers
-                if isinstance(layer, Image) and not is_probability_layer(layer)]
+        return [
+            (layer.name, layer)
+            for layer in self._viewer.layers
+            if isinstance(layer, Image) and not is_probability_layer(layer)
+        ]
 
     def _model_choices(self, _widget=None):
         # Re-read the folder: models saved meanwhile by the CLI or another napari appear.
@@ -124,9 +155,12 @@ class SegmentWidget(ScrollingDock, Container):
         from napari.layers import Labels
 
         for layer in self._viewer.layers:
-            if isinstance(layer, Labels) and is_plugin_layer(layer) and \
-                    tuple(layer.data.shape) == shape and \
-                    plugin_meta(layer).output == output:
+            if (
+                isinstance(layer, Labels)
+                and is_plugin_layer(layer)
+                and tuple(layer.data.shape) == shape
+                and plugin_meta(layer).output == output
+            ):
                 choices.append((f"{layer.name} (keeps corrected slices)", layer))
         return choices
 
@@ -191,13 +225,17 @@ class SegmentWidget(ScrollingDock, Container):
             return f"'{image.name}' is multiscale; open its full-resolution level as a layer."
         shape = spatial_shape(image)
         if len(shape) not in (2, 3):
-            return (f"'{image.name}' has {len(shape)} dimensions; a 2D image or a Z x Y x X "
-                    "stack is needed.")
+            return (
+                f"'{image.name}' has {len(shape)} dimensions; a 2D image or a Z x Y x X "
+                "stack is needed."
+            )
         if min(shape[-2:]) < 8:
             return f"'{image.name}' is too small to segment ({shape[-2]} x {shape[-1]} pixels)."
         if self._model.value is None:
-            return ("No model available: the bundled model is missing from this "
-                    "installation; add a .keras model file above.")
+            return (
+                "No model available: the bundled model is missing from this "
+                "installation; add a .keras model file above."
+            )
         if self._scope.value == "range" and self._first.value > self._last.value:
             return "The range is empty: 'from slice' is after 'to slice'."
         if self.linking.running:
@@ -246,13 +284,17 @@ class SegmentWidget(ScrollingDock, Container):
         entry = self._session.models.find(self._model.value)
         pixel_size = self._pixel_size.value or None
         request = SegmentRequest(
-            image=image.data, slices=tuple(self.slices_to_segment()),
-            output=self._output.value, probability=self._probability.value,
-            pixel_size_nm=pixel_size, model_path=Path(self._model.value),
+            image=image.data,
+            slices=tuple(self.slices_to_segment()),
+            output=self._output.value,
+            probability=self._probability.value,
+            pixel_size_nm=pixel_size,
+            model_path=Path(self._model.value),
             rgb=bool(getattr(image, "rgb", False)),
         )
         self.runner.start(
-            request, image_layer=image,
+            request,
+            image_layer=image,
             labels_layer=None if self._target.value in (None, NEW_LAYER) else self._target.value,
             model_name=entry.name if entry else Path(self._model.value).stem,
             status=self._set_message,
@@ -276,8 +318,13 @@ class SegmentWidget(ScrollingDock, Container):
             self.suggestions.show_for(layer)
             self._target.reset_choices()
         message = self._message.value
-        if summary is not None and not summary.stopped and self.linking.wanted.value and \
-                layer is not None and layer in self._viewer.layers:
+        if (
+            summary is not None
+            and not summary.stopped
+            and self.linking.wanted.value
+            and layer is not None
+            and layer in self._viewer.layers
+        ):
             self.linking.link(layer, self.runner.probability_layer)
         self._update_state()
         if self._run.enabled:

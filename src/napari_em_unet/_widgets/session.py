@@ -94,8 +94,9 @@ class PluginSession:
             return
         self._prewarmed = True
         engine = self.segment_engine()
-        threading.Thread(target=_warm_up_quietly, args=(engine,), daemon=True,
-                         name="em-unet-warm-up").start()
+        threading.Thread(
+            target=_warm_up_quietly, args=(engine,), daemon=True, name="em-unet-warm-up"
+        ).start()
 
     def training_engine(self):
         """A TensorFlow process for one fine-tuning run; give it back with
@@ -110,8 +111,7 @@ class PluginSession:
     def release_training_engine(self, engine) -> None:
         if engine is not None and engine is not self._shared_training:
             # TensorFlow takes a second or so to exit: not on the GUI thread.
-            threading.Thread(target=engine.close, daemon=True,
-                             name="em-unet-engine-close").start()
+            threading.Thread(target=engine.close, daemon=True, name="em-unet-engine-close").start()
 
     def use_engine(self, engine, *, for_training: bool = False) -> None:
         """Run jobs in ``engine``, which the caller owns and closes (tests share one process

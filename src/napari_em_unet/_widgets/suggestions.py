@@ -23,8 +23,9 @@ from .session import PluginSession
 MAX_SUGGESTIONS = 5
 
 
-def rank_slices(scores: dict, exclude: Iterable[int] = (), limit: int = MAX_SUGGESTIONS
-                ) -> list[tuple[int, float]]:
+def rank_slices(
+    scores: dict, exclude: Iterable[int] = (), limit: int = MAX_SUGGESTIONS
+) -> list[tuple[int, float]]:
     """The ``limit`` most uncertain slices, most uncertain first, without ``exclude``.
 
     Parameters
@@ -59,13 +60,16 @@ class SuggestionsWidget(Container):
         self._session = session
         self._layer = None
         self._title = Label(value="Correct next: segment first to get suggestions")
-        self._choice = ComboBox(label="slice", choices=self._choice_items, nullable=True,
-                                tooltip="Uncertainty: 0 % = the model is sure of every pixel, "
-                                        "100 % = a coin toss everywhere.")
+        self._choice = ComboBox(
+            label="slice",
+            choices=self._choice_items,
+            nullable=True,
+            tooltip="Uncertainty: 0 % = the model is sure of every pixel, "
+            "100 % = a coin toss everywhere.",
+        )
         self._go = PushButton(text="Go to slice")
         self._next = PushButton(text="Next uncertain")
-        super().__init__(widgets=[self._title, self._choice, self._go, self._next],
-                         labels=False)
+        super().__init__(widgets=[self._title, self._choice, self._go, self._next], labels=False)
         self._go.changed.connect(self._on_go)
         self._next.changed.connect(self._on_next)
         self._refresh()

@@ -29,8 +29,17 @@ from ..io.atomic import atomic_path
 from .progress import Progress
 from .slices import check_labels_dtype, depth_of, plane_shape, read_labels_plane, read_plane
 
-COLUMNS = ("label", "voxels", "volume_um3", "z_first", "z_last", "centroid_z", "centroid_y",
-           "centroid_x", "mean_intensity")
+COLUMNS = (
+    "label",
+    "voxels",
+    "volume_um3",
+    "z_first",
+    "z_last",
+    "centroid_z",
+    "centroid_y",
+    "centroid_x",
+    "mean_intensity",
+)
 """Column order of the table and of the CSV file."""
 INTEGER_COLUMNS = frozenset({"label", "voxels", "z_first", "z_last"})
 
@@ -68,9 +77,10 @@ class ObjectTable:
     def rows(self) -> list[tuple]:
         """Every row as a tuple of Python numbers (NaN where a value is unknown)."""
         values = [self.columns[name] for name in self.names]
-        return [tuple(_python(name, column[i]) for name, column in zip(self.names, values,
-                                                                        strict=True))
-                for i in range(len(self))]
+        return [
+            tuple(_python(name, column[i]) for name, column in zip(self.names, values, strict=True))
+            for i in range(len(self))
+        ]
 
 
 def _python(name: str, value):
@@ -82,8 +92,9 @@ class _Sums:
 
     def __init__(self, with_intensity: bool):
         self.labels = np.empty(0, dtype=np.uint64)
-        self.fields = {name: np.empty(0, dtype=np.float64)
-                       for name in ("voxels", "sum_z", "sum_y", "sum_x")}
+        self.fields = {
+            name: np.empty(0, dtype=np.float64) for name in ("voxels", "sum_z", "sum_y", "sum_x")
+        }
         if with_intensity:
             self.fields["sum_intensity"] = np.empty(0, dtype=np.float64)
         self.z_first = np.empty(0, dtype=np.int64)
@@ -109,8 +120,9 @@ class _Sums:
         where = np.flatnonzero(flat)
         if where.size == 0:
             return
-        ids, inverse, counts = np.unique(flat[where].astype(np.uint64), return_inverse=True,
-                                         return_counts=True)
+        ids, inverse, counts = np.unique(
+            flat[where].astype(np.uint64), return_inverse=True, return_counts=True
+        )
         ys, xs = np.divmod(where, labels_plane.shape[1])
         at = self._make_room(ids)
         self.fields["voxels"][at] += counts
@@ -119,8 +131,9 @@ class _Sums:
         self.fields["sum_x"][at] += np.bincount(inverse, weights=xs, minlength=len(ids))
         if image_plane is not None:
             values = image_plane.ravel()[where].astype(np.float64)
-            self.fields["sum_intensity"][at] += np.bincount(inverse, weights=values,
-                                                            minlength=len(ids))
+            self.fields["sum_intensity"][at] += np.bincount(
+                inverse, weights=values, minlength=len(ids)
+            )
         self.z_first[at] = np.minimum(self.z_first[at], z)
         self.z_last[at] = np.maximum(self.z_last[at], z)
 
@@ -154,16 +167,19 @@ def check_voxel_size(voxel_size_nm) -> tuple[float, float, float] | None:
     try:
         values = tuple(float(v) for v in voxel_size_nm)
     except (TypeError, ValueError):
-        raise InputError(f"the voxel size must be three numbers Z, Y, X in nm; got "
-                         f"{voxel_size_nm!r}") from None
+        raise InputError(
+            f"the voxel size must be three numbers Z, Y, X in nm; got {voxel_size_nm!r}"
+        ) from None
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise InputError(f"the voxel size must be three positive numbers Z, Y, X in nm; got "
-                         f"{voxel_size_nm!r}")
+        raise InputError(
+            f"the voxel size must be three positive numbers Z, Y, X in nm; got {voxel_size_nm!r}"
+        )
     return values
 
 
-def measure_objects(labels, image=None, *, voxel_size_nm=None
-                    ) -> Generator[Progress, None, ObjectTable]:
+def measure_objects(
+    labels, image=None, *, voxel_size_nm=None
+) -> Generator[Progress, None, ObjectTable]:
     """Measure every non-zero label, reading one slice at a time.
 
     Parameters
@@ -194,10 +210,11 @@ def measure_objects(labels, image=None, *, voxel_size_nm=None
     voxel_size = check_voxel_size(voxel_size_nm)
     check_labels_dtype(labels)
     depth = depth_of(labels)
-    if image is not None and (depth_of(image), plane_shape(image)) != \
-            (depth, plane_shape(labels)):
-        raise InputError(f"the image ({_shape_text(image)}) and the labels "
-                         f"({_shape_text(labels)}) must have the same shape")
+    if image is not None and (depth_of(image), plane_shape(image)) != (depth, plane_shape(labels)):
+        raise InputError(
+            f"the image ({_shape_text(image)}) and the labels "
+            f"({_shape_text(labels)}) must have the same shape"
+        )
     sums = _Sums(with_intensity=image is not None)
     for z in range(depth):
         image_plane = None if image is None else read_plane(image, z)
@@ -237,6 +254,7 @@ def write_csv(table: ObjectTable, path: str | os.PathLike) -> Path:
         writer = csv.writer(fh)
         writer.writerow(names)
         for i in range(len(table)):
-            writer.writerow([format_value(name, column[i])
-                             for name, column in zip(names, columns, strict=True)])
+            writer.writerow(
+                [format_value(name, column[i]) for name, column in zip(names, columns, strict=True)]
+            )
     return path

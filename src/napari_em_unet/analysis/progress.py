@@ -12,4 +12,3 @@ class Progress:
 
     done: int
     total: int
-

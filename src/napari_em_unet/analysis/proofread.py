@@ -147,8 +147,7 @@ def plan_merge(labels, keep: int, absorb: int) -> Generator[Progress, None, Edit
         if part is not None:
             parts.append(part)
         yield Progress(z + 1, depth)
-    missing = [label for label, found in ((keep, found_keep), (absorb, bool(parts)))
-               if not found]
+    missing = [label for label, found in ((keep, found_keep), (absorb, bool(parts))) if not found]
     if missing:
         raise InputError(f"object {missing[0]} is not in the labels (it has no voxel)")
     voxels = sum(int(part.mask.sum()) for part in parts)
@@ -182,8 +181,10 @@ def plan_split(labels, label: int, section: int) -> Generator[Progress, None, Ed
         raise InputError("splitting at a section needs a Z x Y x X volume of 2 or more slices")
     section = int(section)
     if not 0 < section < depth:
-        raise InputError(f"section {section} cannot split anything: pick one of 1-{depth - 1} "
-                         "(the part from that section on gets the new id)")
+        raise InputError(
+            f"section {section} cannot split anything: pick one of 1-{depth - 1} "
+            "(the part from that section on gets the new id)"
+        )
     largest, before, parts = 0, False, []
     for z in range(depth):
         plane = read_labels_plane(labels, z)
@@ -200,12 +201,15 @@ def plan_split(labels, label: int, section: int) -> Generator[Progress, None, Ed
         raise InputError(f"object {label} is not in the labels (it has no voxel)")
     if not before or not parts:
         where = "before" if not before else "on or after"
-        raise InputError(f"object {label} has no voxel {where} section {section}; "
-                         "nothing to split there")
+        raise InputError(
+            f"object {label} has no voxel {where} section {section}; nothing to split there"
+        )
     value = _free_label(labels, largest)
     voxels = sum(int(part.mask.sum()) for part in parts)
-    summary = (f"split object {label} at section {section}: sections {parts[0].z}-"
-               f"{parts[-1].z} are now object {value} ({voxels} voxels)")
+    summary = (
+        f"split object {label} at section {section}: sections {parts[0].z}-"
+        f"{parts[-1].z} are now object {value} ({voxels} voxels)"
+    )
     return Edit("split", value, tuple(parts), summary, (label, value))
 
 
@@ -213,8 +217,10 @@ def _free_label(labels, largest: int) -> int:
     dtype = np.dtype(labels.dtype)
     limit = 1 if dtype.kind == "b" else int(np.iinfo(dtype).max)
     if largest >= limit:
-        raise InputError(f"no free object id left in these {dtype} labels (largest is "
-                         f"{largest}); convert them to uint32 first")
+        raise InputError(
+            f"no free object id left in these {dtype} labels (largest is "
+            f"{largest}); convert them to uint32 first"
+        )
     return largest + 1
 
 
@@ -249,8 +255,10 @@ def plan_delete_small(labels, min_voxels: int) -> Generator[Progress, None, Edit
         summary = f"no object is smaller than {min_voxels} voxels; nothing deleted"
     else:
         voxels = int(sum(int(p.mask.sum()) for p in parts))
-        summary = (f"deleted {small.size} object(s) smaller than {min_voxels} voxels "
-                   f"({voxels} voxels set to 0)")
+        summary = (
+            f"deleted {small.size} object(s) smaller than {min_voxels} voxels "
+            f"({voxels} voxels set to 0)"
+        )
     return Edit("delete small", 0, tuple(parts), summary, tuple(int(v) for v in small))
 
 

@@ -42,8 +42,10 @@ def read_labels_plane(array, z: int) -> np.ndarray:
     if plane.dtype.kind == "b":
         return plane.astype(np.uint8)
     if plane.dtype.kind not in "iu":
-        raise InputError(f"labels must be whole numbers (0 = background, 1, 2, ... = objects); "
-                         f"got {plane.dtype} values")
+        raise InputError(
+            f"labels must be whole numbers (0 = background, 1, 2, ... = objects); "
+            f"got {plane.dtype} values"
+        )
     if plane.dtype.kind == "i" and plane.size and plane.min() < 0:
         raise InputError(f"labels must not be negative (slice {z} holds {int(plane.min())})")
     return plane
@@ -53,5 +55,7 @@ def check_labels_dtype(array) -> None:
     """Refuse, before any slice is read, a volume that cannot hold object ids."""
     kind = np.dtype(array.dtype).kind
     if kind not in "biu":
-        raise InputError(f"labels must be whole numbers (0 = background, 1, 2, ... = objects); "
-                         f"got {np.dtype(array.dtype)} values")
+        raise InputError(
+            f"labels must be whole numbers (0 = background, 1, 2, ... = objects); "
+            f"got {np.dtype(array.dtype)} values"
+        )

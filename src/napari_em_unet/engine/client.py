@@ -90,8 +90,14 @@ class Engine:
         env = dict(os.environ)
         env[KEY_ENV] = key.hex()
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        cmd = [sys.executable, "-m", "napari_em_unet.engine.process", host, str(port),
-               str(self.nice)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "napari_em_unet.engine.process",
+            host,
+            str(port),
+            str(self.nice),
+        ]
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         accepted: list = []
 
@@ -109,8 +115,7 @@ class Engine:
         listener.close()
         if not accepted or isinstance(accepted[0], Exception):
             proc.kill()
-            raise EngineCrashed(
-                f"the TensorFlow process did not start (exit code {proc.poll()})")
+            raise EngineCrashed(f"the TensorFlow process did not start (exit code {proc.poll()})")
         self._proc, self._conn = proc, accepted[0]
         self.started_at = time.perf_counter()
 
@@ -210,8 +215,9 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- parent-side jobs
-def segment_remote(engine: Engine, request: SegmentRequest, stop: threading.Event,
-                   chunk_bytes: int = CHUNK_BYTES) -> Generator:
+def segment_remote(
+    engine: Engine, request: SegmentRequest, stop: threading.Event, chunk_bytes: int = CHUNK_BYTES
+) -> Generator:
     """Segment ``request`` in the child, sending the image a few slices at a time.
 
     Runs in a napari thread worker. ``request.image`` may be any array-like (numpy,
@@ -222,21 +228,21 @@ def segment_remote(engine: Engine, request: SegmentRequest, stop: threading.Even
     indices = list(request.slices) if planes == 3 else [0]
     if not indices:
         return SegmentSummary(0)
-    plane_bytes = int(np.prod(image.shape[-(3 if request.rgb else 2):])) * \
-        np.dtype(image.dtype).itemsize
+    plane_bytes = (
+        int(np.prod(image.shape[-(3 if request.rgb else 2) :])) * np.dtype(image.dtype).itemsize
+    )
     per_chunk = max(1, chunk_bytes // max(1, plane_bytes))
     scores: dict[int, float] = {}
     model_name, announced, stopped = "", False, False
     try:
         for first in range(0, len(indices), per_chunk):
-            chunk = indices[first:first + per_chunk]
+            chunk = indices[first : first + per_chunk]
             if planes == 3:
                 data = np.stack([np.asarray(image[i]) for i in chunk])
             else:
                 data = np.asarray(image)[None]
             part = replace(request, image=data, slices=tuple(chunk))
-            result = yield from _relay(engine.run("segment", part), announced, first,
-                                       len(indices))
+            result = yield from _relay(engine.run("segment", part), announced, first, len(indices))
             if isinstance(result, JobFailed):
                 return result
             announced = True
@@ -246,8 +252,11 @@ def segment_remote(engine: Engine, request: SegmentRequest, stop: threading.Even
                 stopped = True
                 break
     except EngineCrashed as exc:
-        return JobFailed(str(exc)[0].upper() + str(exc)[1:] +
-                         "; the results so far are kept. Press Run to try again.")
+        return JobFailed(
+            str(exc)[0].upper()
+            + str(exc)[1:]
+            + "; the results so far are kept. Press Run to try again."
+        )
     return SegmentSummary(len(scores), scores, model_name, stopped)
 
 

@@ -39,8 +39,9 @@ def warm_up_job(request=None, stop=None) -> Generator[None, None, str]:
     return version
 
 
-def segment_job(request: SegmentRequest, stop: threading.Event | None = None) -> Generator[
-        ModelReady | SliceDone, None, SegmentSummary | JobFailed]:
+def segment_job(
+    request: SegmentRequest, stop: threading.Event | None = None
+) -> Generator[ModelReady | SliceDone, None, SegmentSummary | JobFailed]:
     """Load the model, then yield one :class:`SliceDone` per plane of ``request.image``."""
     from ..segmentation.pipeline import segment_stack, uncertainty
 
@@ -58,27 +59,36 @@ def segment_job(request: SegmentRequest, stop: threading.Event | None = None) ->
     scores: dict[int, float] = {}
     stopped = False
     try:
-        for item in segment_stack(model, planes, output=request.output,
-                                  pixel_size_nm=request.pixel_size_nm):
+        for item in segment_stack(
+            model, planes, output=request.output, pixel_size_nm=request.pixel_size_nm
+        ):
             index = numbers[item.index]
             score = uncertainty(item.probability)
             scores[index] = score
-            yield SliceDone(index, item.done, item.total, item.result,
-                            item.probability if request.probability else None, score,
-                            item.no_signal)
+            yield SliceDone(
+                index,
+                item.done,
+                item.total,
+                item.result,
+                item.probability if request.probability else None,
+                score,
+                item.no_signal,
+            )
             if stop is not None and stop.is_set() and item.done < item.total:
                 stopped = True
                 break
     except EmUnetError as exc:
         return JobFailed(str(exc))
     except MemoryError:
-        return JobFailed("out of memory while segmenting; close other programs or segment "
-                         "a range of slices")
+        return JobFailed(
+            "out of memory while segmenting; close other programs or segment a range of slices"
+        )
     return SegmentSummary(len(scores), scores, model.info.name, stopped)
 
 
-def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
-        Any, None, FineTuneOutcome | JobFailed]:
+def finetune_job(
+    request: FineTuneRequest, stop: threading.Event
+) -> Generator[Any, None, FineTuneOutcome | JobFailed]:
     """Fine-tune, yielding the core's records (the plan with the user's slice numbers),
     then save the model if validation accepted it.
 
@@ -97,19 +107,26 @@ def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
     yield ModelReady(base.info.name if base else "new model", time.perf_counter() - started)
     local = {number: i for i, number in enumerate(request.numbers)}
     try:
-        result = yield from _numbered(train(
-            request.image, request.labels, base=base,
-            slices=[local[s] for s in request.slices],
-            validation_slices=[local[s] for s in request.validation_slices] or None,
-            anchor_slices=[local[s] for s in request.anchor_slices],
-            check_slices=[local[s] for s in request.check_slices],
-            pixel_size_nm=request.pixel_size_nm, config=request.config, name=request.name,
-            source=request.source, stop=stop,
-        ), request.numbers)
+        result = yield from _numbered(
+            train(
+                request.image,
+                request.labels,
+                base=base,
+                slices=[local[s] for s in request.slices],
+                validation_slices=[local[s] for s in request.validation_slices] or None,
+                anchor_slices=[local[s] for s in request.anchor_slices],
+                check_slices=[local[s] for s in request.check_slices],
+                pixel_size_nm=request.pixel_size_nm,
+                config=request.config,
+                name=request.name,
+                source=request.source,
+                stop=stop,
+            ),
+            request.numbers,
+        )
         info = _with_slice_numbers(result.model.info, request.numbers)
         accepted = result.verdict is None or result.verdict.accepted
-        path = save_model(result.model.keras_model, info, request.output_path) if accepted \
-            else None
+        path = save_model(result.model.keras_model, info, request.output_path) if accepted else None
     except EmUnetError as exc:
         return JobFailed(str(exc))
     except MemoryError:
@@ -118,10 +135,14 @@ def finetune_job(request: FineTuneRequest, stop: threading.Event) -> Generator[
         return JobFailed(f"could not save the model to {request.output_path} ({exc})")
     epochs_run = max((h["epoch"] for h in result.history), default=0)
     return FineTuneOutcome(
-        path=None if path is None else Path(path), info=info, best_epoch=result.best_epoch,
+        path=None if path is None else Path(path),
+        info=info,
+        best_epoch=result.best_epoch,
         best_v_rand=result.best_v_rand,
         v_rand_before=info.validation.get("v_rand_before"),
-        stopped=result.stopped, epochs_run=epochs_run, verdict=result.verdict,
+        stopped=result.stopped,
+        epochs_run=epochs_run,
+        verdict=result.verdict,
         plan=None if result.plan is None else _plan_numbered(result.plan, request.numbers),
     )
 
@@ -140,8 +161,9 @@ def _numbered(job: Generator, numbers: tuple[int, ...]) -> Generator:
 
 def _plan_numbered(plan, numbers: tuple[int, ...]):
     fields = ("corrected", "validation_slices", "anchors", "check")
-    return dataclasses.replace(plan, **{
-        key: tuple(int(numbers[i]) for i in getattr(plan, key)) for key in fields})
+    return dataclasses.replace(
+        plan, **{key: tuple(int(numbers[i]) for i in getattr(plan, key)) for key in fields}
+    )
 
 
 def _with_slice_numbers(info, numbers: tuple[int, ...]):

@@ -33,8 +33,11 @@ def serve(conn, nice: int = 0) -> None:
             with contextlib.suppress(OSError):
                 os.nice(nice)
 
-    handlers = {"segment": jobs.segment_job, "finetune": jobs.finetune_job,
-                "warm_up": jobs.warm_up_job}
+    handlers = {
+        "segment": jobs.segment_job,
+        "finetune": jobs.finetune_job,
+        "warm_up": jobs.warm_up_job,
+    }
     while True:
         try:
             message = conn.recv()

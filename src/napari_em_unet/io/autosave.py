@@ -113,8 +113,11 @@ def save_corrections(
     if all_slices or labels.ndim == 2:
         stored = np.asarray(labels)
     else:
-        stored = np.stack([np.asarray(labels[i]) for i in stored_slices]) if stored_slices \
+        stored = (
+            np.stack([np.asarray(labels[i]) for i in stored_slices])
+            if stored_slices
             else np.zeros((0, *labels.shape[1:]), dtype=dtype)
+        )
     size, mtime = _fingerprint(image_path)
     meta = {
         "format": FORMAT,
@@ -160,12 +163,17 @@ def list_autosaves(image_path: str | os.PathLike) -> list[Autosave]:
             if meta.get("format", 0) > FORMAT:
                 continue
             changed = (size, mtime) != (meta.get("image_size"), meta.get("image_mtime_ns"))
-            found.append(Autosave(
-                file=file, image_path=meta["image_path"],
-                corrected_slices=tuple(meta["corrected_slices"]), saved=meta["saved"],
-                shape=tuple(meta["shape"]), dtype=np.dtype(meta["dtype"]).name,
-                image_changed=changed,
-            ))
+            found.append(
+                Autosave(
+                    file=file,
+                    image_path=meta["image_path"],
+                    corrected_slices=tuple(meta["corrected_slices"]),
+                    saved=meta["saved"],
+                    shape=tuple(meta["shape"]),
+                    dtype=np.dtype(meta["dtype"]).name,
+                    image_changed=changed,
+                )
+            )
         except Exception:  # a damaged autosave must not hide the older, good ones
             continue
     return found

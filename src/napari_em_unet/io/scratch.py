@@ -44,9 +44,11 @@ class ScratchRows:
         except OSError:
             free = None
         if free is not None and free < needed:
-            raise InputError(f"not enough disk space in {folder} for the temporary labels of a "
-                             f"{self.shape[0]} x {self.shape[1]} slice: {needed / GIB:.1f} GiB "
-                             f"needed, {free / GIB:.1f} GiB free")
+            raise InputError(
+                f"not enough disk space in {folder} for the temporary labels of a "
+                f"{self.shape[0]} x {self.shape[1]} slice: {needed / GIB:.1f} GiB "
+                f"needed, {free / GIB:.1f} GiB free"
+            )
         # Open for the object's life (closed by close() or the with block), not one block.
         self._file = tempfile.TemporaryFile(dir=folder, prefix=".em-unet-rows.")  # noqa: SIM115
         self._fd = self._file.fileno()

@@ -18,11 +18,22 @@ from ..errors import InputError, first_line
 from .atomic import atomic_path
 
 _UNIT_TO_NM = {
-    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0,
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
     # micro sign, Greek mu, and the escaped form ImageJ sometimes writes literally
-    "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3, "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3,
-    "micrometer": 1e3, "micrometre": 1e3,
-    "mm": 1e6, "millimeter": 1e6, "cm": 1e7, "m": 1e9,
+    "um": 1e3,
+    "\u00b5m": 1e3,
+    "\u03bcm": 1e3,
+    "\\u00b5m": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "cm": 1e7,
+    "m": 1e9,
 }
 
 
@@ -142,8 +153,9 @@ def write_tiff(
     return path
 
 
-def tiff_write_options(dtype, ndim: int, pixel_size_nm: float | None = None,
-                       nbytes: int = 0) -> dict:
+def tiff_write_options(
+    dtype, ndim: int, pixel_size_nm: float | None = None, nbytes: int = 0
+) -> dict:
     """Keyword arguments for ``tifffile.imwrite`` (or ``TiffWriter`` + ``write``).
 
     ImageJ-style when ImageJ can read the type (so Fiji shows the pixel size), a centimetre
@@ -165,5 +177,3 @@ def tiff_write_options(dtype, ndim: int, pixel_size_nm: float | None = None,
     kwargs["imagej"] = imagej
     kwargs["bigtiff"] = nbytes > 2**32 - 2**25
     return kwargs
-
-

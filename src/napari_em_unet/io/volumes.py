@@ -30,8 +30,16 @@ from ..segmentation.preprocessing import to_grey
 
 # Units of OME-Zarr axes (the UDUNITS-2 names the NGFF specification uses), in nm.
 _OME_UNIT_TO_NM = {
-    "angstrom": 0.1, "nanometer": 1.0, "micrometer": 1e3, "millimeter": 1e6,
-    "centimeter": 1e7, "meter": 1e9, "nm": 1.0, "um": 1e3, "µm": 1e3, "mm": 1e6,
+    "angstrom": 0.1,
+    "nanometer": 1.0,
+    "micrometer": 1e3,
+    "millimeter": 1e6,
+    "centimeter": 1e7,
+    "meter": 1e9,
+    "nm": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "mm": 1e6,
 }
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 
@@ -98,8 +106,12 @@ class _TiffContiguousSource:
         plane_start = self.offset + (index or 0) * math.prod(self.plane_shape) * self.dtype.itemsize
         count = (stop - start) * row
         with open(self.path, "rb") as fh:
-            rows = np.fromfile(fh, dtype=self.dtype, count=count,
-                               offset=plane_start + start * row * self.dtype.itemsize)
+            rows = np.fromfile(
+                fh,
+                dtype=self.dtype,
+                count=count,
+                offset=plane_start + start * row * self.dtype.itemsize,
+            )
         if rows.size != count:
             raise InputError(f"{self.path.name} is truncated (slice {index or 0} is incomplete)")
         shape = (stop - start, *self.plane_shape[1:])
@@ -132,9 +144,9 @@ class _TiffPageSource:
             try:
                 plane = self._tif.asarray(key=index or 0, series=0)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-
-                raise InputError(f"{self.path.name} slice {index or 0} could not be decoded "
-                                 f"({first_line(exc)})") from None
+                raise InputError(
+                    f"{self.path.name} slice {index or 0} could not be decoded ({first_line(exc)})"
+                ) from None
         return plane.reshape(self.plane_shape)
 
     def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
@@ -162,15 +174,21 @@ class _TiffPageSource:
             except Exception as exc:  # damaged compressed data surfaces only when decoded
                 from .tiff import _first_line
 
-                raise InputError(f"{self.path.name} slice {key} could not be decoded "
-                                 f"({_first_line(exc)})") from None
+                raise InputError(
+                    f"{self.path.name} slice {key} could not be decoded ({_first_line(exc)})"
+                ) from None
         return rows
 
     def _strip_rows(self, key: int, start: int, stop: int) -> np.ndarray | None:
         page = self._tif.series[0].pages[key]
         keyframe = getattr(page, "keyframe", page)
-        if (page is None or keyframe.is_tiled or keyframe.planarconfig != 1
-                or keyframe.imagedepth != 1 or len(page.dataoffsets) < 2):
+        if (
+            page is None
+            or keyframe.is_tiled
+            or keyframe.planarconfig != 1
+            or keyframe.imagedepth != 1
+            or len(page.dataoffsets) < 2
+        ):
             return None
         per_strip = keyframe.rowsperstrip
         decode, handle = keyframe.decode, self._tif.filehandle
@@ -218,9 +236,9 @@ class _TiffWholeSource:
             try:
                 self._data = tifffile.imread(self.path, series=0).reshape(self.shape)
             except Exception as exc:  # damaged compressed data surfaces only when decoded
-
-                raise InputError(f"{self.path.name} could not be decoded "
-                                 f"({first_line(exc)})") from None
+                raise InputError(
+                    f"{self.path.name} could not be decoded ({first_line(exc)})"
+                ) from None
         return self._data[index or 0]
 
     def read_rows(self, index: int | None, start: int, stop: int) -> np.ndarray:
@@ -255,9 +273,18 @@ class Volume:
 
     ndim = 3
 
-    def __init__(self, source, shape: tuple[int, int, int], dtype, *, rgb: bool = False,
-                 pixel_size_nm: float | None = None, path: Path | None = None,
-                 was_2d: bool = False, kind: str = "array"):
+    def __init__(
+        self,
+        source,
+        shape: tuple[int, int, int],
+        dtype,
+        *,
+        rgb: bool = False,
+        pixel_size_nm: float | None = None,
+        path: Path | None = None,
+        was_2d: bool = False,
+        kind: str = "array",
+    ):
         self._source = source
         self.shape = tuple(int(n) for n in shape)
         self._rgb = rgb
@@ -307,7 +334,7 @@ class Volume:
         key = key if isinstance(key, tuple) else (key,)
         if any(k is Ellipsis for k in key):
             at = next(i for i, k in enumerate(key) if k is Ellipsis)
-            key = key[:at] + (slice(None),) * (3 - len(key) + 1) + key[at + 1:]
+            key = key[:at] + (slice(None),) * (3 - len(key) + 1) + key[at + 1 :]
         z_key, rest = (key[0], key[1:]) if key else (slice(None), ())
         if isinstance(z_key, (int, np.integer)):
             return self.read_slice(z_key)[rest]
@@ -342,14 +369,21 @@ class Volume:
         from dask.base import tokenize
 
         name = f"em-unet-volume-{tokenize(self.kind, str(self.path), self.shape, id(self))}"
-        return da.from_array(self, chunks=(1, *self.shape[1:]), name=name, asarray=False,
-                             fancy=False, meta=np.empty((0, 0, 0), dtype=self.dtype))
+        return da.from_array(
+            self,
+            chunks=(1, *self.shape[1:]),
+            name=name,
+            asarray=False,
+            fancy=False,
+            meta=np.empty((0, 0, 0), dtype=self.dtype),
+        )
 
     def __repr__(self) -> str:
         where = f" {self.path}" if self.path else ""
         size = "unknown" if self.pixel_size_nm is None else f"{self.pixel_size_nm:g} nm"
-        return (f"<Volume {self.kind}{where} shape={self.shape} dtype={self.dtype} "
-                f"pixel size {size}>")
+        return (
+            f"<Volume {self.kind}{where} shape={self.shape} dtype={self.dtype} pixel size {size}>"
+        )
 
 
 # ----------------------------------------------------------------------------- opening
@@ -382,8 +416,11 @@ def open_volume(source, *, pixel_size_nm: float | None = None) -> Volume:
         path = Path(source)
         volume = _open_zarr(path) if _is_zarr(path) else _open_tiff(path)
     elif hasattr(source, "shape") and hasattr(source, "dtype") and hasattr(source, "__getitem__"):
-        kind = "dask" if hasattr(source, "compute") else (
-            "zarr" if type(source).__module__.startswith("zarr") else "array")
+        kind = (
+            "dask"
+            if hasattr(source, "compute")
+            else ("zarr" if type(source).__module__.startswith("zarr") else "array")
+        )
         volume = _from_array(source, kind=kind)
     else:
         raise InputError(f"cannot read a volume from a {type(source).__name__}")
@@ -393,8 +430,14 @@ def open_volume(source, *, pixel_size_nm: float | None = None) -> Volume:
     return volume
 
 
-def _from_array(array, *, kind: str, drop: tuple[int, ...] | None = None,
-                pixel_size_nm=None, path: Path | None = None) -> Volume:
+def _from_array(
+    array,
+    *,
+    kind: str,
+    drop: tuple[int, ...] | None = None,
+    pixel_size_nm=None,
+    path: Path | None = None,
+) -> Volume:
     """Wrap an array-like; ``drop`` lists axes of length 1 known not to be spatial."""
     shape = tuple(int(n) for n in array.shape)
     name = path.name if path else f"the {kind} array"
@@ -404,8 +447,9 @@ def _from_array(array, *, kind: str, drop: tuple[int, ...] | None = None,
     spatial = len(keep) - rgb
     if spatial > 3 and drop is None:
         # Leading axes of length 1 (time, channel) in 4D/5D arrays: drop them.
-        keep = [a for a in keep[:spatial] if shape[a] != 1 or a >= keep[spatial - 2]] + \
-            keep[spatial:]
+        keep = [a for a in keep[:spatial] if shape[a] != 1 or a >= keep[spatial - 2]] + keep[
+            spatial:
+        ]
         spatial = len(keep) - rgb
     if spatial not in (2, 3):
         raise InputError(f"{name} has shape {shape}; expected a 2D image or a ZYX stack")
@@ -413,8 +457,16 @@ def _from_array(array, *, kind: str, drop: tuple[int, ...] | None = None,
         raise InputError(f"{name} is empty (shape {shape})")
     was_2d = spatial == 2
     zyx = ((1,) if was_2d else ()) + tuple(shape[a] for a in keep[:spatial])
-    return Volume(_ArraySource(array, tuple(keep)), zyx, array.dtype, rgb=rgb,
-                  pixel_size_nm=pixel_size_nm, path=path, was_2d=was_2d, kind=kind)
+    return Volume(
+        _ArraySource(array, tuple(keep)),
+        zyx,
+        array.dtype,
+        rgb=rgb,
+        pixel_size_nm=pixel_size_nm,
+        path=path,
+        was_2d=was_2d,
+        kind=kind,
+    )
 
 
 # -- TIFF
@@ -444,8 +496,9 @@ def _open_tiff(path: Path) -> Volume:
         shape = [n for a, n in zip(axes, raw_shape, strict=True) if n != 1 or a in "YXS"]
     spatial = len(shape) - rgb
     if spatial not in (2, 3):
-        raise InputError(f"{path.name} has shape {raw_shape} (axes {axes}); expected a 2D "
-                         "image or a ZYX stack")
+        raise InputError(
+            f"{path.name} has shape {raw_shape} (axes {axes}); expected a 2D image or a ZYX stack"
+        )
     if min(shape[:spatial]) < 1:
         raise InputError(f"{path.name} is empty (shape {raw_shape})")
     was_2d = spatial == 2
@@ -457,18 +510,20 @@ def _open_tiff(path: Path) -> Volume:
         # A damaged header can claim exabytes; checking against the file size refuses it
         # before anything is allocated or written.
         if offset + depth * math.prod(plane_shape) * dtype.itemsize > where.stat().st_size:
-            raise InputError(f"{path.name} is truncated: it holds less data than its header "
-                             f"describes (shape {raw_shape})")
-        source = _TiffContiguousSource(where, offset, plane_shape,
-                                       dtype.newbyteorder(byteorder))
+            raise InputError(
+                f"{path.name} is truncated: it holds less data than its header "
+                f"describes (shape {raw_shape})"
+            )
+        source = _TiffContiguousSource(where, offset, plane_shape, dtype.newbyteorder(byteorder))
     elif was_2d or n_pages == depth:
         source = _TiffPageSource(where, plane_shape)
     else:
         # Several slices inside one compressed page: it has to be decoded whole anyway.
         source = _TiffWholeSource(where, (depth, *plane_shape))
     zyx = (depth, *plane_shape[:2])
-    return Volume(source, zyx, dtype, rgb=rgb, pixel_size_nm=pixel_size, path=path,
-                  was_2d=was_2d, kind="tiff")
+    return Volume(
+        source, zyx, dtype, rgb=rgb, pixel_size_nm=pixel_size, path=path, was_2d=was_2d, kind="tiff"
+    )
 
 
 # -- zarr and OME-Zarr
@@ -484,15 +539,17 @@ def _open_zarr(path: Path) -> Volume:
     if not path.exists():
         raise InputError(f"file not found: {path}")
     if not any((path / m).exists() for m in _ZARR_MARKERS):
-        raise InputError(f"{path} is not a zarr array or group (no .zarray, .zgroup or "
-                         "zarr.json inside)")
+        raise InputError(
+            f"{path} is not a zarr array or group (no .zarray, .zgroup or zarr.json inside)"
+        )
     try:
         node = zarr.open(str(path.absolute()), mode="r")  # absolute: workers elsewhere
     except Exception as exc:
         raise InputError(f"{path.name} is not a readable zarr store ({first_line(exc)})") from None
     if isinstance(node, zarr.Array):
-        return _from_array(node, kind="zarr", path=path,
-                           pixel_size_nm=_attr_pixel_size(dict(node.attrs)))
+        return _from_array(
+            node, kind="zarr", path=path, pixel_size_nm=_attr_pixel_size(dict(node.attrs))
+        )
     attrs = dict(node.attrs)
     multiscales = attrs.get("multiscales") or attrs.get("ome", {}).get("multiscales")
     if multiscales:
@@ -500,12 +557,17 @@ def _open_zarr(path: Path) -> Volume:
     arrays = sorted(node.array_keys())
     if len(arrays) != 1:
         hint = ", ".join(arrays[:5]) if arrays else "none"
-        raise InputError(f"{path.name} is a zarr group with {len(arrays)} arrays ({hint}); "
-                         f"name one, e.g. {path / (arrays[0] if arrays else 'ARRAY')}")
+        raise InputError(
+            f"{path.name} is a zarr group with {len(arrays)} arrays ({hint}); "
+            f"name one, e.g. {path / (arrays[0] if arrays else 'ARRAY')}"
+        )
     array = node[arrays[0]]
-    return _from_array(array, kind="zarr", path=path,
-                       pixel_size_nm=_attr_pixel_size(dict(array.attrs))
-                       or _attr_pixel_size(attrs))
+    return _from_array(
+        array,
+        kind="zarr",
+        path=path,
+        pixel_size_nm=_attr_pixel_size(dict(array.attrs)) or _attr_pixel_size(attrs),
+    )
 
 
 def _open_ome_level(group, multiscale: dict, path: Path) -> Volume:
@@ -514,8 +576,9 @@ def _open_ome_level(group, multiscale: dict, path: Path) -> Volume:
         dataset = multiscale["datasets"][0]
         array = group[dataset["path"]]
     except (KeyError, IndexError, TypeError):
-        raise InputError(f"{path.name} has OME-Zarr metadata without a readable first "
-                         "resolution level") from None
+        raise InputError(
+            f"{path.name} has OME-Zarr metadata without a readable first resolution level"
+        ) from None
     axes = multiscale.get("axes") or []
     names = [a.get("name", "") if isinstance(a, dict) else str(a) for a in axes]
     shape = tuple(array.shape)
@@ -524,8 +587,10 @@ def _open_ome_level(group, multiscale: dict, path: Path) -> Volume:
         kind = axis.get("type") if isinstance(axis, dict) else None
         size = shape[names.index(name)]
         if (kind == "channel" or name == "c") and size > 1:
-            raise InputError(f"{path.name} has {size} channels; segmenting needs one grey "
-                             "channel (extract it to its own array first)")
+            raise InputError(
+                f"{path.name} has {size} channels; segmenting needs one grey "
+                "channel (extract it to its own array first)"
+            )
         if (kind == "time" or name == "t") and size > 1:
             raise InputError(f"{path.name} has {size} time points; segment one at a time")
     drop = None
@@ -540,8 +605,10 @@ def _ome_pixel_size(multiscale: dict, dataset: dict, names: list[str], axes: lis
     try:
         x = names.index("x") if "x" in names else len(names) - 1
         scale = 1.0
-        for transforms in (dataset.get("coordinateTransformations", []),
-                           multiscale.get("coordinateTransformations", [])):
+        for transforms in (
+            dataset.get("coordinateTransformations", []),
+            multiscale.get("coordinateTransformations", []),
+        ):
             for t in transforms:
                 if t.get("type") == "scale":
                     scale *= float(t["scale"][x])
@@ -561,5 +628,3 @@ def _attr_pixel_size(attrs: dict) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if 0.01 < value < 1e6 else None
-
-

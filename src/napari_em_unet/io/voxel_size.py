@@ -14,9 +14,20 @@ import re
 from pathlib import Path
 
 _UNIT_TO_NM = {
-    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1e3, "\u00b5m": 1e3, "\u03bcm": 1e3,
-    "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3, "micrometre": 1e3,
-    "mm": 1e6, "millimeter": 1e6, "angstrom": 0.1,
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "um": 1e3,
+    "\u00b5m": 1e3,
+    "\u03bcm": 1e3,
+    "\\u00b5m": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "angstrom": 0.1,
 }
 
 
@@ -73,8 +84,10 @@ def _zarr_spacing(path: Path) -> float | None:
         return None
     index = names.index("z")
     scale = 1.0
-    for transforms in (multiscale["datasets"][0].get("coordinateTransformations", []),
-                       multiscale.get("coordinateTransformations", [])):
+    for transforms in (
+        multiscale["datasets"][0].get("coordinateTransformations", []),
+        multiscale.get("coordinateTransformations", []),
+    ):
         for t in transforms:
             if t.get("type") == "scale":
                 scale *= float(t["scale"][index])

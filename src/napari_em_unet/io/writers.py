@@ -74,8 +74,10 @@ class SliceWriter:
         rows = np.asarray(rows)
         height, width = self.shape[-2:]
         if rows.ndim != 2 or rows.shape[1] != width or not 0 <= start <= height - len(rows):
-            raise ValueError(f"rows {start}:{start + len(rows)} of shape {rows.shape} for an "
-                             f"output of {self.shape}")
+            raise ValueError(
+                f"rows {start}:{start + len(rows)} of shape {rows.shape} for an "
+                f"output of {self.shape}"
+            )
         return np.ascontiguousarray(rows, dtype=self.dtype)
 
     def __enter__(self):
@@ -129,8 +131,9 @@ class TiffSliceWriter(SliceWriter):
                 with tifffile.TiffWriter(self._tmp, imagej=imagej, bigtiff=bigtiff) as tif:
                     # data=None lays out tags and reserves the pixels without writing them:
                     # the file is sparse until slices arrive, and unwritten slices read as 0.
-                    offset, _ = tif.write(data=None, shape=self.shape, dtype=self.dtype,
-                                          returnoffset=True, **options)
+                    offset, _ = tif.write(
+                        data=None, shape=self.shape, dtype=self.dtype, returnoffset=True, **options
+                    )
             self._offset = int(offset)
             self._fd = os.open(self._tmp, os.O_RDWR)
         except BaseException:
@@ -201,8 +204,9 @@ class ZarrSliceWriter(SliceWriter):
         remove_stale_temporaries(self.path.parent, self.path.name)
         self._tmp = temporary_beside(self.path)
         try:
-            self.array = create_zarr_output(self._tmp, self.shape, self.dtype,
-                                            pixel_size_nm=pixel_size_nm, chunks=chunks)
+            self.array = create_zarr_output(
+                self._tmp, self.shape, self.dtype, pixel_size_nm=pixel_size_nm, chunks=chunks
+            )
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
             raise
@@ -254,8 +258,9 @@ def _check_replaceable(path: Path) -> None:
         raise InputError(f"{path} exists and is not a zarr store; refusing to replace it")
 
 
-def create_zarr_output(path, shape, dtype, *, pixel_size_nm: float | None = None,
-                       chunks=None, overwrite: bool = False):
+def create_zarr_output(
+    path, shape, dtype, *, pixel_size_nm: float | None = None, chunks=None, overwrite: bool = False
+):
     """Create an empty (all 0) OME-Zarr image for a segmentation and return its zarr array.
 
     Made for viewers: napari can show the returned array as a labels layer while
@@ -292,25 +297,34 @@ def create_zarr_output(path, shape, dtype, *, pixel_size_nm: float | None = None
         raise InputError(f"{path} already exists")
     group = zarr.open_group(str(path.absolute()), mode="w", zarr_format=2)
     attrs = {"pixel_size_nm": float(pixel_size_nm)} if pixel_size_nm else {}
-    array = group.create_array(ZARR_ARRAY, shape=shape, chunks=tuple(chunks), dtype=dtype,
-                               fill_value=0, attributes=attrs)
-    names = "zyx"[-len(shape):]
+    array = group.create_array(
+        ZARR_ARRAY, shape=shape, chunks=tuple(chunks), dtype=dtype, fill_value=0, attributes=attrs
+    )
+    names = "zyx"[-len(shape) :]
     scale = [1.0] * len(shape)
     axes = [{"name": n, "type": "space"} for n in names]
     if pixel_size_nm:
         scale[-2:] = [float(pixel_size_nm)] * 2
         for axis in axes[-2:]:
             axis["unit"] = "nanometer"
-    group.attrs.update({
-        "multiscales": [{
-            "version": "0.4",
-            "name": path.stem,
-            "axes": axes,
-            "datasets": [{"path": ZARR_ARRAY, "coordinateTransformations": [
-                {"type": "scale", "scale": scale}]}],
-        }],
-        **attrs,
-    })
+    group.attrs.update(
+        {
+            "multiscales": [
+                {
+                    "version": "0.4",
+                    "name": path.stem,
+                    "axes": axes,
+                    "datasets": [
+                        {
+                            "path": ZARR_ARRAY,
+                            "coordinateTransformations": [{"type": "scale", "scale": scale}],
+                        }
+                    ],
+                }
+            ],
+            **attrs,
+        }
+    )
     return array
 
 

@@ -10,7 +10,7 @@ from ..model.unet import UNetConfig
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train; the defaults are those of fine-tuning (:meth:`from_scratch` for a new model)."""
+    """How to train; the defaults are those of fine-tuning (:meth:`from_scratch`: a new model)."""
 
     epochs: int = 10
     steps_per_epoch: int = 40
@@ -75,5 +75,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-_FROM_SCRATCH = {"epochs": 30, "steps_per_epoch": 100, "batch_size": 8, "learning_rate": 1e-3,
-                 "anchor_share": 0.0, "freeze_batch_norm": False, "tune_postprocessing": True}
+_FROM_SCRATCH = {
+    "epochs": 30,
+    "steps_per_epoch": 100,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "anchor_share": 0.0,
+    "freeze_batch_norm": False,
+    "tune_postprocessing": True,
+}

@@ -68,8 +68,9 @@ def spread(candidates: Sequence[int], limit: int) -> list[int]:
     return sorted({candidates[int(round(p))] for p in positions})
 
 
-def uncorrected_roles(depth: int, exclude: Sequence[int], anchors: int, checks: int
-                      ) -> tuple[list[int], list[int]]:
+def uncorrected_roles(
+    depth: int, exclude: Sequence[int], anchors: int, checks: int
+) -> tuple[list[int], list[int]]:
     """Anchor and check slices among the slices not in ``exclude``, spread over the stack.
 
     Disjoint when there are enough slices, so that a check slice shows how far a change
@@ -85,8 +86,14 @@ def uncorrected_roles(depth: int, exclude: Sequence[int], anchors: int, checks: 
 
 
 # ----------------------------------------------------------------------------- anchors
-def anchor_samples(predict: Callable, stack, slices: Sequence[int], *, factor: float,
-                   percentiles: tuple[float, float]) -> list[AnchorSample]:
+def anchor_samples(
+    predict: Callable,
+    stack,
+    slices: Sequence[int],
+    *,
+    factor: float,
+    percentiles: tuple[float, float],
+) -> list[AnchorSample]:
     """Normalise and resample ``slices`` of ``stack`` as training does, with ``predict``'s
     (the base model's) membrane probability of each as its target."""
     samples = []
@@ -96,8 +103,9 @@ def anchor_samples(predict: Callable, stack, slices: Sequence[int], *, factor: f
     return samples
 
 
-def model_scale_planes(stack, slices: Sequence[int], *, factor: float,
-                       percentiles: tuple[float, float]) -> list[np.ndarray]:
+def model_scale_planes(
+    stack, slices: Sequence[int], *, factor: float, percentiles: tuple[float, float]
+) -> list[np.ndarray]:
     """``slices`` of ``stack`` normalised and resampled to the model's scale."""
     planes = []
     for index in slices:
@@ -129,8 +137,15 @@ def freeze_batch_norm(model) -> int:
     return frozen
 
 
-def adapt_batch_norm(model, planes: Sequence[np.ndarray], *, seed: int, batches: int = 30,
-                     batch_size: int = 4, patch: int = 256) -> int:
+def adapt_batch_norm(
+    model,
+    planes: Sequence[np.ndarray],
+    *,
+    seed: int,
+    batches: int = 30,
+    batch_size: int = 4,
+    patch: int = 256,
+) -> int:
     """Re-estimate the batch-normalisation statistics on ``planes`` (AdaBN); return how many
     layers were adapted.
 
@@ -149,8 +164,10 @@ def adapt_batch_norm(model, planes: Sequence[np.ndarray], *, seed: int, batches:
         layer.momentum = 0.8
     try:
         for _ in range(batches):
-            batch = [_random_crop(rng, planes[rng.integers(len(planes))], patch)
-                     for _ in range(batch_size)]
+            batch = [
+                _random_crop(rng, planes[rng.integers(len(planes))], patch)
+                for _ in range(batch_size)
+            ]
             model(np.stack(batch)[..., None], training=True)
     finally:
         for layer, momentum in zip(layers, saved, strict=True):
@@ -161,11 +178,12 @@ def adapt_batch_norm(model, planes: Sequence[np.ndarray], *, seed: int, batches:
 def _random_crop(rng, plane: np.ndarray, size: int) -> np.ndarray:
     height, width = plane.shape
     if height < size or width < size:
-        plane = np.pad(plane, ((0, max(0, size - height)), (0, max(0, size - width))),
-                       mode="symmetric")
+        plane = np.pad(
+            plane, ((0, max(0, size - height)), (0, max(0, size - width))), mode="symmetric"
+        )
         height, width = plane.shape
     y, x = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
-    return np.ascontiguousarray(plane[y:y + size, x:x + size], dtype=np.float32)
+    return np.ascontiguousarray(plane[y : y + size, x : x + size], dtype=np.float32)
 
 
 def blended(base_weights: list, tuned_weights: list, blend: float) -> list:
@@ -177,8 +195,14 @@ def blended(base_weights: list, tuned_weights: list, blend: float) -> list:
 def _v_rand(probabilities, planes: Sequence[LabelledPlane], params) -> float | None:
     if not planes:
         return None
-    return float(np.mean([score_slice(instances_from_probability(p, params), plane.labels).v_rand
-                          for p, plane in zip(probabilities, planes, strict=True)]))
+    return float(
+        np.mean(
+            [
+                score_slice(instances_from_probability(p, params), plane.labels).v_rand
+                for p, plane in zip(probabilities, planes, strict=True)
+            ]
+        )
+    )
 
 
 class BaseComparison:
@@ -201,34 +225,53 @@ class BaseComparison:
         Uncorrected planes at the model's scale.
     """
 
-    def __init__(self, base_model, params: WatershedParams, validation: list[LabelledPlane],
-                 corrected: list[LabelledPlane], check: list[np.ndarray], config: TrainConfig):
+    def __init__(
+        self,
+        base_model,
+        params: WatershedParams,
+        validation: list[LabelledPlane],
+        corrected: list[LabelledPlane],
+        check: list[np.ndarray],
+        config: TrainConfig,
+    ):
         self.params, self.validation, self.check, self.config = params, validation, check, config
-        self.base_check = [instances_from_probability(predict_slice(base_model, c), params)
-                           for c in check]
-        self.base_v_rand = _v_rand([predict_slice(base_model, v.image) for v in validation],
-                                   validation, params)
+        self.base_check = [
+            instances_from_probability(predict_slice(base_model, c), params) for c in check
+        ]
+        self.base_v_rand = _v_rand(
+            [predict_slice(base_model, v.image) for v in validation], validation, params
+        )
         self.base_corrected_v_rand = _v_rand(
-            [predict_slice(base_model, c.image) for c in corrected], corrected, params)
-        self.familiar = (self.base_corrected_v_rand is not None and
-                         self.base_corrected_v_rand >= config.familiar_v_rand)
+            [predict_slice(base_model, c.image) for c in corrected], corrected, params
+        )
+        self.familiar = (
+            self.base_corrected_v_rand is not None
+            and self.base_corrected_v_rand >= config.familiar_v_rand
+        )
         self.change_budget = config.change_budget if self.familiar else None
 
-    def measure(self, model, params: WatershedParams | None = None, checks: int | None = None
-                ) -> tuple[float | None, float | None, list]:
+    def measure(
+        self, model, params: WatershedParams | None = None, checks: int | None = None
+    ) -> tuple[float | None, float | None, list]:
         """Validation V_rand, largest change on the first ``checks`` check slices (all by
         default), and the validation probabilities (for tuning the watershed)."""
         params = params or self.params
         probabilities = [predict_slice(model, v.image) for v in self.validation]
         count = len(self.check) if checks is None else min(checks, len(self.check))
-        changes = [1.0 - score_slice(instances_from_probability(predict_slice(model, c), params),
-                                     base).v_rand
-                   for c, base in zip(self.check[:count], self.base_check[:count], strict=True)]
-        return (_v_rand(probabilities, self.validation, params),
-                max(changes) if changes else None, probabilities)
+        changes = [
+            1.0
+            - score_slice(instances_from_probability(predict_slice(model, c), params), base).v_rand
+            for c, base in zip(self.check[:count], self.base_check[:count], strict=True)
+        ]
+        return (
+            _v_rand(probabilities, self.validation, params),
+            max(changes) if changes else None,
+            probabilities,
+        )
 
-    def candidates(self, model, base_weights, tuned_weights, tune: bool
-                   ) -> tuple[list[Candidate], WatershedParams | None]:
+    def candidates(
+        self, model, base_weights, tuned_weights, tune: bool
+    ) -> tuple[list[Candidate], WatershedParams | None]:
         """Measure the base plus each configured share of the change (and, when ``tune``,
         with the watershed re-tuned on the validation data of the full change)."""
         found, tuned = [], None
@@ -239,8 +282,9 @@ class BaseComparison:
             v_rand, change, probabilities = self.measure(model, checks=checks)
             found.append(Candidate(blend, v_rand, change))
             if tune and blend == max(self.config.blends) and self.validation:
-                params, _ = tune_watershed(probabilities, [v.labels for v in self.validation],
-                                           self.params)
+                params, _ = tune_watershed(
+                    probabilities, [v.labels for v in self.validation], self.params
+                )
                 if params != self.params:
                     tuned = params
             if tuned is not None:
@@ -252,8 +296,13 @@ class BaseComparison:
         return judge(found, self.base_v_rand, self.change_budget, self.config.min_gain, what)
 
 
-def judge(found: Sequence[Candidate], before: float | None, budget: float | None,
-          min_gain: float, what: str) -> Verdict:
+def judge(
+    found: Sequence[Candidate],
+    before: float | None,
+    budget: float | None,
+    min_gain: float,
+    what: str,
+) -> Verdict:
     """Accept the best-validating candidate within the change budget, or keep the base.
 
     ``before`` is the base's validation V_rand (None: nothing was held out, and only the
@@ -267,18 +316,32 @@ def judge(found: Sequence[Candidate], before: float | None, budget: float | None
         better = [c for c in within if c.v_rand is not None and c.v_rand > before + min_gain]
     if not better:
         best = max(found, key=lambda c: (c.v_rand or 0.0, -c.blend), default=None)
-        return Verdict(False, 0.0, before, before, 0.0,
-                       _rejection(best, before, budget, what), tuple(found))
+        return Verdict(
+            False, 0.0, before, before, 0.0, _rejection(best, before, budget, what), tuple(found)
+        )
     best = max(better, key=lambda c: (c.v_rand if c.v_rand is not None else 0.0, c.blend))
-    return Verdict(True, best.blend, before, best.v_rand, best.change,
-                   _acceptance(best, before, budget, what), tuple(found))
+    return Verdict(
+        True,
+        best.blend,
+        before,
+        best.v_rand,
+        best.change,
+        _acceptance(best, before, budget, what),
+        tuple(found),
+    )
 
 
 def _acceptance(best: Candidate, before, budget, what: str) -> str:
-    score = ("no held-out corrected data to validate on" if before is None else
-             f"validation V_rand {before:.4f} -> {best.v_rand:.4f} on {what}")
-    change = "" if best.change is None else \
-        f"; uncorrected check slices changed by at most {best.change:.3f}"
+    score = (
+        "no held-out corrected data to validate on"
+        if before is None
+        else f"validation V_rand {before:.4f} -> {best.v_rand:.4f} on {what}"
+    )
+    change = (
+        ""
+        if best.change is None
+        else f"; uncorrected check slices changed by at most {best.change:.3f}"
+    )
     share = "" if best.blend >= 1 else f"; kept {best.blend:.0%} of the fine-tuned change"
     if budget is not None and best.blend < 1:
         share += f" to stay within {budget:.2f} where the base already does well"
@@ -289,16 +352,26 @@ def _acceptance(best: Candidate, before, budget, what: str) -> str:
 def _rejection(best: Candidate | None, before, budget, what: str) -> str:
     if best is None:
         return "kept the base model: no fine-tuned weights to compare"
-    if budget is not None and best.change is not None and best.change > budget and \
-            before is not None and best.v_rand is not None and best.v_rand > before:
-        return (f"kept the base model: the fine-tuned one validates better on {what} "
-                f"({before:.4f} -> {best.v_rand:.4f}) but changes an uncorrected slice by "
-                f"{best.change:.3f}, more than {budget:.2f} allowed where the base already "
-                "does well")
+    if (
+        budget is not None
+        and best.change is not None
+        and best.change > budget
+        and before is not None
+        and best.v_rand is not None
+        and best.v_rand > before
+    ):
+        return (
+            f"kept the base model: the fine-tuned one validates better on {what} "
+            f"({before:.4f} -> {best.v_rand:.4f}) but changes an uncorrected slice by "
+            f"{best.change:.3f}, more than {budget:.2f} allowed where the base already "
+            "does well"
+        )
     after = "-" if best.v_rand is None else f"{best.v_rand:.4f}"
     base = "-" if before is None else f"{before:.4f}"
-    return (f"kept the base model: the fine-tuned one is not better on {what} "
-            f"(validation V_rand {base} -> {after})")
+    return (
+        f"kept the base model: the fine-tuned one is not better on {what} "
+        f"(validation V_rand {base} -> {after})"
+    )
 
 
 def describe_plan(plan: FineTunePlan) -> str:
@@ -311,14 +384,21 @@ def describe_plan(plan: FineTunePlan) -> str:
 
     base = "-" if plan.base_corrected_v_rand is None else f"{plan.base_corrected_v_rand:.4f}"
     if plan.familiar:
-        regime = (f"the base already does well there (V_rand {base} >= familiar threshold), "
-                  f"so no uncorrected check slice may change by more than "
-                  f"{plan.change_budget:.2f}")
+        regime = (
+            f"the base already does well there (V_rand {base} >= familiar threshold), "
+            f"so no uncorrected check slice may change by more than "
+            f"{plan.change_budget:.2f}"
+        )
     else:
         regime = f"base V_rand on the corrected slices {base}: new data, changes are expected"
     where = named(plan.validation_slices) if plan.validation_slices else named(plan.corrected)
-    anchors = f"anchors (the base's own predictions) from slices {named(plan.anchors)}" \
-        if plan.anchors else "no anchors"
-    return (f"fine-tuning on slices {named(plan.corrected)} for {plan.total_steps} steps with "
-            f"{anchors}; validation: V_rand on {plan.validation} (slices {where}) and the "
-            f"change of uncorrected slices {named(plan.check)} against the base; {regime}")
+    anchors = (
+        f"anchors (the base's own predictions) from slices {named(plan.anchors)}"
+        if plan.anchors
+        else "no anchors"
+    )
+    return (
+        f"fine-tuning on slices {named(plan.corrected)} for {plan.total_steps} steps with "
+        f"{anchors}; validation: V_rand on {plan.validation} (slices {where}) and the "
+        f"change of uncorrected slices {named(plan.check)} against the base; {regime}"
+    )

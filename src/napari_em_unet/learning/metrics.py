@@ -169,8 +169,9 @@ def thin_borders(cells: np.ndarray) -> np.ndarray:
     return lab[1:-1, 1:-1]
 
 
-def _flood_layer(flat: np.ndarray, frontier: np.ndarray, offsets: np.ndarray,
-                 scratch: np.ndarray) -> np.ndarray:
+def _flood_layer(
+    flat: np.ndarray, frontier: np.ndarray, offsets: np.ndarray, scratch: np.ndarray
+) -> np.ndarray:
     """Label one distance layer in place and return the next one."""
     neigh = flat[frontier[:, None] + offsets]
     positive = neigh > 0
@@ -316,8 +317,9 @@ def grown_scores(prediction: np.ndarray, truth: Truth) -> tuple[float, float]:
     return float(v_rand), float(np.clip(v_info, 0.0, 1.0))
 
 
-def score_slice(prediction: np.ndarray, ground_truth: np.ndarray | Truth, *,
-                grown: bool = True) -> SliceScore:
+def score_slice(
+    prediction: np.ndarray, ground_truth: np.ndarray | Truth, *, grown: bool = True
+) -> SliceScore:
     """Scores of one 2D prediction (labels or membrane probability) against its truth.
 
     ``grown=False`` skips the grown-membrane variant (the watershed tuner's fast path).
@@ -346,8 +348,15 @@ def combine(scores: list[SliceScore]) -> StackScore:
     best_rand, best_info = int(np.argmax(rand_table.mean(0))), int(np.argmax(info_table.mean(0)))
     binary = rand_table.shape[1] == 1
     per_slice = [
-        SliceScore(float(r[best_rand]), float(i[best_info]), s.pixel_error, s.v_rand_grown,
-                   s.v_info_grown, s.v_rand_by_threshold, s.v_info_by_threshold)
+        SliceScore(
+            float(r[best_rand]),
+            float(i[best_info]),
+            s.pixel_error,
+            s.v_rand_grown,
+            s.v_info_grown,
+            s.v_rand_by_threshold,
+            s.v_info_by_threshold,
+        )
         for s, r, i in zip(scores, rand_table, info_table, strict=True)
     ]
     return StackScore(
@@ -362,8 +371,9 @@ def combine(scores: list[SliceScore]) -> StackScore:
     )
 
 
-def score_stack(prediction: np.ndarray, ground_truth: np.ndarray, *,
-                grown: bool = True) -> StackScore:
+def score_stack(
+    prediction: np.ndarray, ground_truth: np.ndarray, *, grown: bool = True
+) -> StackScore:
     """Scores of a 2D image or ZYX stack: the official stack score and per-slice values."""
     prediction, ground_truth = np.asarray(prediction), np.asarray(ground_truth)
     if prediction.shape != ground_truth.shape:
@@ -374,8 +384,9 @@ def score_stack(prediction: np.ndarray, ground_truth: np.ndarray, *,
         prediction, ground_truth = prediction[None], ground_truth[None]
     if prediction.ndim != 3:
         raise InputError(f"expected 2D or ZYX arrays, got shape {prediction.shape}")
-    return combine([score_slice(p, g, grown=grown)
-                    for p, g in zip(prediction, ground_truth, strict=True)])
+    return combine(
+        [score_slice(p, g, grown=grown) for p, g in zip(prediction, ground_truth, strict=True)]
+    )
 
 
 @dataclass(frozen=True)
@@ -386,16 +397,21 @@ class SliceScored:
     score: SliceScore
 
 
-def score_slices(prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
-                 ) -> Generator[SliceScored, None, None]:
+def score_slices(
+    prediction: np.ndarray, truth: np.ndarray, slices: tuple[int, ...]
+) -> Generator[SliceScored, None, None]:
     """Yield the ISBI scores of each slice (prediction and truth: ZYX copies, or zarr/dask
     arrays read here one slice at a time).
 
     No TensorFlow: this one runs in a napari thread worker.
     """
     for done, index in enumerate(slices, start=1):
-        yield SliceScored(index, done, len(slices), score_slice(np.asarray(prediction[index]),
-                                                      np.asarray(truth[index])))
+        yield SliceScored(
+            index,
+            done,
+            len(slices),
+            score_slice(np.asarray(prediction[index]), np.asarray(truth[index])),
+        )
 
 
 # ----------------------------------------------------------------------------- 3D objects
@@ -479,8 +495,7 @@ def score_volume_3d(prediction, ground_truth) -> VolumeScore:
     return _scores_from_pairs(key >> np.uint64(32), key & np.uint64(0xFFFFFFFF), count)
 
 
-def _scores_from_pairs(predicted: np.ndarray, true: np.ndarray, count: np.ndarray
-                       ) -> VolumeScore:
+def _scores_from_pairs(predicted: np.ndarray, true: np.ndarray, count: np.ndarray) -> VolumeScore:
     """V_rand / V_info and their split and merge parts from a sparse contingency table."""
     n = int(count.sum())
     if n == 0:  # nothing to score: an all-membrane truth
@@ -496,7 +511,11 @@ def _scores_from_pairs(predicted: np.ndarray, true: np.ndarray, count: np.ndarra
     info_merge = 1.0 if h_t == 0 else mutual / h_t
     v_info = 1.0 if h_s + h_t == 0 else 2 * mutual / (h_s + h_t)
     return VolumeScore(
-        v_rand=float(2 / (1 / split + 1 / merge)), v_info=float(np.clip(v_info, 0, 1)),
-        v_rand_split=float(split), v_rand_merge=float(merge),
+        v_rand=float(2 / (1 / split + 1 / merge)),
+        v_info=float(np.clip(v_info, 0, 1)),
+        v_rand_split=float(split),
+        v_rand_merge=float(merge),
         v_info_split=float(np.clip(info_split, 0, 1)),
-        v_info_merge=float(np.clip(info_merge, 0, 1)), voxels=n)
+        v_info_merge=float(np.clip(info_merge, 0, 1)),
+        voxels=n,
+    )

@@ -67,8 +67,9 @@ def make_synthetic_stack(
     thickness = rng.uniform(1.5, 3.5, n_cells + 1)
     image = np.zeros(shape, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint16)
-    warp = [cell_size * 0.2 * _smooth_noise(rng, (height, width), cell_size * 0.6)
-            for _ in range(2)]
+    warp = [
+        cell_size * 0.2 * _smooth_noise(rng, (height, width), cell_size * 0.6) for _ in range(2)
+    ]
     for z in range(depth):
         cells = _power_voronoi((height, width), seeds + z * drift, weights, warp)
         boundary = find_boundaries(cells, mode="thick")
@@ -95,9 +96,9 @@ def make_synthetic_stack(
             plane[rr, cc] -= 55
             rr, cc = disk((cy, cx), r, shape=(height, width))
             plane[rr, cc] += 50
-        plane[membrane] = rng.uniform(35, 70) + 10 * _smooth_noise(rng, (height, width), 3)[
-            membrane
-        ]
+        plane[membrane] = (
+            rng.uniform(35, 70) + 10 * _smooth_noise(rng, (height, width), 3)[membrane]
+        )
         plane = ndimage.gaussian_filter(plane, 1.0)
         plane += rng.normal(0, 10, plane.shape)
         image[z] = plane
@@ -176,8 +177,11 @@ class _Neurites:
         presence = rise * fall
         live = presence > 0
         angle = 2 * np.pi * depth / self.wavelength_nm + self.phase[live]
-        centres = (self.origin[live] + self.velocity[live] * depth
-                   + self.wiggle[live] * np.sin(angle)[:, None])
+        centres = (
+            self.origin[live]
+            + self.velocity[live] * depth
+            + self.wiggle[live] * np.sin(angle)[:, None]
+        )
         # A cell that starts or ends shrinks to nothing: its power distance grows by up to
         # four squared radii, so its neighbours take its place smoothly.
         s = presence[live]
@@ -185,8 +189,9 @@ class _Neurites:
         return centres, offsets, self.label[live]
 
 
-def _neurites(rng, style: VolumeStyle, extent_nm: tuple[float, float],
-              depth_nm: float) -> _Neurites:
+def _neurites(
+    rng, style: VolumeStyle, extent_nm: tuple[float, float], depth_nm: float
+) -> _Neurites:
     """Random cells filling ``extent_nm`` (y, x) plus a margin over ``depth_nm``."""
     diameter = style.cell_diameter_nm
     drift = rng.normal(0, 1, 2)
@@ -206,9 +211,16 @@ def _neurites(rng, style: VolumeStyle, extent_nm: tuple[float, float],
     start[ends & starts_here] = at[ends & starts_here]
     end[ends & ~starts_here] = at[ends & ~starts_here]
     label = np.arange(1, n + 1)
-    cells = {"label": label, "origin": origin, "velocity": velocity,
-             "wiggle": rng.normal(0, 0.12 * diameter, (n, 2)), "phase": rng.uniform(0, 6.3, n),
-             "weight": radius**2, "start": start, "end": end}
+    cells = {
+        "label": label,
+        "origin": origin,
+        "velocity": velocity,
+        "wiggle": rng.normal(0, 0.12 * diameter, (n, 2)),
+        "phase": rng.uniform(0, 6.3, n),
+        "weight": radius**2,
+        "start": start,
+        "end": end,
+    }
     branch = _branches(rng, style, cells, depth_nm)
     cells = {k: np.concatenate([v, branch[k]]) for k, v in cells.items()}
     return _Neurites(**cells, taper_nm=style.taper_nm, wavelength_nm=4 * depth_nm + 1000)
@@ -221,8 +233,11 @@ def _branches(rng, style: VolumeStyle, cells: dict, depth_nm: float) -> dict:
     parent's label, so the two are one object (a Y in 3D), which opens going down the
     stack or closes (the mirror image) when the child ends at the branch point instead.
     """
-    parents = np.flatnonzero((rng.random(len(cells["label"])) < style.branch_fraction)
-                             & np.isinf(cells["start"]) & np.isinf(cells["end"]))
+    parents = np.flatnonzero(
+        (rng.random(len(cells["label"])) < style.branch_fraction)
+        & np.isinf(cells["start"])
+        & np.isinf(cells["end"])
+    )
     k = len(parents)
     at = rng.uniform(0.2, 0.8, k) * depth_nm
     away = rng.normal(0, 1, (k, 2))
@@ -239,8 +254,14 @@ def _branches(rng, style: VolumeStyle, cells: dict, depth_nm: float) -> dict:
     return child
 
 
-def _power_labels(warped: tuple[np.ndarray, np.ndarray], pixel_nm: float, reach_nm: float,
-                  centres, offsets, labels) -> np.ndarray:
+def _power_labels(
+    warped: tuple[np.ndarray, np.ndarray],
+    pixel_nm: float,
+    reach_nm: float,
+    centres,
+    offsets,
+    labels,
+) -> np.ndarray:
     """Label each pixel by the cell minimising |x - c|^2 + offset (a power diagram), in nm.
 
     ``warped`` holds every pixel's (y, x) position in nm after the smooth warp that bends
@@ -288,32 +309,53 @@ class _Organelles:
         n_mito = rng.poisson(0.5 * area_um2 / cell_um2 * span / 400)
         n_ves = rng.poisson(60 * area_um2 * span / 40)
         low, high = np.array([-300, 0, 0]), np.array([depth_nm + 300, *extent_nm])
-        return cls(rng.uniform(low, high, (n_mito, 3)),
-                   np.column_stack([rng.uniform(100, 300, n_mito), rng.uniform(35, 60, n_mito),
-                                    rng.uniform(50, 110, n_mito)]),
-                   rng.uniform(0, np.pi, n_mito), rng.uniform(85, 115, n_mito),
-                   rng.uniform(low, high, (n_ves, 3)), rng.uniform(15, 25, n_ves))
+        return cls(
+            rng.uniform(low, high, (n_mito, 3)),
+            np.column_stack(
+                [
+                    rng.uniform(100, 300, n_mito),
+                    rng.uniform(35, 60, n_mito),
+                    rng.uniform(50, 110, n_mito),
+                ]
+            ),
+            rng.uniform(0, np.pi, n_mito),
+            rng.uniform(85, 115, n_mito),
+            rng.uniform(low, high, (n_ves, 3)),
+            rng.uniform(15, 25, n_ves),
+        )
 
-    def draw(self, rng, plane: np.ndarray, membrane: np.ndarray, depth: float,
-             pixel_nm: float) -> None:
+    def draw(
+        self, rng, plane: np.ndarray, membrane: np.ndarray, depth: float, pixel_nm: float
+    ) -> None:
         """Paint the organelles cut by the section at ``depth`` into ``plane`` (in place)."""
         from skimage.draw import disk, ellipse
 
         shape = plane.shape
         cut = np.abs(depth - self.mito_centre[:, 0]) < self.mito_axes[:, 0]
         for (cz, cy, cx), (az, ay, ax), angle, tone in zip(
-                self.mito_centre[cut], self.mito_axes[cut], self.mito_angle[cut],
-                self.mito_tone[cut], strict=True):
+            self.mito_centre[cut],
+            self.mito_axes[cut],
+            self.mito_angle[cut],
+            self.mito_tone[cut],
+            strict=True,
+        ):
             scale = np.sqrt(1 - ((depth - cz) / az) ** 2) / pixel_nm
-            rr, cc = ellipse(cy / pixel_nm, cx / pixel_nm, max(ay * scale, 1), max(ax * scale, 1),
-                             shape=shape, rotation=angle)
+            rr, cc = ellipse(
+                cy / pixel_nm,
+                cx / pixel_nm,
+                max(ay * scale, 1),
+                max(ax * scale, 1),
+                shape=shape,
+                rotation=angle,
+            )
             keep = ~membrane[rr, cc]
             rr, cc = rr[keep], cc[keep]
             # Cristae-like stripes, fixed in space so neighbouring sections agree.
             plane[rr, cc] = tone + 15 * np.sin((rr + cc) * pixel_nm / 6.0)
         cut = np.abs(depth - self.vesicle_centre[:, 0]) < self.vesicle_radius
-        for (cz, cy, cx), radius in zip(self.vesicle_centre[cut], self.vesicle_radius[cut],
-                                        strict=True):
+        for (cz, cy, cx), radius in zip(
+            self.vesicle_centre[cut], self.vesicle_radius[cut], strict=True
+        ):
             r = np.sqrt(radius**2 - (depth - cz) ** 2) / pixel_nm
             if r < 0.7:
                 continue
@@ -335,8 +377,14 @@ class _Field:
         return np.cos(angle) * self.parts[0] + np.sin(angle) * self.parts[1]
 
 
-def _section(cells: _Neurites, style: VolumeStyle, depth: float, grid, warp: list[_Field],
-             thickness_nm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _section(
+    cells: _Neurites,
+    style: VolumeStyle,
+    depth: float,
+    grid,
+    warp: list[_Field],
+    thickness_nm: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells at the section's centre, their membrane, and the membrane averaged over its depth.
 
     An ssTEM section is 50 nm thick: a membrane that runs obliquely through it is seen as a
@@ -364,9 +412,9 @@ def _section(cells: _Neurites, style: VolumeStyle, depth: float, grid, warp: lis
     return centre, membrane, coverage / n_sub
 
 
-def make_synthetic_volume(shape: tuple[int, int, int] = (50, 384, 384),
-                          style: VolumeStyle = FIBSEM_STYLE, seed: int = 0
-                          ) -> tuple[np.ndarray, np.ndarray]:
+def make_synthetic_volume(
+    shape: tuple[int, int, int] = (50, 384, 384), style: VolumeStyle = FIBSEM_STYLE, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """A volume whose cells run through the sections, move, branch and end, with its 3D truth.
 
     Returns (image uint8 ZYX, labels uint32 ZYX): one id per cell through all its sections
@@ -442,10 +490,12 @@ def write_sample(folder: str | Path) -> tuple[Path, Path]:
     resolution = (1e3 / SAMPLE_PIXEL_SIZE_NM, 1e3 / SAMPLE_PIXEL_SIZE_NM)
     meta = {"unit": "um", "axes": "ZYX", "spacing": 0.05}
     paths = folder / SAMPLE_IMAGE, folder / SAMPLE_LABELS
-    tifffile.imwrite(paths[0], image, imagej=True, resolution=resolution, metadata=meta,
-                     compression="zlib")
-    tifffile.imwrite(paths[1], labels, imagej=True, resolution=resolution, metadata=meta,
-                     compression="zlib")
+    tifffile.imwrite(
+        paths[0], image, imagej=True, resolution=resolution, metadata=meta, compression="zlib"
+    )
+    tifffile.imwrite(
+        paths[1], labels, imagej=True, resolution=resolution, metadata=meta, compression="zlib"
+    )
     return paths
 
 

@@ -129,19 +129,30 @@ def _checked_inputs(image, labels, slices, validation_slices):
     return stack, label_stack, slices, validation
 
 
-def _starting_point(base: LoadedModel | None, config: TrainConfig, pixel_size_nm,
-                    train_labels: np.ndarray) -> _Start:
+def _starting_point(
+    base: LoadedModel | None, config: TrainConfig, pixel_size_nm, train_labels: np.ndarray
+) -> _Start:
     """A copy of the base model (never modified itself), or a new network."""
     if base is None:
         info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=pixel_size_nm)
-        return _Start(build_unet(config.architecture, seed=config.seed), info, pixel_size_nm,
-                      membrane_width(train_labels), WatershedParams())
+        return _Start(
+            build_unet(config.architecture, seed=config.seed),
+            info,
+            pixel_size_nm,
+            membrane_width(train_labels),
+            WatershedParams(),
+        )
     keras = _keras()
     model = keras.models.clone_model(base.keras_model)
     model.set_weights(base.keras_model.get_weights())
     info = base.info
-    return _Start(model, info, info.pixel_size_nm, info.membrane_width_px,
-                  WatershedParams.from_dict(info.postprocessing))
+    return _Start(
+        model,
+        info,
+        info.pixel_size_nm,
+        info.membrane_width_px,
+        WatershedParams.from_dict(info.postprocessing),
+    )
 
 
 def prepare(
@@ -183,13 +194,16 @@ def _split_band(samples: list[_Sample], fraction: float) -> tuple[list[_Sample],
     return train, val
 
 
-def _samples(stack, label_stack, slices, validation, start: _Start, config: TrainConfig,
-             pixel_size_nm) -> tuple[list[_Sample], list[_Sample], list[_Sample]]:
+def _samples(
+    stack, label_stack, slices, validation, start: _Start, config: TrainConfig, pixel_size_nm
+) -> tuple[list[_Sample], list[_Sample], list[_Sample]]:
     """Training and validation samples at the model's scale, and the whole training slices."""
-    prep = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
-            "percentiles": start.info.percentiles,
-            "width": config.border_width_px or start.membrane_width_px,
-            "border_weight": config.border_weight}
+    prep = {
+        "factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
+        "percentiles": start.info.percentiles,
+        "width": config.border_width_px or start.membrane_width_px,
+        "border_weight": config.border_weight,
+    }
     whole = prepare(stack, label_stack, slices, **prep)
     if validation:
         return whole, prepare(stack, label_stack, validation, **prep), whole
@@ -200,13 +214,15 @@ def _samples(stack, label_stack, slices, validation, start: _Start, config: Trai
 class _Trainer:
     """The optimiser, one training step, validation, and the best epoch so far."""
 
-    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples,
-                 anchors: Sequence = ()):
+    def __init__(
+        self, start: _Start, config: TrainConfig, train_samples, val_samples, anchors: Sequence = ()
+    ):
         self.model, self.config = start.model, config
         self.train_samples, self.val_samples = train_samples, val_samples
         self.anchors = list(anchors)
-        self.anchor_patches = anchor_patch_count(config.batch_size, config.anchor_share,
-                                                 bool(self.anchors))
+        self.anchor_patches = anchor_patch_count(
+            config.batch_size, config.anchor_share, bool(self.anchors)
+        )
         anchor_area = np.array([a.image.size for a in self.anchors], dtype=float)
         self.anchor_weights = anchor_area / anchor_area.sum() if self.anchors else anchor_area
         self.rng = np.random.default_rng(config.seed)
@@ -247,12 +263,25 @@ class _Trainer:
         """One optimiser step; the mean loss of the corrected patches and of the anchors."""
         config = self.config
         corrected = config.batch_size - self.anchor_patches
-        batch = [random_patch(self.rng, *_pick(self.rng, self.train_samples, self.sample_weights),
-                              config.patch_size, self.augment)
-                 for _ in range(corrected)]
-        batch += [random_patch(self.rng, *_pick(self.rng, self.anchors, self.anchor_weights),
-                               config.patch_size, self.augment, soft=True)
-                  for _ in range(self.anchor_patches)]
+        batch = [
+            random_patch(
+                self.rng,
+                *_pick(self.rng, self.train_samples, self.sample_weights),
+                config.patch_size,
+                self.augment,
+            )
+            for _ in range(corrected)
+        ]
+        batch += [
+            random_patch(
+                self.rng,
+                *_pick(self.rng, self.anchors, self.anchor_weights),
+                config.patch_size,
+                self.augment,
+                soft=True,
+            )
+            for _ in range(self.anchor_patches)
+        ]
         x, y, w = (np.stack([b[i] for b in batch])[..., None] for i in range(3))
         per_patch = np.asarray(self.step_fn(x, y, w))
         anchor = float(per_patch[corrected:].mean()) if self.anchor_patches else None
@@ -263,26 +292,33 @@ class _Trainer:
         if not self.val_samples:
             return None, None, start
         probs = [predict_slice(self.model, s.image) for s in self.val_samples]
-        losses = [_weighted_bce(p, s.target, s.weight)
-                  for p, s in zip(probs, self.val_samples, strict=True)]
+        losses = [
+            _weighted_bce(p, s.target, s.weight)
+            for p, s in zip(probs, self.val_samples, strict=True)
+        ]
         gts = [s.labels for s in self.val_samples]
         tuned = start
         if self.config.tune_postprocessing:
             tuned, score = tune_watershed(probs, gts, start)
         else:
-            score = float(np.mean([score_slice(instances_from_probability(p, start), g,
-                                               grown=False).v_rand
-                                   for p, g in zip(probs, gts, strict=True)]))
+            score = float(
+                np.mean(
+                    [
+                        score_slice(instances_from_probability(p, start), g, grown=False).v_rand
+                        for p, g in zip(probs, gts, strict=True)
+                    ]
+                )
+            )
         return float(np.mean(losses)), score, tuned
 
     def score_base(self) -> EpochProgress:
         """Epoch 0: the base model itself, the score fine-tuning has to beat."""
         val_loss, self.best_score, self.best_params = self.evaluate(self.best_params)
         self.best_weights = self.model.get_weights()
-        self.history.append({"epoch": 0, "loss": None, "val_loss": val_loss,
-                             "val_v_rand": self.best_score})
-        return EpochProgress(0, self.config.epochs, float("nan"), val_loss, self.best_score,
-                             0, 0.0)
+        self.history.append(
+            {"epoch": 0, "loss": None, "val_loss": val_loss, "val_v_rand": self.best_score}
+        )
+        return EpochProgress(0, self.config.epochs, float("nan"), val_loss, self.best_score, 0, 0.0)
 
     def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
         val_loss, score, tuned = self.evaluate(self.best_params)
@@ -290,10 +326,19 @@ class _Trainer:
         if score is None or self.best_score is None or score > self.best_score:
             self.best_epoch, self.best_score, self.best_params = epoch, score, tuned
             self.best_weights = self.model.get_weights()
-        self.history.append({"epoch": epoch, "loss": mean_loss, "val_loss": val_loss,
-                             "val_v_rand": score})
-        return EpochProgress(epoch, self.config.epochs, mean_loss, val_loss, score,
-                             self.best_epoch, time.perf_counter() - started, self.done)
+        self.history.append(
+            {"epoch": epoch, "loss": mean_loss, "val_loss": val_loss, "val_v_rand": score}
+        )
+        return EpochProgress(
+            epoch,
+            self.config.epochs,
+            mean_loss,
+            val_loss,
+            score,
+            self.best_epoch,
+            time.perf_counter() - started,
+            self.done,
+        )
 
     def epochs(self, stop) -> Generator[StepProgress | EpochProgress, None, tuple[int, bool]]:
         """Run the epochs; return the last epoch run and whether ``stop`` ended them."""
@@ -308,8 +353,16 @@ class _Trainer:
                 loss, anchor_loss = self.step()
                 losses.append(loss)
                 self.done += 1
-                yield StepProgress(epoch, config.epochs, step, config.steps_per_epoch, loss,
-                                   self.done, total, anchor_loss)
+                yield StepProgress(
+                    epoch,
+                    config.epochs,
+                    step,
+                    config.steps_per_epoch,
+                    loss,
+                    self.done,
+                    total,
+                    anchor_loss,
+                )
             if stopped and not losses:
                 return epoch - 1, True
             yield self.end_epoch(epoch, losses, started)
@@ -323,8 +376,9 @@ class _Trainer:
         if not self.val_samples and self.config.tune_postprocessing:
             # No held-out data: tune on the training slices themselves (better than nothing).
             probs = [predict_slice(self.model, s.image) for s in self.train_samples]
-            self.best_params, _ = tune_watershed(probs, [s.labels for s in self.train_samples],
-                                                 self.best_params)
+            self.best_params, _ = tune_watershed(
+                probs, [s.labels for s in self.train_samples], self.best_params
+            )
 
 
 class _FineTuner(_Trainer):
@@ -332,8 +386,15 @@ class _FineTuner(_Trainer):
     corrected data and uncorrected check slices), and the verdict at the end instead of
     the best epoch on a band of the training slices."""
 
-    def __init__(self, start: _Start, config: TrainConfig, train_samples, val_samples,
-                 anchors: Sequence, comparison: BaseComparison):
+    def __init__(
+        self,
+        start: _Start,
+        config: TrainConfig,
+        train_samples,
+        val_samples,
+        anchors: Sequence,
+        comparison: BaseComparison,
+    ):
         super().__init__(start, config, train_samples, val_samples, anchors)
         self.comparison = comparison
         self.base_weights = self.model.get_weights()
@@ -343,8 +404,9 @@ class _FineTuner(_Trainer):
     def score_base(self) -> EpochProgress:
         before = self.comparison.base_v_rand
         self.best_score = before
-        self.history.append({"epoch": 0, "step": 0, "loss": None, "val_v_rand": before,
-                             "val_change": 0.0})
+        self.history.append(
+            {"epoch": 0, "step": 0, "loss": None, "val_v_rand": before, "val_change": 0.0}
+        )
         return EpochProgress(0, self.config.epochs, float("nan"), None, before, 0, 0.0, 0, 0.0)
 
     def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
@@ -352,10 +414,26 @@ class _FineTuner(_Trainer):
         score, change, _ = self.comparison.measure(self.model, checks=2)
         mean_loss = float(np.mean(losses))
         self.best_epoch = epoch
-        self.history.append({"epoch": epoch, "step": self.done, "loss": mean_loss,
-                             "val_v_rand": score, "val_change": change})
-        return EpochProgress(epoch, self.config.epochs, mean_loss, None, score, epoch,
-                             time.perf_counter() - started, self.done, change)
+        self.history.append(
+            {
+                "epoch": epoch,
+                "step": self.done,
+                "loss": mean_loss,
+                "val_v_rand": score,
+                "val_change": change,
+            }
+        )
+        return EpochProgress(
+            epoch,
+            self.config.epochs,
+            mean_loss,
+            None,
+            score,
+            epoch,
+            time.perf_counter() - started,
+            self.done,
+            change,
+        )
 
     def restore_best(self) -> None:
         """Nothing to restore: :meth:`conclude` chooses the final weights."""
@@ -363,21 +441,33 @@ class _FineTuner(_Trainer):
     def conclude(self, what: str, tune: bool) -> Verdict:
         """Measure the candidates, keep the verdict's weights and watershed parameters."""
         tuned_weights = self.model.get_weights()
-        found, tuned_params = self.comparison.candidates(self.model, self.base_weights,
-                                                         tuned_weights, tune)
+        found, tuned_params = self.comparison.candidates(
+            self.model, self.base_weights, tuned_weights, tune
+        )
         verdict = self.comparison.verdict(found, what)
         self.model.set_weights(blended(self.base_weights, tuned_weights, verdict.blend))
-        chosen = next((c for c in found if c.blend == verdict.blend and
-                       c.v_rand == verdict.v_rand_after), None)
+        chosen = next(
+            (c for c in found if c.blend == verdict.blend and c.v_rand == verdict.v_rand_after),
+            None,
+        )
         if verdict.accepted and chosen is not None and chosen.tuned_watershed:
             self.best_params = tuned_params
         self.best_score, self.verdict = verdict.v_rand_after, verdict
         return verdict
 
 
-def _fine_tuner(base: LoadedModel, stack, slices, validation, roles, start: _Start,
-                config: TrainConfig, pixel_size_nm, samples, held_out: bool
-                ) -> tuple[_FineTuner, FineTunePlan]:
+def _fine_tuner(
+    base: LoadedModel,
+    stack,
+    slices,
+    validation,
+    roles,
+    start: _Start,
+    config: TrainConfig,
+    pixel_size_nm,
+    samples,
+    held_out: bool,
+) -> tuple[_FineTuner, FineTunePlan]:
     """The fine-tuning trainer and the plan it follows.
 
     Familiar data (the base already does well on the corrected slices): the base's
@@ -386,50 +476,74 @@ def _fine_tuner(base: LoadedModel, stack, slices, validation, roles, start: _Sta
     the user's slices, and neither anchors nor a cap hold the model back.
     """
     train_samples, val_samples, whole = samples
-    anchor_slices, check_slices = _uncorrected_slices(stack.shape[0], slices, validation,
-                                                      roles, config)
-    scale = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
-             "percentiles": start.info.percentiles}
+    anchor_slices, check_slices = _uncorrected_slices(
+        stack.shape[0], slices, validation, roles, config
+    )
+    scale = {
+        "factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
+        "percentiles": start.info.percentiles,
+    }
     check_planes = model_scale_planes(stack, check_slices, **scale)
     comparison = BaseComparison(
-        base.keras_model, start.params, [LabelledPlane(s.image, s.labels) for s in val_samples],
-        [LabelledPlane(s.image, s.labels) for s in whole], check_planes, config)
+        base.keras_model,
+        start.params,
+        [LabelledPlane(s.image, s.labels) for s in val_samples],
+        [LabelledPlane(s.image, s.labels) for s in whole],
+        check_planes,
+        config,
+    )
     anchors = []
     if comparison.familiar and config.anchor_share > 0:
-        anchors = anchor_samples(lambda plane: predict_slice(base.keras_model, plane), stack,
-                                 anchor_slices, **scale)
+        anchors = anchor_samples(
+            lambda plane: predict_slice(base.keras_model, plane), stack, anchor_slices, **scale
+        )
     elif not comparison.familiar and config.adapt_batch_norm:
-        planes = [s.image for s in whole] + check_planes + model_scale_planes(
-            stack, anchor_slices, **scale)
+        planes = (
+            [s.image for s in whole]
+            + check_planes
+            + model_scale_planes(stack, anchor_slices, **scale)
+        )
         adapt_batch_norm(start.model, planes, seed=config.seed)
     if config.freeze_batch_norm:
         freeze_batch_norm(start.model)
-    what = ("a corrected slice held out from training" if held_out else
-            "the validation slices (never trained on)" if validation else
-            f"the bottom {config.validation_fraction:.0%} of each corrected slice (never "
-            "trained on)")
+    what = (
+        "a corrected slice held out from training"
+        if held_out
+        else "the validation slices (never trained on)"
+        if validation
+        else f"the bottom {config.validation_fraction:.0%} of each corrected slice (never "
+        "trained on)"
+    )
     plan = FineTunePlan(
-        corrected=tuple(slices), validation=what if val_samples else "nothing (slices too small)",
+        corrected=tuple(slices),
+        validation=what if val_samples else "nothing (slices too small)",
         validation_slices=tuple(validation),
-        anchors=tuple(anchor_slices) if anchors else (), check=tuple(check_slices),
-        base_corrected_v_rand=comparison.base_corrected_v_rand, familiar=comparison.familiar,
+        anchors=tuple(anchor_slices) if anchors else (),
+        check=tuple(check_slices),
+        base_corrected_v_rand=comparison.base_corrected_v_rand,
+        familiar=comparison.familiar,
         change_budget=comparison.change_budget,
         total_steps=config.epochs * config.steps_per_epoch,
-        base_val_v_rand=comparison.base_v_rand)
+        base_val_v_rand=comparison.base_v_rand,
+    )
     return _FineTuner(start, config, train_samples, val_samples, anchors, comparison), plan
 
 
-def _uncorrected_slices(depth: int, slices, validation, roles, config: TrainConfig
-                        ) -> tuple[list[int], list[int]]:
+def _uncorrected_slices(
+    depth: int, slices, validation, roles, config: TrainConfig
+) -> tuple[list[int], list[int]]:
     """Anchor and check slices: the caller's, or spread over the rest of the stack."""
     anchor_slices, check_slices = roles
     if anchor_slices is None or check_slices is None:
         auto_anchors, auto_checks = uncorrected_roles(
-            depth, [*slices, *validation], config.anchor_slices, config.check_slices)
+            depth, [*slices, *validation], config.anchor_slices, config.check_slices
+        )
         anchor_slices = auto_anchors if anchor_slices is None else anchor_slices
         check_slices = auto_checks if check_slices is None else check_slices
-    return (_check_slices(anchor_slices, depth, "anchor slices"),
-            _check_slices(check_slices, depth, "check slices"))
+    return (
+        _check_slices(anchor_slices, depth, "anchor slices"),
+        _check_slices(check_slices, depth, "check slices"),
+    )
 
 
 # ----------------------------------------------------------------------------- train
@@ -464,8 +578,9 @@ def train(
     first, and its result carries the :class:`Verdict`: when the fine-tuned model does not
     validate better than the base, the result holds the base's weights.
     """
-    stack, label_stack, slices, validation = _checked_inputs(image, labels, slices,
-                                                             validation_slices)
+    stack, label_stack, slices, validation = _checked_inputs(
+        image, labels, slices, validation_slices
+    )
     held_out = base is not None and not validation and len(slices) >= config.hold_out_from
     if held_out:
         # A whole corrected slice says more about the slices nobody corrected than a band
@@ -478,33 +593,60 @@ def train(
     if base is None:
         trainer = _Trainer(start, config, samples[0], samples[1])
     else:
-        trainer, plan = _fine_tuner(base, stack, slices, validation,
-                                    (anchor_slices, check_slices), start, config,
-                                    pixel_size_nm, samples, held_out)
+        trainer, plan = _fine_tuner(
+            base,
+            stack,
+            slices,
+            validation,
+            (anchor_slices, check_slices),
+            start,
+            config,
+            pixel_size_nm,
+            samples,
+            held_out,
+        )
     if extra:
         extra_samples = _extra_samples(extra, start, config)
-        trainer.sample_weights = _mixed_weights(trainer.train_samples, extra_samples,
-                                                config.extra_share)
+        trainer.sample_weights = _mixed_weights(
+            trainer.train_samples, extra_samples, config.extra_share
+        )
         trainer.train_samples = trainer.train_samples + extra_samples
     if plan is not None:
         yield plan
         yield trainer.score_base()
     last_epoch, stopped = yield from trainer.epochs(stop)
     trainer.restore_best()
-    run = {"source": source, "slices": slices, "validation_slices": validation,
-           "pixel_size_nm": pixel_size_nm, "epochs": last_epoch,
-           "best_epoch": trainer.best_epoch}
+    run = {
+        "source": source,
+        "slices": slices,
+        "validation_slices": validation,
+        "pixel_size_nm": pixel_size_nm,
+        "epochs": last_epoch,
+        "best_epoch": trainer.best_epoch,
+    }
     if extra:
-        run["extra"] = [{"source": e.name, "pixel_size_nm": e.pixel_size_nm,
-                         "slices": labelled_slices(_labels_array(e.labels))} for e in extra]
+        run["extra"] = [
+            {
+                "source": e.name,
+                "pixel_size_nm": e.pixel_size_nm,
+                "slices": labelled_slices(_labels_array(e.labels)),
+            }
+            for e in extra
+        ]
         run["extra_share"] = config.extra_share
     if plan is not None:
         trainer.conclude(plan.validation, tune=config.tune_postprocessing)
         run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
     info = _trained_info(start, base, trainer, name, run)
-    return TrainResult(LoadedModel(start.model, info, None), trainer.best_epoch,
-                       trainer.best_score, stopped, trainer.history,
-                       getattr(trainer, "verdict", None), plan)
+    return TrainResult(
+        LoadedModel(start.model, info, None),
+        trainer.best_epoch,
+        trainer.best_score,
+        stopped,
+        trainer.history,
+        getattr(trainer, "verdict", None),
+        plan,
+    )
 
 
 def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) -> ModelInfo:
@@ -512,13 +654,17 @@ def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) 
     info, history = start.info, trainer.history
     verdict = getattr(trainer, "verdict", None)
     if verdict is not None:
-        validation = {"v_rand": verdict.v_rand_after, "v_rand_before": verdict.v_rand_before,
-                      **verdict.to_dict()}
+        validation = {
+            "v_rand": verdict.v_rand_after,
+            "v_rand_before": verdict.v_rand_before,
+            **verdict.to_dict(),
+        }
         epochs = info.epochs + (run["epochs"] if verdict.accepted else 0)
     else:
-        validation = {"v_rand": trainer.best_score,
-                      "v_rand_before": history[0]["val_v_rand"] if base is not None and history
-                      else None}
+        validation = {
+            "v_rand": trainer.best_score,
+            "v_rand_before": history[0]["val_v_rand"] if base is not None and history else None,
+        }
         epochs = info.epochs + trainer.best_epoch if base is not None else trainer.best_epoch
     return dataclasses.replace(
         info,
@@ -534,27 +680,35 @@ def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) 
     )
 
 
-def _extra_samples(extra: Sequence[TrainingSource], start: _Start,
-                   config: TrainConfig) -> list[_Sample]:
+def _extra_samples(
+    extra: Sequence[TrainingSource], start: _Start, config: TrainConfig
+) -> list[_Sample]:
     samples = []
     for source in extra:
         stack, _ = as_stack(source.image)
         labels = _labels_array(source.labels)
         labels = labels[np.newaxis] if labels.ndim == 2 else labels
         if stack.shape != labels.shape:
-            raise InputError(f"extra source {source.name!r}: image {tuple(stack.shape)} and "
-                             f"labels {tuple(labels.shape)} differ in shape")
-        samples += prepare(stack, labels, labelled_slices(labels),
-                           factor=resample_factor(source.pixel_size_nm, start.pixel_size_nm),
-                           percentiles=start.info.percentiles,
-                           width=config.border_width_px or start.membrane_width_px,
-                           border_weight=config.border_weight)
+            raise InputError(
+                f"extra source {source.name!r}: image {tuple(stack.shape)} and "
+                f"labels {tuple(labels.shape)} differ in shape"
+            )
+        samples += prepare(
+            stack,
+            labels,
+            labelled_slices(labels),
+            factor=resample_factor(source.pixel_size_nm, start.pixel_size_nm),
+            percentiles=start.info.percentiles,
+            width=config.border_width_px or start.membrane_width_px,
+            border_weight=config.border_weight,
+        )
     return samples
 
 
 def _mixed_weights(main: list[_Sample], extra: list[_Sample], extra_share: float) -> np.ndarray:
     """Patch-sampling probabilities: by slice area within each group, ``extra_share`` to the
     extra volumes, so a large extra volume does not drown the data the model is for."""
+
     def by_area(samples):
         w = np.array([s.image.size for s in samples], dtype=float)
         return w / w.sum() if w.size else w

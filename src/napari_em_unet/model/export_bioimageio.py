@@ -45,13 +45,17 @@ PACKAGE_SUFFIX = ".zip"
 WEIGHT_FORMATS = ("keras_v3", "keras_hdf5", "tensorflow_saved_model_bundle", "onnx")
 
 CITATIONS = [
-    {"text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical "
-             "Image Segmentation. MICCAI 2015.", "doi": "10.1007/978-3-319-24574-4_28"},
-    {"text": "Arganda-Carreras et al. Crowdsourcing the creation of image segmentation "
-             "algorithms for connectomics. Front. Neuroanat. 2015 (ISBI 2012 challenge).",
-     "doi": "10.3389/fnana.2015.00142"},
+    {
+        "text": "Ronneberger, Fischer and Brox. U-Net: Convolutional Networks for Biomedical "
+        "Image Segmentation. MICCAI 2015.",
+        "doi": "10.1007/978-3-319-24574-4_28",
+    },
+    {
+        "text": "Arganda-Carreras et al. Crowdsourcing the creation of image segmentation "
+        "algorithms for connectomics. Front. Neuroanat. 2015 (ISBI 2012 challenge).",
+        "doi": "10.3389/fnana.2015.00142",
+    },
 ]
-
 
 
 def _safe_name(text: str) -> str:
@@ -67,10 +71,14 @@ def _readme(info: ModelInfo, formats: tuple[str, ...], multiple: int) -> str:
     px = f"{info.pixel_size_nm:g} nm" if info.pixel_size_nm else "not recorded"
     low, high = info.percentiles
     v_rand = (info.validation or {}).get("v_rand")
-    trained = "; ".join(
-        f"{t.get('source') or 'data'} slices {t.get('slices')}" for t in info.trained_on
-        if isinstance(t, dict)
-    ) or "not recorded"
+    trained = (
+        "; ".join(
+            f"{t.get('source') or 'data'} slices {t.get('slices')}"
+            for t in info.trained_on
+            if isinstance(t, dict)
+        )
+        or "not recorded"
+    )
     return f"""# {info.name}
 
 A 2D U-Net that predicts the **membrane probability** of electron-microscopy slices
@@ -111,8 +119,70 @@ def _cover(raw: np.ndarray, probability: np.ndarray, path: Path) -> None:
     iio.imwrite(path, (np.concatenate([left, right], axis=1) * 255).astype(np.uint8))
 
 
-def _rdf(model: LoadedModel, files: dict, formats: tuple[str, ...], *, authors, license,
-         opset: int | None) -> dict:
+def _axes(info, multiple: int, smallest: int) -> tuple[list, list]:
+    """The input and output axes: any size that is a multiple of the network's."""
+    space = {"scale": float(info.pixel_size_nm), "unit": "nanometer"} if info.pixel_size_nm else {}
+    in_axes = (
+        [{"type": "batch"}]
+        + [
+            {"type": "space", "id": a, "size": {"min": smallest, "step": multiple}, **space}
+            for a in ("y", "x")
+        ]
+        + [{"type": "channel", "channel_names": ["em"]}]
+    )
+    out_axes = (
+        [{"type": "batch"}]
+        + [
+            {
+                "type": "space",
+                "id": a,
+                "size": {"tensor_id": INPUT_ID, "axis_id": a},
+                "halo": HALO,
+                **space,
+            }
+            for a in ("y", "x")
+        ]
+        + [{"type": "channel", "channel_names": [OUTPUT_ID]}]
+    )
+    return in_axes, out_axes
+
+
+def _weights(files: dict, formats, opset, keras_version: str, tf_version: str) -> dict:
+    """One entry per weights format written, each pointing at its parent (the Keras file)."""
+    weights: dict = {}
+    if "keras_v3" in formats:
+        weights["keras_v3"] = {
+            "source": files["keras_v3"],
+            "keras_version": keras_version,
+            "backend": ["tensorflow", tf_version],
+        }
+    parent = {"parent": "keras_v3"} if "keras_v3" in formats else {}
+    if "keras_hdf5" in formats:
+        weights["keras_hdf5"] = {
+            "source": files["keras_hdf5"],
+            "tensorflow_version": tf_version,
+            **parent,
+        }
+    if "tensorflow_saved_model_bundle" in formats:
+        weights["tensorflow_saved_model_bundle"] = {
+            "source": files["tensorflow_saved_model_bundle"],
+            "tensorflow_version": tf_version,
+            **parent,
+        }
+    if "onnx" in formats:
+        weights["onnx"] = {"source": files["onnx"], "opset_version": opset, **parent}
+    return weights
+
+
+def _rdf(
+    model: LoadedModel,
+    files: dict,
+    formats: tuple[str, ...],
+    *,
+    authors,
+    license,
+    opset: int | None,
+) -> dict:
     from .backend import keras_module, tensorflow_module
 
     keras, tf = keras_module(), tensorflow_module()
@@ -120,65 +190,62 @@ def _rdf(model: LoadedModel, files: dict, formats: tuple[str, ...], *, authors, 
     multiple = size_multiple(model)
     smallest, _ = test_sizes(multiple)
     low, high = info.percentiles
-    space = {"scale": float(info.pixel_size_nm), "unit": "nanometer"} if info.pixel_size_nm \
-        else {}
-    in_axes = [{"type": "batch"}] + [
-        {"type": "space", "id": a, "size": {"min": smallest, "step": multiple}, **space}
-        for a in ("y", "x")] + [{"type": "channel", "channel_names": ["em"]}]
-    out_axes = [{"type": "batch"}] + [
-        {"type": "space", "id": a, "size": {"tensor_id": INPUT_ID, "axis_id": a},
-         "halo": HALO, **space} for a in ("y", "x")] + [
-        {"type": "channel", "channel_names": [OUTPUT_ID]}]
-    weights: dict = {}
-    tf_version = tf.__version__
-    if "keras_v3" in formats:
-        weights["keras_v3"] = {"source": files["keras_v3"], "keras_version": keras.__version__,
-                               "backend": ["tensorflow", tf_version]}
-    parent = {"parent": "keras_v3"} if "keras_v3" in formats else {}
-    if "keras_hdf5" in formats:
-        weights["keras_hdf5"] = {"source": files["keras_hdf5"], "tensorflow_version": tf_version,
-                                 **parent}
-    if "tensorflow_saved_model_bundle" in formats:
-        weights["tensorflow_saved_model_bundle"] = {
-            "source": files["tensorflow_saved_model_bundle"], "tensorflow_version": tf_version,
-            **parent}
-    if "onnx" in formats:
-        weights["onnx"] = {"source": files["onnx"], "opset_version": opset, **parent}
+    in_axes, out_axes = _axes(info, multiple, smallest)
+    weights = _weights(files, formats, opset, keras.__version__, tf.__version__)
     return {
         "type": "model",
         "format_version": _format_version(),
         "name": _safe_name(info.name),
         "description": "2D U-Net predicting membrane probability in electron-microscopy "
-                       "slices (napari-em-unet).",
+        "slices (napari-em-unet).",
         "authors": [{"name": a} for a in authors],
         "cite": CITATIONS,
         "license": license,
-        "tags": ["unet", "2d", "electron-microscopy", "membrane", "semantic-segmentation",
-                 "tensorflow", "keras", "onnx", "napari"],
+        "tags": [
+            "unet",
+            "2d",
+            "electron-microscopy",
+            "membrane",
+            "semantic-segmentation",
+            "tensorflow",
+            "keras",
+            "onnx",
+            "napari",
+        ],
         "documentation": {"source": files["readme"]},
         "covers": [{"source": files["cover"]}],
-        "inputs": [{
-            "id": INPUT_ID,
-            "description": "grey EM slice (any dtype; cast to float32)",
-            "axes": in_axes,
-            "data": {"type": "float32"},
-            "test_tensor": {"source": files["test_input"]},
-            "sample_tensor": {"source": files["sample_input"]},
-            "preprocessing": [
-                {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                {"id": "scale_range", "kwargs": {"axes": ["y", "x"], "min_percentile": low,
-                                                 "max_percentile": high}},
-                {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-            ],
-        }],
-        "outputs": [{
-            "id": OUTPUT_ID,
-            "description": "membrane probability (sigmoid)",
-            "axes": out_axes,
-            "data": {"type": "float32", "range": [0.0, 1.0]},
-            "test_tensor": {"source": files["test_output"]},
-            "sample_tensor": {"source": files["sample_output"]},
-        }],
+        "inputs": [
+            {
+                "id": INPUT_ID,
+                "description": "grey EM slice (any dtype; cast to float32)",
+                "axes": in_axes,
+                "data": {"type": "float32"},
+                "test_tensor": {"source": files["test_input"]},
+                "sample_tensor": {"source": files["sample_input"]},
+                "preprocessing": [
+                    {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                    {
+                        "id": "scale_range",
+                        "kwargs": {
+                            "axes": ["y", "x"],
+                            "min_percentile": low,
+                            "max_percentile": high,
+                        },
+                    },
+                    {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
+                ],
+            }
+        ],
+        "outputs": [
+            {
+                "id": OUTPUT_ID,
+                "description": "membrane probability (sigmoid)",
+                "axes": out_axes,
+                "data": {"type": "float32", "range": [0.0, 1.0]},
+                "test_tensor": {"source": files["test_output"]},
+                "sample_tensor": {"source": files["sample_output"]},
+            }
+        ],
         "weights": weights,
         "config": {"napari_em_unet": json.loads(json.dumps(info.to_dict()))},
     }
@@ -230,8 +297,10 @@ def export_bioimageio(
     _, size = test_sizes(multiple)
     raw = sample_tile(size)
     x, y = reference_output(model, raw)
-    with atomic_path(output) as tmp, \
-            tempfile.TemporaryDirectory(prefix="em-unet-export-") as folder:
+    with (
+        atomic_path(output) as tmp,
+        tempfile.TemporaryDirectory(prefix="em-unet-export-") as folder,
+    ):
         folder = Path(folder)
         files, opset, diff = _write_contents(model, folder, formats, raw, x, y)
         rdf = _rdf(model, files, formats, authors=authors, license=license, opset=opset)
@@ -245,18 +314,30 @@ def export_bioimageio(
     return ExportResult(output, formats, diff, rdf["format_version"])
 
 
-def _write_contents(model: LoadedModel, folder: Path, formats: tuple[str, ...],
-                    raw: np.ndarray, x: np.ndarray, y: np.ndarray):
+def _write_contents(
+    model: LoadedModel,
+    folder: Path,
+    formats: tuple[str, ...],
+    raw: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+):
     """Write the package's files into ``folder``; return their names, the ONNX opset and
     the largest |ONNX - Keras| (None without ONNX weights)."""
     import tifffile
 
     stem = _file_stem(model.info.name)
-    files = {"readme": "README.md", "cover": "cover.png",
-             "test_input": "test_input.npy", "test_output": "test_output.npy",
-             "sample_input": "sample_input.tif", "sample_output": "sample_output.tif"}
-    (folder / files["readme"]).write_text(_readme(model.info, formats, size_multiple(model)),
-                                          encoding="utf-8")
+    files = {
+        "readme": "README.md",
+        "cover": "cover.png",
+        "test_input": "test_input.npy",
+        "test_output": "test_output.npy",
+        "sample_input": "sample_input.tif",
+        "sample_output": "sample_output.tif",
+    }
+    (folder / files["readme"]).write_text(
+        _readme(model.info, formats, size_multiple(model)), encoding="utf-8"
+    )
     _cover(raw, y[0, :, :, 0], folder / files["cover"])
     np.save(folder / files["test_input"], x)
     np.save(folder / files["test_output"], y)
@@ -284,8 +365,11 @@ def _write_keras_v3(model: LoadedModel, path: Path) -> None:
     """The model file itself when it is at hand (byte for byte), else a fresh save."""
     from .files import save_model
 
-    if model.path is not None and Path(model.path).suffix == ".keras" and \
-            Path(model.path).is_file():
+    if (
+        model.path is not None
+        and Path(model.path).suffix == ".keras"
+        and Path(model.path).is_file()
+    ):
         shutil.copyfile(model.path, path)
     else:
         save_model(model.keras_model, model.info, path)
@@ -302,8 +386,10 @@ def _write_saved_model(model: LoadedModel, path: Path) -> None:
     # A dict keyed by the output id: bioimageio.core calls the "serve" endpoint and reads a
     # dict, and Java consumers (deepImageJ) look outputs up by name in the signature.
     archive.add_endpoint(
-        "serve", lambda image: {OUTPUT_ID: network(image, training=False)},
-        input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name=INPUT_ID)])
+        "serve",
+        lambda image: {OUTPUT_ID: network(image, training=False)},
+        input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32, name=INPUT_ID)],
+    )
     with tempfile.TemporaryDirectory(prefix="em-unet-savedmodel-") as folder:
         with quiet_converters():
             archive.write_out(folder, verbose=False)

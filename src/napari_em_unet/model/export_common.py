@@ -48,8 +48,11 @@ class ExportResult:
 # ----------------------------------------------------------------------------- helpers
 def require(*modules: str, what: str) -> None:
     """Fail in one line when an optional converter is not installed."""
-    missing = [m for m in modules if importlib.util.find_spec(m.split(".")[0]) is None
-               or importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in modules
+        if importlib.util.find_spec(m.split(".")[0]) is None or importlib.util.find_spec(m) is None
+    ]
     if missing:
         raise EmUnetError(f"{what} needs {', '.join(missing)}: {_EXTRA_HINT}")
 

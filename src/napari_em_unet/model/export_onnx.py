@@ -42,8 +42,9 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     spec = [tf.TensorSpec([None, None, None, 1], tf.float32, name=INPUT_ID)]
     raw = path.with_suffix(".raw.onnx")
     with quiet_converters():
-        model.keras_model.export(str(raw), format="onnx", input_signature=spec,
-                                 opset_version=opset, verbose=False)
+        model.keras_model.export(
+            str(raw), format="onnx", input_signature=spec, opset_version=opset, verbose=False
+        )
     proto = onnx.load(str(raw))
     raw.unlink()
     # tf2onnx names dimensions unk__N and the output Identity:0; readable names let other
@@ -53,18 +54,26 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     for node in graph.node:
         node.output[:] = [OUTPUT_ID if o == old_output else o for o in node.output]
     graph.output[0].name = OUTPUT_ID
-    for value, names in ((graph.input[0], ("batch", "height", "width")),
-                         (graph.output[0], ("batch", "height", "width"))):
+    for value, names in (
+        (graph.input[0], ("batch", "height", "width")),
+        (graph.output[0], ("batch", "height", "width")),
+    ):
         for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
             dim.dim_param = name
     info = model.info
     meta = {
         "napari_em_unet.layout": "input (batch, height, width, 1) float32, output (batch, height, "
-                                 "width, 1) membrane probability",
+        "width, 1) membrane probability",
         "napari_em_unet.preprocessing": json.dumps(
-            {"method": "percentile per slice", "percentiles": list(info.percentiles),
-             "formula": "(x - p_low) / (p_high - p_low)", "size_multiple": size_multiple(model)}),
-        "napari_em_unet.pixel_size_nm": "" if info.pixel_size_nm is None
+            {
+                "method": "percentile per slice",
+                "percentiles": list(info.percentiles),
+                "formula": "(x - p_low) / (p_high - p_low)",
+                "size_multiple": size_multiple(model),
+            }
+        ),
+        "napari_em_unet.pixel_size_nm": ""
+        if info.pixel_size_nm is None
         else str(info.pixel_size_nm),
         "napari_em_unet.info": json.dumps(info.to_dict()),
     }
@@ -75,8 +84,9 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     proto.producer_name = "napari-em-unet (tf2onnx)"
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-               default=opset)
+    return max(
+        (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
+    )
 
 
 def onnx_max_abs_diff(onnx_path: Path, x_normalised: np.ndarray, expected: np.ndarray) -> float:
@@ -99,8 +109,9 @@ def _run_onnx(onnx_path: Path, x_normalised: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x_normalised.astype(np.float32)})[0]
 
 
-def convert_onnx_checked(model: LoadedModel, path: Path, raw: np.ndarray,
-                          expected: np.ndarray) -> tuple[int, float]:
+def convert_onnx_checked(
+    model: LoadedModel, path: Path, raw: np.ndarray, expected: np.ndarray
+) -> tuple[int, float]:
     """Convert to ONNX at ``path`` and check it against Keras' ``expected`` output.
 
     Returns the opset and the max abs difference; a mismatch deletes the file and says
@@ -113,8 +124,10 @@ def convert_onnx_checked(model: LoadedModel, path: Path, raw: np.ndarray,
         return opset, diff
     note = _mismatch_note(path, x, expected)
     path.unlink(missing_ok=True)
-    raise EmUnetError(f"the ONNX conversion differs from Keras by {diff:.2g} "
-                      f"(> {ONNX_TOLERANCE:g}{note}); nothing written")
+    raise EmUnetError(
+        f"the ONNX conversion differs from Keras by {diff:.2g} "
+        f"(> {ONNX_TOLERANCE:g}{note}); nothing written"
+    )
 
 
 def _mismatch_note(path: Path, x: np.ndarray, expected: np.ndarray) -> str:

@@ -148,17 +148,23 @@ def existing_model_path(path) -> Path:
     if package.is_package(path):
         return path
     if path.is_dir():
-        raise ModelFileError(f"{path} is a folder, not a model file (a .keras file or a "
-                             "bioimage.io package is needed)")
+        raise ModelFileError(
+            f"{path} is a folder, not a model file (a .keras file or a "
+            "bioimage.io package is needed)"
+        )
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        raise ModelFileError(f"{path.name} is an ONNX export, which cannot be fine-tuned or "
-                             "loaded here; use the .keras file or bioimage.io package it was "
-                             "exported from")
+        raise ModelFileError(
+            f"{path.name} is an ONNX export, which cannot be fine-tuned or "
+            "loaded here; use the .keras file or bioimage.io package it was "
+            "exported from"
+        )
     if suffix in (".h5", ".hdf5"):
-        raise ModelFileError(f"{path.name} is a legacy Keras HDF5 file; use a .keras file or "
-                             "a bioimage.io package")
+        raise ModelFileError(
+            f"{path.name} is a legacy Keras HDF5 file; use a .keras file or a bioimage.io package"
+        )
     if suffix != ".keras":
-        raise ModelFileError(f"{path.name} is not a model file (expected .keras, or a "
-                             "bioimage.io package .zip)")
+        raise ModelFileError(
+            f"{path.name} is not a model file (expected .keras, or a bioimage.io package .zip)"
+        )
     return path

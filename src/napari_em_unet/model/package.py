@@ -36,8 +36,11 @@ class _Package:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.folder = self.path if self.path.is_dir() else (
-            self.path.parent if self.path.name in RDF_NAMES else None)
+        self.folder = (
+            self.path
+            if self.path.is_dir()
+            else (self.path.parent if self.path.name in RDF_NAMES else None)
+        )
         self._zip = zipfile.ZipFile(self.path) if self.folder is None else None
 
     def names(self) -> set[str]:
@@ -46,8 +49,7 @@ class _Package:
         return {p.name for p in self.folder.iterdir() if p.is_file()}
 
     def open(self, member: str):
-        return self._zip.open(member) if self._zip is not None else open(self.folder / member,
-                                                                          "rb")
+        return self._zip.open(member) if self._zip is not None else open(self.folder / member, "rb")
 
     def close(self) -> None:
         if self._zip is not None:
@@ -58,14 +60,16 @@ class _Package:
 
         name = next((n for n in RDF_NAMES if n in self.names()), None)
         if name is None:
-            raise ModelFileError(f"{self.path.name} is a zip file but not a bioimage.io "
-                                 "package (no rdf.yaml)")
+            raise ModelFileError(
+                f"{self.path.name} is a zip file but not a bioimage.io package (no rdf.yaml)"
+            )
         try:
             with self.open(name) as fh:
                 rdf = yaml.safe_load(fh.read())
         except yaml.YAMLError as exc:
-            raise ModelFileError(f"{self.path.name} has an unreadable rdf.yaml "
-                                 f"({first_line(exc, 150)})") from None
+            raise ModelFileError(
+                f"{self.path.name} has an unreadable rdf.yaml ({first_line(exc, 150)})"
+            ) from None
         if not isinstance(rdf, dict) or rdf.get("type") != "model":
             raise ModelFileError(f"{self.path.name} is a bioimage.io package but not a model")
         return rdf
@@ -76,9 +80,11 @@ class _Package:
         source = entry.get("source") if isinstance(entry, dict) else None
         if not isinstance(source, str):
             available = ", ".join(weights) if isinstance(weights, dict) else "none"
-            raise ModelFileError(f"{self.path.name} has no keras_v3 weights (it has: "
-                                 f"{available}); only packages with Keras 3 weights can be "
-                                 "used here")
+            raise ModelFileError(
+                f"{self.path.name} has no keras_v3 weights (it has: "
+                f"{available}); only packages with Keras 3 weights can be "
+                "used here"
+            )
         member = Path(source).name  # never follow a path out of the package
         if member not in self.names():
             raise ModelFileError(f"{self.path.name} lists {member} but does not contain it")
@@ -90,13 +96,15 @@ def _opened(path: Path) -> Iterator[_Package]:
     try:
         package = _Package(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelFileError(f"{Path(path).name} is not a readable model package "
-                             f"({first_line(exc, 150)})") from None
+        raise ModelFileError(
+            f"{Path(path).name} is not a readable model package ({first_line(exc, 150)})"
+        ) from None
     try:
         yield package
     except (zipfile.BadZipFile, OSError, json.JSONDecodeError, KeyError) as exc:
-        raise ModelFileError(f"{Path(path).name} is not a readable model package "
-                             f"({first_line(exc, 150)})") from None
+        raise ModelFileError(
+            f"{Path(path).name} is not a readable model package ({first_line(exc, 150)})"
+        ) from None
     finally:
         package.close()
 
@@ -110,18 +118,28 @@ def _info_from_rdf(rdf: dict, path: Path) -> ModelInfo:
     steps = [p for p in inputs[0].get("preprocessing") or [] if p.get("id") != "ensure_dtype"]
     if len(steps) != 1 or steps[0].get("id") != "scale_range":
         ids = [p.get("id") for p in steps] or ["none"]
-        raise ModelFileError(f"{path.name} expects preprocessing {', '.join(map(str, ids))}; "
-                             "only a single percentile scale_range is supported")
+        raise ModelFileError(
+            f"{path.name} expects preprocessing {', '.join(map(str, ids))}; "
+            "only a single percentile scale_range is supported"
+        )
     kwargs = steps[0].get("kwargs") or {}
-    percentiles = [float(kwargs.get("min_percentile", 0.0)),
-                   float(kwargs.get("max_percentile", 100.0))]
+    percentiles = [
+        float(kwargs.get("min_percentile", 0.0)),
+        float(kwargs.get("max_percentile", 100.0)),
+    ]
     pixel = None
     for axis in inputs[0].get("axes") or []:
-        if isinstance(axis, dict) and axis.get("id") == "x" and axis.get("unit") in (
-                "nanometer", "micrometer"):
+        if (
+            isinstance(axis, dict)
+            and axis.get("id") == "x"
+            and axis.get("unit") in ("nanometer", "micrometer")
+        ):
             pixel = float(axis.get("scale", 1.0)) * (1e3 if axis["unit"] == "micrometer" else 1)
-    return ModelInfo(name=str(rdf.get("name", path.stem)), pixel_size_nm=pixel,
-                     normalization={"method": "percentile", "percentiles": percentiles})
+    return ModelInfo(
+        name=str(rdf.get("name", path.stem)),
+        pixel_size_nm=pixel,
+        normalization={"method": "percentile", "percentiles": percentiles},
+    )
 
 
 def read_package_info(path: Path) -> ModelInfo:

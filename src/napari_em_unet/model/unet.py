@@ -29,7 +29,7 @@ class UNetConfig:
 
 
 def build_unet(config: UNetConfig = UNetConfig(), seed: int | None = None):
-    """Build an uncompiled Keras U-Net: (batch, H, W, 1) floats in, H and W multiples of 2**depth."""
+    """An uncompiled Keras U-Net: (batch, H, W, 1) floats in, H and W multiples of 2**depth."""
     from .backend import keras_module
 
     keras = keras_module()

@@ -73,8 +73,10 @@ def slice_levels(volume, index: int, percentiles, rows: int = READ_ROWS) -> Slic
     floating = np.dtype(volume.dtype).kind == "f"
     count = height * width
     if floating:
-        count = sum(int(np.isfinite(volume.read_rows(index, a, b)).sum())
-                    for a, b in row_spans(height, rows))
+        count = sum(
+            int(np.isfinite(volume.read_rows(index, a, b)).sum())
+            for a, b in row_spans(height, rows)
+        )
     if count == 0:
         return SliceLevels(0, None, signal=False)
     step, position, parts = sample_step(count), 0, []
@@ -84,8 +86,9 @@ def slice_levels(volume, index: int, percentiles, rows: int = READ_ROWS) -> Slic
         parts.append(values[(-position) % step :: step])
         position += values.size
     sample = np.concatenate(parts)
-    return SliceLevels(count, normalization_range(sample, percentiles),
-                       sample_has_signal(sample, volume.dtype))
+    return SliceLevels(
+        count, normalization_range(sample, percentiles), sample_has_signal(sample, volume.dtype)
+    )
 
 
 # ----------------------------------------------------------------------------- rows in order
@@ -122,8 +125,14 @@ def source_rows(out_start: int, out_stop: int, in_len: int, out_len: int) -> tup
     return max(0, math.floor(low) - 1), min(in_len, math.floor(high) + 3)
 
 
-def zoom_rows(rows: np.ndarray, first: int, out_start: int, out_stop: int,
-              in_shape: tuple[int, int], out_shape: tuple[int, int]) -> np.ndarray:
+def zoom_rows(
+    rows: np.ndarray,
+    first: int,
+    out_start: int,
+    out_stop: int,
+    in_shape: tuple[int, int],
+    out_shape: tuple[int, int],
+) -> np.ndarray:
     """Rows ``out_start:out_stop`` of ``zoom_to(image, out_shape, order=1)``, computed from
     the image rows ``first:first + len(rows)`` only (those of :func:`source_rows`).
 
@@ -134,17 +143,25 @@ def zoom_rows(rows: np.ndarray, first: int, out_start: int, out_stop: int,
 
     sy, sx = in_shape[0] / out_shape[0], in_shape[1] / out_shape[1]
     offset = ((out_start + 0.5) * sy - 0.5 - first, 0.5 * sx - 0.5)
-    return ndimage.affine_transform(np.asarray(rows, dtype=np.float32), (sy, sx), offset=offset,
-                                    output_shape=(out_stop - out_start, out_shape[1]),
-                                    order=1, mode="reflect")
+    return ndimage.affine_transform(
+        np.asarray(rows, dtype=np.float32),
+        (sy, sx),
+        offset=offset,
+        output_shape=(out_stop - out_start, out_shape[1]),
+        order=1,
+        mode="reflect",
+    )
 
 
-def _model_scale_rows(volume, index: int, levels: SliceLevels, shape: tuple[int, int],
-                      rows: int) -> Iterator[np.ndarray]:
+def _model_scale_rows(
+    volume, index: int, levels: SliceLevels, shape: tuple[int, int], rows: int
+) -> Iterator[np.ndarray]:
     """The normalised slice at the model's scale, in chunks of rows."""
     height, width = volume.shape[1:]
-    normalised = (apply_normalization(volume.read_rows(index, a, b), levels.value_range)
-                  for a, b in row_spans(height, rows))
+    normalised = (
+        apply_normalization(volume.read_rows(index, a, b), levels.value_range)
+        for a, b in row_spans(height, rows)
+    )
     if shape == (height, width):
         yield from normalised
         return
@@ -174,8 +191,9 @@ class ZoomSink:
         in_len, out_len = self.in_shape[0], self.out_shape[0]
         end = self._first + len(self._rows)
         stop = self._done
-        while stop < out_len and (final or source_rows(self._done, stop + 1, in_len,
-                                                       out_len)[1] <= end):
+        while stop < out_len and (
+            final or source_rows(self._done, stop + 1, in_len, out_len)[1] <= end
+        ):
             stop += 1
         for a, b in row_spans(stop - self._done, READ_ROWS):
             a, b = a + self._done, b + self._done
@@ -259,8 +277,9 @@ class TileRows:
         low = int(lines.min())
         return source.rows(low, int(lines.max()) + 1)[lines - low][:, self.columns]
 
-    def predict(self, source: RowBuffer, sink, batch_size: int,
-                flips: bool = False) -> Iterator[int]:
+    def predict(
+        self, source: RowBuffer, sink, batch_size: int, flips: bool = False
+    ) -> Iterator[int]:
         """Push probability rows (the image's, margin removed) into ``sink`` as each row of
         tiles is finished; yield the number of tiles predicted after every batch."""
         forward, done = _forward(self.keras_model), 0
@@ -294,9 +313,18 @@ class TileRows:
 
 
 # ----------------------------------------------------------------------------- the slice
-def predict_rows(model, volume, index: int, sink, *, pixel_size_nm: float | None = None,
-                 tile_size: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                 batch_size: int = 4, flips: bool = False) -> Iterator[tuple[int, int]]:
+def predict_rows(
+    model,
+    volume,
+    index: int,
+    sink,
+    *,
+    pixel_size_nm: float | None = None,
+    tile_size: int = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = 4,
+    flips: bool = False,
+) -> Iterator[tuple[int, int]]:
     """Push the membrane probability of slice ``index`` of ``volume`` into ``sink``, in rows.
 
     Equal to ``predict_stack(model, volume, slices=[index], ...)`` within float rounding,

@@ -70,8 +70,12 @@ class ModelPlugin(_WorkerPluginBase):
 
     def setup(self, worker) -> None:
         # In-process workers may share one plugin object: keep one model per worker.
-        self._state[worker.id] = {"lock": threading.Lock(), "model": None, "loads": 0,
-                                  "dir": worker.local_directory}
+        self._state[worker.id] = {
+            "lock": threading.Lock(),
+            "model": None,
+            "loads": 0,
+            "dir": worker.local_directory,
+        }
 
     def teardown(self, worker) -> None:
         state = self._state.pop(worker.id, None)
@@ -137,9 +141,15 @@ def _segment_task(source, indices: list[int], volume_indices: list[int] | None, 
 
         target = zarr.open_array(zarr_array, mode="r+")
     results = []
-    for item in segment_stack(model, source, output=job.output, slices=indices,
-                              pixel_size_nm=job.pixel_size_nm, params=job.params,
-                              **job.predict_kwargs):
+    for item in segment_stack(
+        model,
+        source,
+        output=job.output,
+        slices=indices,
+        pixel_size_nm=job.pixel_size_nm,
+        params=job.params,
+        **job.predict_kwargs,
+    ):
         index = item.index if volume_indices is None else volume_indices[item.index]
         if target is None:
             results.append((index, item.result, item.no_signal))
@@ -173,16 +183,21 @@ def warm_up(client, plugin_name: str) -> dict[str, int]:
     workers' TensorFlow start-up is neither counted per slice nor paid one task at a time.
     """
     workers = list(client.scheduler_info(n_workers=-1)["workers"])
-    futures = [client.submit(_load_on_worker, plugin_name, workers=[address],
-                             allow_other_workers=False, pure=False) for address in workers]
+    futures = [
+        client.submit(
+            _load_on_worker, plugin_name, workers=[address], allow_other_workers=False, pure=False
+        )
+        for address in workers
+    ]
     counts = client.gather(futures) if futures else []
     return dict(zip(workers, counts, strict=True))
 
 
 # ----------------------------------------------------------------------------- the cluster
 @contextlib.contextmanager
-def connect(client=None, scheduler: str | None = None, n_workers: int | None = None,
-            *, timeout: float = 60):
+def connect(
+    client=None, scheduler: str | None = None, n_workers: int | None = None, *, timeout: float = 60
+):
     """Yield a dask.distributed ``Client``: the one given, one for ``scheduler``, or a local
     cluster of ``n_workers`` single-threaded processes (closed on exit)."""
     from distributed import Client, LocalCluster
@@ -194,8 +209,9 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
         try:
             client = Client(scheduler, timeout=timeout)
         except OSError as exc:
-            raise InputError(f"cannot reach the dask scheduler at {scheduler} "
-                             f"({first_line(exc)})") from None
+            raise InputError(
+                f"cannot reach the dask scheduler at {scheduler} ({first_line(exc)})"
+            ) from None
         with client:
             yield client
         return
@@ -203,10 +219,17 @@ def connect(client=None, scheduler: str | None = None, n_workers: int | None = N
         raise InputError("give a scheduler address or a number of workers")
     # Worker processes, not threads: watershed and normalisation hold the GIL. Logs are
     # silenced below errors so that the CLI's stderr keeps its one-line promise.
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR,
-                      env=_worker_threads(n_workers)) as cluster, \
-            Client(cluster, timeout=timeout) as client:
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env=_worker_threads(n_workers),
+        ) as cluster,
+        Client(cluster, timeout=timeout) as client,
+    ):
         yield client
 
 
@@ -218,12 +241,23 @@ def _worker_threads(n_workers: int) -> dict[str, str]:
     return {k: os.environ.get(k, v) for k, v in wanted.items()}
 
 
-def segment_distributed(model, volume, path, *, output="instances", client=None,
-                        scheduler: str | None = None, n_workers: int | None = None,
-                        slices: Iterable[int] | None = None, slices_per_task: int = 1,
-                        pixel_size_nm: float | None = None, params=None,
-                        max_pending: int | None = None, timeout: float | None = None,
-                        **predict_kwargs) -> Iterator[Progress]:
+def segment_distributed(
+    model,
+    volume,
+    path,
+    *,
+    output="instances",
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    slices: Iterable[int] | None = None,
+    slices_per_task: int = 1,
+    pixel_size_nm: float | None = None,
+    params=None,
+    max_pending: int | None = None,
+    timeout: float | None = None,
+    **predict_kwargs,
+) -> Iterator[Progress]:
     """Segment ``volume`` into ``path`` on a dask cluster, yielding progress per slice.
 
     Parameters
@@ -257,28 +291,16 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     Yields
     ------
     Progress
-        As each slice is written (in completion order, not slice order).
-
-    Returns
-    -------
-    pathlib.Path
-        The written output (the generator's return value).
+        As each slice is written (in completion order, not slice order); the generator
+        returns the written output's path.
     """
-    from ..model.files import bundled_model_path, read_info
-    from ..model.info import LoadedModel
     from .pipeline import Output
 
     output = Output(output)
     volume = open_volume(volume)
     pixel_size_nm = pixel_size_nm or volume.pixel_size_nm
-    model_path = model.path if isinstance(model, LoadedModel) else model
-    model_path = Path(bundled_model_path() if model_path is None else model_path)
-    read_info(model_path)  # a missing or damaged file fails here, before any cluster starts
-    plugin = ModelPlugin(model_path.read_bytes(), model_path.name)
-    indices = list(range(volume.shape[0])) if slices is None else [int(i) for i in slices]
-    if slices_per_task < 1:
-        raise InputError("slices per task must be at least 1")
-    slabs = [indices[i:i + slices_per_task] for i in range(0, len(indices), slices_per_task)]
+    plugin = _model_plugin(model)
+    slabs = _slabs(volume.shape[0], slices, slices_per_task)
     predict_kwargs = dict(predict_kwargs)
 
     writer = open_writer(path, output_shape(volume), output.dtype, pixel_size_nm=pixel_size_nm)
@@ -287,12 +309,23 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
             dask_client.register_plugin(plugin, name=plugin.name)
             try:
                 warm_up(dask_client, plugin.name)
-                zarr_array = str(writer.array_path.absolute()) \
-                    if isinstance(writer, ZarrSliceWriter) else None
-                job = _Job(plugin.name, output.value, pixel_size_nm, params, predict_kwargs,
-                           zarr_array)
-                yield from _run(dask_client, job, volume, writer, slabs,
-                                max_pending=max_pending, timeout=timeout)
+                zarr_array = (
+                    str(writer.array_path.absolute())
+                    if isinstance(writer, ZarrSliceWriter)
+                    else None
+                )
+                job = _Job(
+                    plugin.name, output.value, pixel_size_nm, params, predict_kwargs, zarr_array
+                )
+                yield from _run(
+                    dask_client,
+                    job,
+                    volume,
+                    writer,
+                    slabs,
+                    max_pending=max_pending,
+                    timeout=timeout,
+                )
             finally:
                 with contextlib.suppress(Exception):  # the cluster may be gone already
                     dask_client.unregister_worker_plugin(plugin.name)
@@ -308,8 +341,35 @@ def segment_distributed(model, volume, path, *, output="instances", client=None,
     return writer.commit()
 
 
-def _run(client, job: _Job, volume: Volume, writer, slabs: list[list[int]], *,
-         max_pending: int | None, timeout: float | None):
+def _model_plugin(model) -> ModelPlugin:
+    """The worker plugin carrying the model file's bytes (None: the bundled model)."""
+    from ..model.files import bundled_model_path, read_info
+    from ..model.info import LoadedModel
+
+    model_path = model.path if isinstance(model, LoadedModel) else model
+    model_path = Path(bundled_model_path() if model_path is None else model_path)
+    read_info(model_path)  # a missing or damaged file fails here, before any cluster starts
+    return ModelPlugin(model_path.read_bytes(), model_path.name)
+
+
+def _slabs(depth: int, slices, slices_per_task: int) -> list[list[int]]:
+    """The slices to segment, ``slices_per_task`` to a task."""
+    indices = list(range(depth)) if slices is None else [int(i) for i in slices]
+    if slices_per_task < 1:
+        raise InputError("slices per task must be at least 1")
+    return [indices[i : i + slices_per_task] for i in range(0, len(indices), slices_per_task)]
+
+
+def _run(
+    client,
+    job: _Job,
+    volume: Volume,
+    writer,
+    slabs: list[list[int]],
+    *,
+    max_pending: int | None,
+    timeout: float | None,
+):
     """Keep ``max_pending`` tasks in flight; write what comes back; yield progress."""
     from distributed import as_completed
 
@@ -357,5 +417,3 @@ def _run(client, job: _Job, volume: Volume, writer, slabs: list[list[int]], *,
         if futures:
             with contextlib.suppress(Exception):
                 client.cancel(list(futures))
-
-

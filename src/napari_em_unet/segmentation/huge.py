@@ -107,10 +107,19 @@ class _RowSink:
         pass
 
 
-def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output: str,
-                           pixel_size_nm: float | None = None,
-                           params: WatershedParams | None = None, bands: Bands = Bands(),
-                           scratch_dir=None, **predict_kwargs) -> Generator[BandProgress, None, bool]:
+def segment_slice_in_bands(
+    model,
+    volume,
+    index: int,
+    put: RowWriter,
+    *,
+    output: str,
+    pixel_size_nm: float | None = None,
+    params: WatershedParams | None = None,
+    bands: Bands = Bands(),
+    scratch_dir=None,
+    **predict_kwargs,
+) -> Generator[BandProgress, None, bool]:
     """Segment slice ``index`` of ``volume`` into ``put``, yielding progress per tile batch.
 
     ``output`` is ``"instances"``, ``"membranes"`` or ``"probabilities"``; ``scratch_dir``
@@ -119,16 +128,22 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
     slice showed nothing (the generator's return value).
     """
     height, width = volume.shape[1:]
-    params = params or params_for_data(model.info.postprocessing, model.info.pixel_size_nm,
-                                       pixel_size_nm)
+    params = params or params_for_data(
+        model.info.postprocessing, model.info.pixel_size_nm, pixel_size_nm
+    )
     tiles = (0, 0)
-    predict = {"batch_size": bands.batch_size, "tile_size": bands.tile_size, **predict_kwargs,
-               "pixel_size_nm": pixel_size_nm}
+    predict = {
+        "batch_size": bands.batch_size,
+        "tile_size": bands.tile_size,
+        **predict_kwargs,
+        "pixel_size_nm": pixel_size_nm,
+    }
 
     def record(stage, tiles=(0, 0), band_count=(0, 0), written=0) -> BandProgress:
         # predict_rows runs no tile at all only when the slice shows nothing.
-        return BandProgress(index, stage, *tiles, *band_count, written, height,
-                            no_signal=tiles == (0, 0))
+        return BandProgress(
+            index, stage, *tiles, *band_count, written, height, no_signal=tiles == (0, 0)
+        )
 
     if output == "probabilities":
         for tiles in predict_rows(model, volume, index, _RowSink(put), **predict):
@@ -137,10 +152,13 @@ def segment_slice_in_bands(model, volume, index: int, put: RowWriter, *, output:
         return tiles == (0, 0)
     factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
     halo = math.ceil(bands.halo / factor)
-    with ScratchRows((height, width), np.uint32, scratch_dir) as store, \
-            ThreadPoolExecutor(1, thread_name_prefix="em-unet-band-watershed") as pool:
-        stitcher = BandStitcher(params, (height, width), store, band_rows=bands.rows_for(width),
-                                halo=halo, pool=pool)
+    with (
+        ScratchRows((height, width), np.uint32, scratch_dir) as store,
+        ThreadPoolExecutor(1, thread_name_prefix="em-unet-band-watershed") as pool,
+    ):
+        stitcher = BandStitcher(
+            params, (height, width), store, band_rows=bands.rows_for(width), halo=halo, pool=pool
+        )
         for tiles in predict_rows(model, volume, index, stitcher, **predict):
             yield record("predict", tiles, (stitcher.bands_done, stitcher.bands))
         lut = stitcher.final_ids()

@@ -44,8 +44,12 @@ def contract_edges(n_nodes: int, u: np.ndarray, v: np.ndarray, w: np.ndarray) ->
         total = adjacency[a].get(b, 0.0) + weight
         adjacency[a][b] = total
         adjacency[b][a] = total
-    heap = [(-weight, a, b) for a in range(n_nodes) for b, weight in adjacency[a].items()
-            if a < b and weight > 0]
+    heap = [
+        (-weight, a, b)
+        for a in range(n_nodes)
+        for b, weight in adjacency[a].items()
+        if a < b and weight > 0
+    ]
     heapq.heapify(heap)
     parent = np.arange(n_nodes)
     while heap:

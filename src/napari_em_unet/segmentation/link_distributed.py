@@ -42,8 +42,9 @@ class _Slab:
         return self.data[z - self.offset]
 
 
-def _graph_task(labels, probability, start: int, stop: int, depth: int, params: LinkParams,
-                geometry) -> list[SectionRecord]:
+def _graph_task(
+    labels, probability, start: int, stop: int, depth: int, params: LinkParams, geometry
+) -> list[SectionRecord]:
     """Runs on a worker: the pass-1 records of sections ``start .. stop - 1``."""
     window = SectionWindow(labels, probability, depth, params, geometry)
     return list(section_graph(window, start, stop))
@@ -72,18 +73,27 @@ def _part(objects: Objects, start: int, stop: int) -> Objects:
     """The solution restricted to sections ``start .. stop - 1`` (what a write task needs)."""
     lo, hi = objects.starts[start], objects.starts[stop]
     starts = np.zeros(len(objects.starts), dtype=np.int64)
-    starts[start:stop + 1] = objects.starts[start:stop + 1] - lo
-    starts[stop + 1:] = hi - lo
+    starts[start : stop + 1] = objects.starts[start : stop + 1] - lo
+    starts[stop + 1 :] = hi - lo
     patches = {z: p for z, p in objects.patches.items() if start <= z < stop}
-    return Objects(objects.node_z[lo:hi], objects.node_label[lo:hi], objects.node_id[lo:hi],
-                   starts, patches)
+    return Objects(
+        objects.node_z[lo:hi], objects.node_label[lo:hi], objects.node_id[lo:hi], starts, patches
+    )
 
 
-def link_distributed(labels, path, *, probability=None, voxel_size_nm=None,
-                     params: LinkParams | None = None, client=None,
-                     scheduler: str | None = None, n_workers: int | None = None,
-                     sections_per_task: int = 16, timeout: float | None = None
-                     ) -> Iterator[LinkProgress]:
+def link_distributed(
+    labels,
+    path,
+    *,
+    probability=None,
+    voxel_size_nm=None,
+    params: LinkParams | None = None,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    sections_per_task: int = 16,
+    timeout: float | None = None,
+) -> Iterator[LinkProgress]:
     """Link ``labels`` into the file ``path`` (TIFF, or zarr for ``.zarr``) on a dask cluster.
 
     Parameters are those of :func:`~.linking.link_into` plus where to run (an existing
@@ -101,13 +111,16 @@ def link_distributed(labels, path, *, probability=None, voxel_size_nm=None,
     if len(labels.shape) != 3:
         raise InputError(f"linking on a cluster needs a ZYX stack; got shape {labels.shape}")
     if probability is not None and tuple(probability.shape) != tuple(labels.shape):
-        raise InputError(f"probability shape {tuple(probability.shape)} differs from the "
-                         f"labels {tuple(labels.shape)}")
+        raise InputError(
+            f"probability shape {tuple(probability.shape)} differs from the "
+            f"labels {tuple(labels.shape)}"
+        )
     voxel = resolve_voxel_size(voxel_size_nm, getattr(labels, "pixel_size_nm", None))
     geometry = params.geometry(voxel)
     chunks = [(z, min(depth, z + sections_per_task)) for z in range(0, depth, sections_per_task)]
-    writer = open_writer(path, tuple(labels.shape), np.uint32,
-                         pixel_size_nm=getattr(labels, "pixel_size_nm", None))
+    writer = open_writer(
+        path, tuple(labels.shape), np.uint32, pixel_size_nm=getattr(labels, "pixel_size_nm", None)
+    )
     try:
         with connect(client, scheduler, n_workers, timeout=min(timeout or 30, 30)) as dask:
             clock = LinkClock(depth)
@@ -115,20 +128,43 @@ def link_distributed(labels, path, *, probability=None, voxel_size_nm=None,
             # A chunk's records need the sections its split window and longest edge reach.
             reach = geometry.gap + 2 * geometry.split_window
             labels_at, probability_at = _Source(dask, labels), _Source(dask, probability)
-            for result in _each(dask, chunks, timeout, lambda lo, hi: (
-                    _graph_task, labels_at(lo, hi, reach), probability_at(lo, hi, reach),
-                    lo, hi, depth, params, geometry)):
+            for result in _each(
+                dask,
+                chunks,
+                timeout,
+                lambda lo, hi: (
+                    _graph_task,
+                    labels_at(lo, hi, reach),
+                    probability_at(lo, hi, reach),
+                    lo,
+                    hi,
+                    depth,
+                    params,
+                    geometry,
+                ),
+            ):
                 records.extend(result)
                 for record in result:
                     yield clock.tick(record.z, 1)
             objects = solve(records, depth, params.min_sections)
             count = objects.count
             del records
-            zarr_array = (str(writer.array_path.absolute())
-                          if isinstance(writer, ZarrSliceWriter) else None)
-            for result in _each(dask, chunks, timeout, lambda lo, hi: (
-                    _write_task, labels_at(lo, hi, 0), _part(objects, lo, hi), lo, hi,
-                    zarr_array)):
+            zarr_array = (
+                str(writer.array_path.absolute()) if isinstance(writer, ZarrSliceWriter) else None
+            )
+            for result in _each(
+                dask,
+                chunks,
+                timeout,
+                lambda lo, hi: (
+                    _write_task,
+                    labels_at(lo, hi, 0),
+                    _part(objects, lo, hi),
+                    lo,
+                    hi,
+                    zarr_array,
+                ),
+            ):
                 for z, plane in result:
                     if plane is not None:
                         writer.write(z, plane)

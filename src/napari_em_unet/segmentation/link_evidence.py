@@ -47,8 +47,9 @@ def pair_counts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
         table = np.bincount(first * width + second)
         key = np.flatnonzero(table)
         return key // width, key % width, table[key]
-    key, count = np.unique((first.astype(np.uint64) << _SHIFT) | second.astype(np.uint64),
-                           return_counts=True)
+    key, count = np.unique(
+        (first.astype(np.uint64) << _SHIFT) | second.astype(np.uint64), return_counts=True
+    )
     return (key >> _SHIFT).astype(np.int64), (key & _LOW).astype(np.int64), count
 
 
@@ -76,16 +77,30 @@ class Edges:
     def concat(parts: list[Edges]) -> Edges:
         if not parts:
             return Edges.empty()
-        return Edges(*(np.concatenate([getattr(p, f) for p in parts])
-                       for f in ("za", "la", "zb", "lb", "weight")))
+        return Edges(
+            *(
+                np.concatenate([getattr(p, f) for p in parts])
+                for f in ("za", "la", "zb", "lb", "weight")
+            )
+        )
 
     def __len__(self) -> int:
         return len(self.weight)
 
 
-def between_sections(a: np.ndarray, b: np.ndarray, za: int, zb: int, sizes_a: np.ndarray,
-                     sizes_b: np.ndarray, *, threshold: float, sharpness: float,
-                     bias_logit: float, repulsion: float = 1.0) -> Edges:
+def between_sections(
+    a: np.ndarray,
+    b: np.ndarray,
+    za: int,
+    zb: int,
+    sizes_a: np.ndarray,
+    sizes_b: np.ndarray,
+    *,
+    threshold: float,
+    sharpness: float,
+    bias_logit: float,
+    repulsion: float = 1.0,
+) -> Edges:
     """Overlap edges from section ``za`` to ``zb``, weighted by intersection over union;
     negative evidence (a poor overlap) counts ``repulsion`` times."""
     la, lb, overlap = pair_counts(a, b)
@@ -97,9 +112,16 @@ def between_sections(a: np.ndarray, b: np.ndarray, za: int, zb: int, sizes_a: np
     return Edges(np.full(len(la), za), la, np.full(len(la), zb), lb, weight)
 
 
-def within_section(labels: np.ndarray, probability: np.ndarray | None, z: int, *,
-                   reach_px: float, assumed_membrane: float, scale: float,
-                   bias_logit: float) -> Edges:
+def within_section(
+    labels: np.ndarray,
+    probability: np.ndarray | None,
+    z: int,
+    *,
+    reach_px: float,
+    assumed_membrane: float,
+    scale: float,
+    bias_logit: float,
+) -> Edges:
     """Edges between labels of one section that face each other across a membrane.
 
     Each label is grown into the membrane (0) around it by up to ``reach_px`` pixels; labels
@@ -130,8 +152,13 @@ def within_section(labels: np.ndarray, probability: np.ndarray | None, z: int, *
         membrane = np.bincount(inverse, weights=np.concatenate(values)) / length
     weight = scale * length * (-logit(membrane) + bias_logit)
     n = len(key)
-    return Edges(np.full(n, z), (key >> _SHIFT).astype(np.int64), np.full(n, z),
-                 (key & _LOW).astype(np.int64), weight)
+    return Edges(
+        np.full(n, z),
+        (key >> _SHIFT).astype(np.int64),
+        np.full(n, z),
+        (key & _LOW).astype(np.int64),
+        weight,
+    )
 
 
 def _grow(labels: np.ndarray, reach_px: float) -> np.ndarray:

@@ -45,8 +45,10 @@ def as_labels(plane, z: int) -> np.ndarray:
         return plane.astype(np.uint32)
     if np.issubdtype(plane.dtype, np.floating):
         if not np.isfinite(plane).all() or not np.array_equal(plane, np.round(plane)):
-            raise InputError(f"labels section {z} holds fractional or missing values; "
-                             "labels must be whole numbers (0 = membrane)")
+            raise InputError(
+                f"labels section {z} holds fractional or missing values; "
+                "labels must be whole numbers (0 = membrane)"
+            )
     elif not np.issubdtype(plane.dtype, np.integer):
         raise InputError(f"labels section {z} has type {plane.dtype}; expected integers")
     if plane.size and (plane.min() < 0 or plane.max() > _MAX_LABEL):
@@ -70,14 +72,17 @@ class SectionWindow:
             if self.shape is None:
                 self.shape = labels.shape
             elif labels.shape != self.shape:
-                raise InputError(f"labels section {z} has shape {labels.shape}, the others "
-                                 f"{self.shape}")
+                raise InputError(
+                    f"labels section {z} has shape {labels.shape}, the others {self.shape}"
+                )
             probability = None
             if self.probability is not None:
                 probability = np.asarray(self.probability[z], dtype=np.float32)
                 if probability.shape != labels.shape:
-                    raise InputError(f"probability section {z} has shape {probability.shape}"
-                                     f", the labels {labels.shape}")
+                    raise InputError(
+                        f"probability section {z} has shape {probability.shape}"
+                        f", the labels {labels.shape}"
+                    )
             self._original[z] = (labels, probability)
         return self._original[z]
 
@@ -90,8 +95,9 @@ class SectionWindow:
                 w = self.geometry.split_window
                 before = [self.original(k)[0] for k in range(z - 1, max(-1, z - w - 1), -1)]
                 after = [self.original(k)[0] for k in range(z + 1, min(self.depth, z + w + 1))]
-                labels, cuts = split_merged(labels, probability, before, after,
-                                            self.params.split_rule)
+                labels, cuts = split_merged(
+                    labels, probability, before, after, self.params.split_rule
+                )
             self._refined[z] = (labels, cuts)
         return self._refined[z]
 
@@ -150,17 +156,35 @@ def section_graph(window: SectionWindow, start: int, stop: int) -> Iterator[Sect
         sizes = np.bincount(labels.ravel())
         present = np.flatnonzero(sizes)
         present = present[present != 0]
-        parts = [within_section(labels, window.original(z)[1], z, reach_px=geometry.reach_px,
-                                assumed_membrane=params.assumed_membrane,
-                                scale=params.boundary_weight, bias_logit=bias)]
+        parts = [
+            within_section(
+                labels,
+                window.original(z)[1],
+                z,
+                reach_px=geometry.reach_px,
+                assumed_membrane=params.assumed_membrane,
+                scale=params.boundary_weight,
+                bias_logit=bias,
+            )
+        ]
         for d in range(1, geometry.gap + 1):
             if z + d >= window.depth:
                 break
             other, _ = window.refined(z + d)
-            parts.append(between_sections(
-                labels, other, z, z + d, sizes, np.bincount(other.ravel()),
-                threshold=0.0 if d == 1 else params.skip_iou, sharpness=params.sharpness,
-                bias_logit=bias, repulsion=1.0 if d == 1 else params.skip_repulsion))
+            parts.append(
+                between_sections(
+                    labels,
+                    other,
+                    z,
+                    z + d,
+                    sizes,
+                    np.bincount(other.ravel()),
+                    threshold=0.0 if d == 1 else params.skip_iou,
+                    sharpness=params.sharpness,
+                    bias_logit=bias,
+                    repulsion=1.0 if d == 1 else params.skip_repulsion,
+                )
+            )
         window.forget_before(z + 1)
         yield SectionRecord(z, present, sizes[present], patch, Edges.concat(parts))
 
@@ -202,8 +226,7 @@ def solve(records: list[SectionRecord], depth: int, min_sections: int) -> Object
     Objects present in fewer than ``min_sections`` sections get id 0.
     """
     records = sorted(records, key=lambda r: r.z)
-    node_z = np.concatenate([np.full(len(r.labels), r.z) for r in records] or [[]]).astype(
-        np.int64)
+    node_z = np.concatenate([np.full(len(r.labels), r.z) for r in records] or [[]]).astype(np.int64)
     node_label = np.concatenate([r.labels for r in records] or [[]]).astype(np.int64)
     counts = np.bincount(node_z, minlength=depth) if len(node_z) else np.zeros(depth, int)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -212,8 +235,13 @@ def solve(records: list[SectionRecord], depth: int, min_sections: int) -> Object
     u = np.searchsorted(keys, (edges.za << 32) | edges.la)
     v = np.searchsorted(keys, (edges.zb << 32) | edges.lb)
     cluster = contract_edges(len(keys), u, v, edges.weight)
-    sections = np.bincount(np.unique(cluster * max(depth, 1) + node_z) // max(depth, 1),
-                           minlength=len(keys)) if len(keys) else np.zeros(0, int)
+    sections = (
+        np.bincount(
+            np.unique(cluster * max(depth, 1) + node_z) // max(depth, 1), minlength=len(keys)
+        )
+        if len(keys)
+        else np.zeros(0, int)
+    )
     kept = sections[cluster] >= min_sections
     # A cluster is named by its first node in (section, label) order: numbering the kept
     # names in increasing order numbers the objects by first appearance.

@@ -39,9 +39,13 @@ class SplitRule:
     """Marks are shrunk by this much, so the watershed decides near their edges."""
 
 
-def split_merged(labels: np.ndarray, probability: np.ndarray, before: list[np.ndarray],
-                 after: list[np.ndarray], rule: SplitRule = SplitRule()
-                 ) -> tuple[np.ndarray, int]:
+def split_merged(
+    labels: np.ndarray,
+    probability: np.ndarray,
+    before: list[np.ndarray],
+    after: list[np.ndarray],
+    rule: SplitRule = SplitRule(),
+) -> tuple[np.ndarray, int]:
     """Return the section's labels with merged labels cut, and the number of cuts.
 
     ``before`` and ``after`` are the neighbouring sections' original labels, nearest first.
@@ -74,17 +78,20 @@ def split_merged(labels: np.ndarray, probability: np.ndarray, before: list[np.nd
     return out, cuts
 
 
-def _parts_by_label(labels: np.ndarray, sizes: np.ndarray, planes: list[np.ndarray],
-                    rule: SplitRule) -> dict[int, tuple[np.ndarray, list[int]]]:
+def _parts_by_label(
+    labels: np.ndarray, sizes: np.ndarray, planes: list[np.ndarray], rule: SplitRule
+) -> dict[int, tuple[np.ndarray, list[int]]]:
     """For each label with two or more parts in the nearest section that shows them:
     (that section's labels, the neighbour labels marking the parts)."""
     found: dict[int, tuple[np.ndarray, list[int]]] = {}
     for plane in planes:
         neighbour_sizes = np.bincount(plane.ravel())
         la, lb, overlap = pair_counts(plane, labels)
-        marks = ((overlap >= rule.inside * neighbour_sizes[la])
-                 & (overlap >= rule.share * sizes[lb])
-                 & (neighbour_sizes[la] >= rule.min_part_px))
+        marks = (
+            (overlap >= rule.inside * neighbour_sizes[la])
+            & (overlap >= rule.share * sizes[lb])
+            & (neighbour_sizes[la] >= rule.min_part_px)
+        )
         parts: dict[int, list[int]] = {}
         for a, b in zip(la[marks].tolist(), lb[marks].tolist(), strict=True):
             parts.setdefault(b, []).append(a)
@@ -94,8 +101,13 @@ def _parts_by_label(labels: np.ndarray, sizes: np.ndarray, planes: list[np.ndarr
     return found
 
 
-def _cut(inside: np.ndarray, neighbour: np.ndarray, parts: list[int], probability: np.ndarray,
-         rule: SplitRule) -> np.ndarray | None:
+def _cut(
+    inside: np.ndarray,
+    neighbour: np.ndarray,
+    parts: list[int],
+    probability: np.ndarray,
+    rule: SplitRule,
+) -> np.ndarray | None:
     """Watershed of one label's box from the parts' marks: pieces 1..k, or None."""
     from scipy import ndimage
     from skimage.segmentation import watershed

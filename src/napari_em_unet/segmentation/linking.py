@@ -90,9 +90,11 @@ class LinkParams:
     def geometry(self, voxel_size_nm) -> Geometry:
         """Sections and pixels for a voxel size (z, y, x) in nm."""
         dz, _, dx = voxel_size_nm
-        return Geometry(gap=max(1, math.floor(self.max_gap_nm / dz + 1e-6)),
-                        split_window=max(1, math.floor(self.split_window_nm / dz + 1e-6)),
-                        reach_px=max(2.0, self.reach_nm / dx))
+        return Geometry(
+            gap=max(1, math.floor(self.max_gap_nm / dz + 1e-6)),
+            split_window=max(1, math.floor(self.split_window_nm / dz + 1e-6)),
+            reach_px=max(2.0, self.reach_nm / dx),
+        )
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,9 @@ class LinkProgress(Progress):
     """Number of 3D objects, known from pass 2 on."""
 
 
-def resolve_voxel_size(voxel_size_nm=None, pixel_size_nm: float | None = None,
-                       spacing_nm: float | None = None) -> tuple[float, float, float]:
+def resolve_voxel_size(
+    voxel_size_nm=None, pixel_size_nm: float | None = None, spacing_nm: float | None = None
+) -> tuple[float, float, float]:
     """(z, y, x) in nm: ``voxel_size_nm`` if given (one value: isotropic), else the pixel
     size and section spacing that are known, else :data:`DEFAULT_VOXEL_NM`."""
     if voxel_size_nm is not None:
@@ -122,8 +125,9 @@ def resolve_voxel_size(voxel_size_nm=None, pixel_size_nm: float | None = None,
     return (float(spacing_nm) if spacing_nm else DEFAULT_VOXEL_NM[0], xy, xy)
 
 
-def link_into(labels, target, *, probability=None, voxel_size_nm=None,
-              params: LinkParams = LinkParams()) -> Iterator[LinkProgress]:
+def link_into(
+    labels, target, *, probability=None, voxel_size_nm=None, params: LinkParams = LinkParams()
+) -> Iterator[LinkProgress]:
     """Link ``labels`` section by section into ``target``, yielding progress.
 
     Parameters
@@ -152,8 +156,10 @@ def link_into(labels, target, *, probability=None, voxel_size_nm=None,
     two_d = len(labels.shape) == 2
     depth = 1 if two_d else int(labels.shape[0])
     if probability is not None and tuple(probability.shape) != tuple(labels.shape):
-        raise InputError(f"probability shape {tuple(probability.shape)} differs from the "
-                         f"labels {tuple(labels.shape)}")
+        raise InputError(
+            f"probability shape {tuple(probability.shape)} differs from the "
+            f"labels {tuple(labels.shape)}"
+        )
     source = _Sections(labels, two_d)
     prob = None if probability is None else _Sections(probability, two_d)
     voxel = resolve_voxel_size(voxel_size_nm, getattr(labels, "pixel_size_nm", None))
@@ -172,19 +178,22 @@ def link_into(labels, target, *, probability=None, voxel_size_nm=None,
         yield clock.tick(z, 2, count)
 
 
-def write_sections(labels, objects: Objects, start: int, stop: int
-                   ) -> Iterator[tuple[int, np.ndarray]]:
+def write_sections(
+    labels, objects: Objects, start: int, stop: int
+) -> Iterator[tuple[int, np.ndarray]]:
     """Pass 2: sections ``start .. stop - 1`` with their 3D ids (uint32)."""
     for z in range(start, stop):
         yield z, objects.ids_of(z, as_labels(labels[z], z))
 
 
-def link_labels(labels, probability=None, *, voxel_size_nm=None,
-                params: LinkParams = LinkParams()) -> np.ndarray:
+def link_labels(
+    labels, probability=None, *, voxel_size_nm=None, params: LinkParams = LinkParams()
+) -> np.ndarray:
     """Link ``labels`` in memory and return the 3D labels (uint32, the shape of ``labels``)."""
     out = np.zeros(tuple(labels.shape), dtype=np.uint32)
-    for _ in link_into(labels, out, probability=probability, voxel_size_nm=voxel_size_nm,
-                       params=params):
+    for _ in link_into(
+        labels, out, probability=probability, voxel_size_nm=voxel_size_nm, params=params
+    ):
         pass
     return out
 
@@ -206,8 +215,9 @@ def _writer(target, shape, two_d: bool):
     if isinstance(target, SliceWriter):
         return target.write
     if tuple(target.shape) != tuple(shape):
-        raise InputError(f"the output has shape {tuple(target.shape)} but the labels "
-                         f"{tuple(shape)}")
+        raise InputError(
+            f"the output has shape {tuple(target.shape)} but the labels {tuple(shape)}"
+        )
 
     def put(z: int, plane: np.ndarray) -> None:
         if two_d:
@@ -230,9 +240,18 @@ class LinkClock:
         self.done += 1
         elapsed = time.perf_counter() - self.start
         eta = elapsed / self.done * (self.total - self.done)
-        return LinkProgress(index, self.done, self.total, elapsed, eta,
-                            pass_number=pass_number, objects=objects)
+        return LinkProgress(
+            index, self.done, self.total, elapsed, eta, pass_number=pass_number, objects=objects
+        )
 
 
-__all__ = ["LinkParams", "LinkProgress", "link_into", "link_labels", "resolve_voxel_size",
-           "write_sections", "SectionRecord", "DEFAULT_VOXEL_NM"]
+__all__ = [
+    "LinkParams",
+    "LinkProgress",
+    "link_into",
+    "link_labels",
+    "resolve_voxel_size",
+    "write_sections",
+    "SectionRecord",
+    "DEFAULT_VOXEL_NM",
+]

@@ -69,14 +69,22 @@ def segment_stack(
     (about 30 % faster per slice than one after the other). Results still come in order.
     """
     output = Output(output)
-    params = params or params_for_data(model.info.postprocessing, model.info.pixel_size_nm,
-                                       pixel_size_nm)
-    predictions = predict_stack(model, image, slices=slices, pixel_size_nm=pixel_size_nm,
-                                **predict_kwargs)
+    params = params or params_for_data(
+        model.info.postprocessing, model.info.pixel_size_nm, pixel_size_nm
+    )
+    predictions = predict_stack(
+        model, image, slices=slices, pixel_size_nm=pixel_size_nm, **predict_kwargs
+    )
     if output is Output.PROBABILITIES:
         for item in predictions:
-            yield SliceSegmentation(item.index, item.done, item.total, item.probability,
-                                    item.probability, item.no_signal)
+            yield SliceSegmentation(
+                item.index,
+                item.done,
+                item.total,
+                item.probability,
+                item.probability,
+                item.no_signal,
+            )
         return
 
     def post_process(probability: np.ndarray) -> np.ndarray:
@@ -84,8 +92,9 @@ def segment_stack(
         return labels if output is Output.INSTANCES else membranes_from_labels(labels)
 
     def finished(item, future: Future) -> SliceSegmentation:
-        return SliceSegmentation(item.index, item.done, item.total, future.result(),
-                                 item.probability, item.no_signal)
+        return SliceSegmentation(
+            item.index, item.done, item.total, future.result(), item.probability, item.no_signal
+        )
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="em-unet-watershed") as pool:
         pending = None

@@ -37,11 +37,21 @@ class LabelsFromProbability:
         return instances_from_probability(self.probability[z], self.params)
 
 
-def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
-                     voxel_size_nm=None, pixel_size_nm: float | None = None,
-                     client=None, scheduler: str | None = None, n_workers: int | None = None,
-                     slices_per_task: int = 1, sections_per_task: int = 16,
-                     **predict_kwargs) -> Iterator[Progress]:
+def segment_and_link(
+    model,
+    volume,
+    path,
+    *,
+    params: LinkParams | None = None,
+    voxel_size_nm=None,
+    pixel_size_nm: float | None = None,
+    client=None,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    slices_per_task: int = 1,
+    sections_per_task: int = 16,
+    **predict_kwargs,
+) -> Iterator[Progress]:
     """Segment ``volume`` and write its linked 3D labels to ``path`` (TIFF or ``.zarr``).
 
     Yields the segmentation's :class:`~.streaming.Progress` per slice, then the linking's
@@ -55,10 +65,10 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
     volume = open_volume(volume, pixel_size_nm=pixel_size_nm)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".link-3d",
-                                    dir=path.parent))
-    voxel_size_nm = resolve_voxel_size(voxel_size_nm, volume.pixel_size_nm,
-                                       section_spacing_of(volume))
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".link-3d", dir=path.parent))
+    voxel_size_nm = resolve_voxel_size(
+        voxel_size_nm, volume.pixel_size_nm, section_spacing_of(volume)
+    )
     link = {"voxel_size_nm": voxel_size_nm, "params": params}
     try:
         if client is not None or scheduler or n_workers:
@@ -68,22 +78,39 @@ def segment_and_link(model, volume, path, *, params: LinkParams | None = None,
             model_path = model.path if isinstance(model, LoadedModel) else model
             model_path = bundled_model_path() if model_path is None else model_path
             yield from segment_distributed(
-                model_path, volume, scratch / "probability.zarr", output="probabilities",
-                client=client, scheduler=scheduler, n_workers=n_workers,
-                slices_per_task=slices_per_task, **predict_kwargs)
+                model_path,
+                volume,
+                scratch / "probability.zarr",
+                output="probabilities",
+                client=client,
+                scheduler=scheduler,
+                n_workers=n_workers,
+                slices_per_task=slices_per_task,
+                **predict_kwargs,
+            )
             probability = open_volume(scratch / "probability.zarr")
             info = model.info if isinstance(model, LoadedModel) else read_info(model_path)
-            labels = LabelsFromProbability(probability,
-                                           params_for_data(info.postprocessing, info.pixel_size_nm,
-                                                           volume.pixel_size_nm))
-            return (yield from link_distributed(
-                labels, path, probability=probability, client=client, scheduler=scheduler,
-                n_workers=n_workers, sections_per_task=sections_per_task, **link))
+            labels = LabelsFromProbability(
+                probability,
+                params_for_data(info.postprocessing, info.pixel_size_nm, volume.pixel_size_nm),
+            )
+            return (
+                yield from link_distributed(
+                    labels,
+                    path,
+                    probability=probability,
+                    client=client,
+                    scheduler=scheduler,
+                    n_workers=n_workers,
+                    sections_per_task=sections_per_task,
+                    **link,
+                )
+            )
         model = model if isinstance(model, LoadedModel) else load_model(model)
-        labels, probability = yield from _segment_locally(model, volume, scratch,
-                                                         predict_kwargs)
-        writer = open_writer(path, output_shape(volume), np.uint32,
-                             pixel_size_nm=volume.pixel_size_nm)
+        labels, probability = yield from _segment_locally(model, volume, scratch, predict_kwargs)
+        writer = open_writer(
+            path, output_shape(volume), np.uint32, pixel_size_nm=volume.pixel_size_nm
+        )
         try:
             yield from link_into(labels, writer, probability=probability, **link)
         except BaseException:
@@ -101,8 +128,7 @@ def _segment_locally(model, volume: Volume, scratch: Path, predict_kwargs: dict)
     labels = create_zarr_output(scratch / "labels.zarr", volume.shape, np.uint32)
     probability = create_zarr_output(scratch / "probability.zarr", volume.shape, np.float32)
     clock = _Clock(volume.shape[0])
-    for item in segment_stack(model, volume, pixel_size_nm=volume.pixel_size_nm,
-                              **predict_kwargs):
+    for item in segment_stack(model, volume, pixel_size_nm=volume.pixel_size_nm, **predict_kwargs):
         labels[item.index] = item.result
         probability[item.index] = item.probability
         yield clock.tick(item.index, item.done, item.no_signal)

@@ -57,8 +57,16 @@ class BandStitcher:
         Where the watersheds run (a single helper thread); None runs them inline.
     """
 
-    def __init__(self, params: WatershedParams, shape: tuple[int, int], store, *,
-                 band_rows: int, halo: int, pool: Executor | None = None):
+    def __init__(
+        self,
+        params: WatershedParams,
+        shape: tuple[int, int],
+        store,
+        *,
+        band_rows: int,
+        halo: int,
+        pool: Executor | None = None,
+    ):
         self.params, self.shape, self.store, self.pool = params, shape, store, pool
         self.band_rows = max(1, band_rows)
         self.halo = max(halo, SEAM_ROWS)
@@ -83,8 +91,9 @@ class BandStitcher:
 
     def close(self) -> None:
         if self._next < self.shape[0]:
-            raise RuntimeError(f"probability rows stopped at {self._first + len(self._rows)} "
-                               f"of {self.shape[0]}")
+            raise RuntimeError(
+                f"probability rows stopped at {self._first + len(self._rows)} of {self.shape[0]}"
+            )
         self._collect()
 
     # -- bands
@@ -96,8 +105,11 @@ class BandStitcher:
     def _start(self, band: _Band) -> None:
         (w0, w1), params = band.window, self.params
         window = self._rows[w0 - self._first : w1 - self._first]
-        future = (self.pool.submit(watershed_labels, window, params) if self.pool else
-                  _done(watershed_labels(window, params)))
+        future = (
+            self.pool.submit(watershed_labels, window, params)
+            if self.pool
+            else _done(watershed_labels(window, params))
+        )
         self._next = band.core[1]
         keep = self._band(self._next).window[0] if self._next < self.shape[0] else w1
         self._rows, self._first = self._rows[keep - self._first :], keep
@@ -117,6 +129,7 @@ class BandStitcher:
         count = int(labels.max(initial=0))
         if self._offset + count >= 2**32:
             raise InputError("the slice has more cells than 32-bit labels can number")
+
         def ids(start: int, stop: int) -> np.ndarray:  # provisional ids of rows start:stop
             rows = labels[start - w0 : stop - w0].astype(np.uint32)
             rows[rows > 0] += np.uint32(self._offset)

@@ -66,10 +66,18 @@ def output_shape(volume: Volume) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------- segmenting
-def segment_into(model, volume, target, *, output="instances",
-                 slices: Iterable[int] | None = None, pixel_size_nm: float | None = None,
-                 params=None, bands: Bands | None = None,
-                 **predict_kwargs) -> Iterator[Progress | BandProgress]:
+def segment_into(
+    model,
+    volume,
+    target,
+    *,
+    output="instances",
+    slices: Iterable[int] | None = None,
+    pixel_size_nm: float | None = None,
+    params=None,
+    bands: Bands | None = None,
+    **predict_kwargs,
+) -> Iterator[Progress | BandProgress]:
     """Segment ``volume`` slice by slice into ``target``, yielding progress after each slice.
 
     Each slice is read, predicted, post-processed and written before the next one is read,
@@ -117,12 +125,28 @@ def segment_into(model, volume, target, *, output="instances",
     put = target.write if isinstance(target, SliceWriter) else _setter(target, volume)
     bands = bands or Bands()
     if bands.applies(volume.shape):
-        yield from _segment_in_bands(model, volume, target, indices, clock, output=output,
-                                     pixel_size_nm=pixel_size_nm, params=params, bands=bands,
-                                     **predict_kwargs)
+        yield from _segment_in_bands(
+            model,
+            volume,
+            target,
+            indices,
+            clock,
+            output=output,
+            pixel_size_nm=pixel_size_nm,
+            params=params,
+            bands=bands,
+            **predict_kwargs,
+        )
         return
-    for item in segment_stack(model, volume, output=output, slices=indices,
-                              pixel_size_nm=pixel_size_nm, params=params, **predict_kwargs):
+    for item in segment_stack(
+        model,
+        volume,
+        output=output,
+        slices=indices,
+        pixel_size_nm=pixel_size_nm,
+        params=params,
+        **predict_kwargs,
+    ):
         index, done, no_signal = item.index, item.done, item.no_signal
         put(index, item.result)
         # Drop our references before handing control back, so that a slow consumer does
@@ -131,8 +155,17 @@ def segment_into(model, volume, target, *, output="instances",
         yield clock.tick(index, done, no_signal)
 
 
-def _segment_in_bands(model, volume: Volume, target, indices: list[int], clock: _Clock, *,
-                      output, bands: Bands, **kwargs) -> Iterator[Progress | BandProgress]:
+def _segment_in_bands(
+    model,
+    volume: Volume,
+    target,
+    indices: list[int],
+    clock: _Clock,
+    *,
+    output,
+    bands: Bands,
+    **kwargs,
+) -> Iterator[Progress | BandProgress]:
     from .pipeline import Output
 
     output = Output(output).value
@@ -152,8 +185,15 @@ def _segment_in_bands(model, volume: Volume, target, indices: list[int], clock: 
 
     for done, index in enumerate(indices, start=1):
         no_signal = yield from segment_slice_in_bands(
-            model, volume, index, lambda start, rows, i=index: put_rows(i, start, rows),
-            output=output, bands=bands, scratch_dir=_scratch_folder(folder), **kwargs)
+            model,
+            volume,
+            index,
+            lambda start, rows, i=index: put_rows(i, start, rows),
+            output=output,
+            bands=bands,
+            scratch_dir=_scratch_folder(folder),
+            **kwargs,
+        )
         yield clock.tick(index, done, no_signal)
 
 
@@ -175,14 +215,24 @@ def _setter(target, volume: Volume):
             target[index] = plane
 
     if not two_d and tuple(target.shape) != tuple(volume.shape):
-        raise InputError(f"the output has shape {tuple(target.shape)} but the volume "
-                         f"{tuple(volume.shape)}")
+        raise InputError(
+            f"the output has shape {tuple(target.shape)} but the volume {tuple(volume.shape)}"
+        )
     return put
 
 
-def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float | None = None,
-               slices: Iterable[int] | None = None, params=None, bands: Bands | None = None,
-               **predict_kwargs) -> Iterator[Progress | BandProgress]:
+def segment_to(
+    model,
+    volume,
+    path,
+    *,
+    output="instances",
+    pixel_size_nm: float | None = None,
+    slices: Iterable[int] | None = None,
+    params=None,
+    bands: Bands | None = None,
+    **predict_kwargs,
+) -> Iterator[Progress | BandProgress]:
     """Segment ``volume`` into the file ``path`` (TIFF, or zarr for ``.zarr``), streaming.
 
     The output appears under its name only when every slice is written; if the run fails
@@ -204,12 +254,21 @@ def segment_to(model, volume, path, *, output="instances", pixel_size_nm: float 
 
     volume = open_volume(volume)
     pixel_size_nm = pixel_size_nm or volume.pixel_size_nm
-    writer = open_writer(path, output_shape(volume), Output(output).dtype,
-                         pixel_size_nm=pixel_size_nm)
+    writer = open_writer(
+        path, output_shape(volume), Output(output).dtype, pixel_size_nm=pixel_size_nm
+    )
     try:
-        yield from segment_into(model, volume, writer, output=output, slices=slices,
-                                pixel_size_nm=pixel_size_nm, params=params, bands=bands,
-                                **predict_kwargs)
+        yield from segment_into(
+            model,
+            volume,
+            writer,
+            output=output,
+            slices=slices,
+            pixel_size_nm=pixel_size_nm,
+            params=params,
+            bands=bands,
+            **predict_kwargs,
+        )
     except BaseException:  # including GeneratorExit when the caller stops early
         writer.abort()
         raise

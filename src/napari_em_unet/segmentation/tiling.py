@@ -118,8 +118,10 @@ def predict_slice(
     starts_h = _tile_starts(core_h, tile_h, tile_h - overlap)
     starts_w = _tile_starts(core_w, tile_w, tile_w - overlap)
     starts = [(y, x) for y in starts_h for x in starts_w]
-    window = np.outer(_window(tile_h, overlap if len(starts_h) > 1 else 0),
-                      _window(tile_w, overlap if len(starts_w) > 1 else 0))
+    window = np.outer(
+        _window(tile_h, overlap if len(starts_h) > 1 else 0),
+        _window(tile_w, overlap if len(starts_w) > 1 else 0),
+    )
     total = np.zeros((core_h, core_w), dtype=np.float32)
     weights = np.zeros((core_h, core_w), dtype=np.float32)
     forward = _forward(keras_model)
@@ -201,7 +203,11 @@ def predict_stack(
         if factor != 1.0:
             plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)
         prob = predict_slice(
-            model.keras_model, plane, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+            model.keras_model,
+            plane,
+            tile_size=tile_size,
+            overlap=overlap,
+            batch_size=batch_size,
             flips=flips,
         )
         if factor != 1.0:

@@ -44,9 +44,12 @@ class WatershedParams:
         thinner membranes of 10 nm data."""
         if factor == 1.0:
             return self
-        return replace(self, sigma=self.sigma / factor,
-                       min_seed_size=max(1, round(self.min_seed_size / factor**2)),
-                       min_size=max(1, round(self.min_size / factor**2)))
+        return replace(
+            self,
+            sigma=self.sigma / factor,
+            min_seed_size=max(1, round(self.min_seed_size / factor**2)),
+            min_size=max(1, round(self.min_size / factor**2)),
+        )
 
 
 def _smooth(probability: np.ndarray, sigma: float) -> np.ndarray:
@@ -93,14 +96,16 @@ def watershed_labels(
     return watershed(smooth, seeds, mask=(smooth < params.threshold) & ~missing)
 
 
-def params_for_data(postprocessing: dict | None, model_pixel_size_nm: float | None,
-                    pixel_size_nm: float | None) -> WatershedParams:
+def params_for_data(
+    postprocessing: dict | None, model_pixel_size_nm: float | None, pixel_size_nm: float | None
+) -> WatershedParams:
     """A model's watershed parameters (its ``info.postprocessing``) for data at
     ``pixel_size_nm``, which the watershed runs at."""
     from .preprocessing import resample_factor
 
     return WatershedParams.from_dict(postprocessing).at_scale(
-        resample_factor(pixel_size_nm, model_pixel_size_nm))
+        resample_factor(pixel_size_nm, model_pixel_size_nm)
+    )
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -135,10 +140,16 @@ def tune_watershed(
 
     def evaluate(params: WatershedParams) -> float:
         if params not in cache:
-            cache[params] = float(np.mean([
-                score_slice(instances_from_probability(p, params), truth, grown=False).v_rand
-                for p, truth in zip(probabilities, truths, strict=True)
-            ]))
+            cache[params] = float(
+                np.mean(
+                    [
+                        score_slice(
+                            instances_from_probability(p, params), truth, grown=False
+                        ).v_rand
+                        for p, truth in zip(probabilities, truths, strict=True)
+                    ]
+                )
+            )
         return cache[params]
 
     best = base
