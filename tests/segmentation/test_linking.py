@@ -57,7 +57,8 @@ def test_numbering_follows_first_appearance_section_then_label():
 def test_a_branch_is_one_object():
     """One cell (sections 0-3) forks into two halves (sections 4-5) across a membrane.
 
-    Hand count (FIB-SEM, 10 nm: edges up to 5 sections apart; no probability map, so the
+    Hand count at bias 0.5, which shifts no edge (FIB-SEM, 10 nm: edges up to 5 sections
+    apart; no probability map, so the
     membrane between the halves counts as p = 0.9). Each half overlaps the parent with
     IoU 180/400 = 0.45: sqrt(180) x 8 x 0.45 = 48.3 from the adjacent section, and
     sqrt(180) x 8 x (0.45 - 0.3) = 16.1 from each of the 7 longer edges that reach it
@@ -71,9 +72,10 @@ def test_a_branch_is_one_object():
     stack[0:4, 2:22, 2:22] = 1
     stack[4:6, 2:22, 2:11] = 1  # the two halves lie inside the parent's footprint
     stack[4:6, 2:22, 13:22] = 2
-    linked = link_labels(stack, voxel_size_nm=FIBSEM)
+    neutral = LinkParams(bias=0.5)
+    linked = link_labels(stack, voxel_size_nm=FIBSEM, params=neutral)
     assert set(np.unique(linked)) == {0, 1}
-    early = link_labels(stack[2:], voxel_size_nm=FIBSEM)
+    early = link_labels(stack[2:], voxel_size_nm=FIBSEM, params=neutral)
     assert set(np.unique(early)) == {0, 1, 2}
 
 
