@@ -259,6 +259,7 @@ def time_cli(model: Path | None, volume: Path, out: Path, *extra) -> float:
         str(volume),
         "-o",
         str(out),
+        "--overwrite",  # the rounds write the same file
         *extra,
     ] + (["--model", str(model)] if model else [])
     start = time.perf_counter()

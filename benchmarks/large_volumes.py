@@ -138,6 +138,7 @@ def segment(inp: Path, out: Path, model: Path, *extra: str) -> dict:
         str(out),
         "--model",
         str(model),
+        "--overwrite",
         *extra,
     ]
     started = time.perf_counter()

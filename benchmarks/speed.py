@@ -58,7 +58,16 @@ def time_classic(fn, slices) -> float:
 def time_cli(path: Path, out: Path) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "napari_em_unet.cli", "segment", str(path), "-o", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "napari_em_unet.cli",
+            "segment",
+            str(path),
+            "-o",
+            str(out),
+            "--overwrite",
+        ],
         check=True,
         capture_output=True,
     )
