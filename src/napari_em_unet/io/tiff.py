@@ -16,25 +16,7 @@ import numpy as np
 
 from ..errors import InputError, first_line
 from .atomic import atomic_path
-
-_UNIT_TO_NM = {
-    "nm": 1.0,
-    "nanometer": 1.0,
-    "nanometre": 1.0,
-    # micro sign, Greek mu, and the escaped form ImageJ sometimes writes literally
-    "um": 1e3,
-    "\u00b5m": 1e3,
-    "\u03bcm": 1e3,
-    "\\u00b5m": 1e3,
-    "micron": 1e3,
-    "microns": 1e3,
-    "micrometer": 1e3,
-    "micrometre": 1e3,
-    "mm": 1e6,
-    "millimeter": 1e6,
-    "cm": 1e7,
-    "m": 1e9,
-}
+from .units import UNIT_TO_NM
 
 
 @dataclass
@@ -103,9 +85,9 @@ def pixel_size_nm(tif) -> float | None:
             resunit = page.tags.get("ResolutionUnit")
             if resunit is not None and int(resunit.value) == 3:
                 unit = "cm"
-        if unit not in _UNIT_TO_NM:
+        if unit not in UNIT_TO_NM:
             return None
-        size = _UNIT_TO_NM[unit] / per_unit
+        size = UNIT_TO_NM[unit] / per_unit
         return float(size) if 0.01 < size < 1e6 else None
     except Exception:  # metadata is a bonus: never fail a read because of it
         return None
@@ -119,9 +101,9 @@ def section_spacing_nm(tif) -> float | None:
         if not meta or "spacing" not in meta:
             return None
         unit = str(meta.get("unit", "")).strip().lower() or "um"
-        if unit not in _UNIT_TO_NM:
+        if unit not in UNIT_TO_NM:
             return None
-        spacing = float(meta["spacing"]) * _UNIT_TO_NM[unit]
+        spacing = float(meta["spacing"]) * UNIT_TO_NM[unit]
         return spacing if 0.01 < spacing < 1e7 else None
     except Exception:  # metadata is a bonus: never fail a read because of it
         return None
@@ -135,7 +117,7 @@ def _ome_pixel_size(xml: str) -> float | None:
         return None
     unit_match = re.search(r'PhysicalSizeXUnit="([^"]+)"', xml)
     unit = unit_match.group(1).lower() if unit_match else "µm"
-    return float(match.group(1)) * _UNIT_TO_NM.get(unit, 1e3)
+    return float(match.group(1)) * UNIT_TO_NM.get(unit, 1e3)
 
 
 def write_tiff(

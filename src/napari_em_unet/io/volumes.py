@@ -27,20 +27,8 @@ import numpy as np
 
 from ..errors import InputError, first_line
 from ..segmentation.preprocessing import to_grey
+from .units import UNIT_TO_NM
 
-# Units of OME-Zarr axes (the UDUNITS-2 names the NGFF specification uses), in nm.
-_OME_UNIT_TO_NM = {
-    "angstrom": 0.1,
-    "nanometer": 1.0,
-    "micrometer": 1e3,
-    "millimeter": 1e6,
-    "centimeter": 1e7,
-    "meter": 1e9,
-    "nm": 1.0,
-    "um": 1e3,
-    "µm": 1e3,
-    "mm": 1e6,
-}
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 
 
@@ -615,7 +603,7 @@ def _ome_pixel_size(multiscale: dict, dataset: dict, names: list[str], axes: lis
         unit = axes[x].get("unit") if axes and isinstance(axes[x], dict) else None
         if unit is None:
             return None
-        size = scale * _OME_UNIT_TO_NM[str(unit).lower()]
+        size = scale * UNIT_TO_NM[str(unit).lower()]
         return size if 0.01 < size < 1e6 else None
     except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None

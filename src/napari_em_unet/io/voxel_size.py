@@ -13,22 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_UNIT_TO_NM = {
-    "nm": 1.0,
-    "nanometer": 1.0,
-    "nanometre": 1.0,
-    "um": 1e3,
-    "\u00b5m": 1e3,
-    "\u03bcm": 1e3,
-    "\\u00b5m": 1e3,
-    "micron": 1e3,
-    "microns": 1e3,
-    "micrometer": 1e3,
-    "micrometre": 1e3,
-    "mm": 1e6,
-    "millimeter": 1e6,
-    "angstrom": 0.1,
-}
+from .units import UNIT_TO_NM
 
 
 def section_spacing_of(source) -> float | None:
@@ -57,7 +42,7 @@ def _tiff_spacing(path: Path) -> float | None:
             match = re.search(r'PhysicalSizeZ="([0-9.eE+-]+)"', tif.ome_metadata)
             if match:
                 unit = re.search(r'PhysicalSizeZUnit="([^"]+)"', tif.ome_metadata)
-                scale = _UNIT_TO_NM.get(unit.group(1).lower() if unit else "\u00b5m")
+                scale = UNIT_TO_NM.get(unit.group(1).lower() if unit else "\u00b5m")
                 return float(match.group(1)) * scale if scale else None
         return section_spacing_nm(tif)  # ImageJ's spacing
 
@@ -92,7 +77,7 @@ def _zarr_spacing(path: Path) -> float | None:
             if t.get("type") == "scale":
                 scale *= float(t["scale"][index])
     unit = axes[index].get("unit") if isinstance(axes[index], dict) else None
-    factor = _UNIT_TO_NM.get(str(unit).lower()) if unit else None
+    factor = UNIT_TO_NM.get(str(unit).lower()) if unit else None
     return scale * factor if factor else None
 
 
