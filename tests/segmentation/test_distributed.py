@@ -6,7 +6,6 @@ started once for the module and always closed; every run has a time limit.
 
 from __future__ import annotations
 
-import logging
 import socket
 
 import numpy as np
@@ -23,26 +22,6 @@ from napari_em_unet.segmentation.watershed import WatershedParams
 
 distributed = pytest.importorskip("distributed")
 TIMEOUT = 60
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as local:
-        yield local
-
-
-@pytest.fixture()
-def client(cluster):
-    with distributed.Client(cluster, timeout=TIMEOUT) as connected:
-        yield connected
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ cluster is in-process (two workers, 127.0.0.1 only) and closed after the module.
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import tifffile
@@ -21,26 +19,6 @@ from napari_em_unet.segmentation.linking import LinkParams, link_labels
 
 distributed = pytest.importorskip("distributed")
 VOXEL = (10.0, 10.0, 10.0)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    ) as local:
-        yield local
-
-
-@pytest.fixture()
-def client(cluster):
-    with distributed.Client(cluster, timeout=60) as connected:
-        yield connected
 
 
 @pytest.fixture(scope="module")
