@@ -209,7 +209,14 @@ class Objects:
         """Section ``z`` (its original labels) with 3D ids, split as in pass 1."""
         patch = self.patches.get(z)
         plane = original if patch is None else patch.apply(original)
-        return self.lookup(z)[plane]
+        table = self.lookup(z)
+        top = int(plane.max()) if plane.size else 0
+        if top >= len(table):
+            # A label pass 1 never saw: the labels changed between the passes (a user
+            # painting in napari while linking ran). It gets no object rather than
+            # failing the run; the napari side then keeps the result out of the layer.
+            table = np.concatenate([table, np.zeros(top + 1 - len(table), np.uint32)])
+        return table[plane]
 
     def lookup(self, z: int) -> np.ndarray:
         """Table from section ``z``'s (split) labels to 3D ids."""
