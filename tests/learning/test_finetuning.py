@@ -266,3 +266,24 @@ def test_new_data_get_new_batch_norm_statistics_once(tiny_model, stack):
         w for w, b in zip(_batch_norm_weights(one), base, strict=True) if not np.array_equal(w, b)
     ]
     assert moving  # the moving means and variances moved
+
+
+def _candidates(base, image, labels, config) -> tuple:
+    result = drain(
+        train(image, labels, base=base, slices=[0, 1, 2, 3], pixel_size_nm=4.0, config=config)
+    )
+    assert result.plan.validation_slices == (2,)  # the middle corrected slice, held out whole
+    return result.verdict.candidates
+
+
+def test_new_data_retune_the_watershed_on_the_held_out_slice(tiny_model, stack):
+    image, labels = stack
+    config = NEW.replace(epochs=1)
+    assert any(c.tuned_watershed for c in _candidates(tiny_model, image, labels, config))
+    off = config.replace(tune_new_data_watershed=False)
+    assert not any(c.tuned_watershed for c in _candidates(tiny_model, image, labels, off))
+    # Familiar data keep the base's watershed: re-tuned, it cost other slices (design.md).
+    assert not any(
+        c.tuned_watershed
+        for c in _candidates(tiny_model, image, labels, FAMILIAR.replace(epochs=1))
+    )

@@ -635,7 +635,10 @@ def train(
         ]
         run["extra_share"] = config.extra_share
     if plan is not None:
-        trainer.conclude(plan.validation, tune=config.tune_postprocessing)
+        tune = config.tune_postprocessing or (
+            held_out and not plan.familiar and config.tune_new_data_watershed
+        )
+        trainer.conclude(plan.validation, tune=tune)
         run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
     info = _trained_info(start, base, trainer, name, run)
     return TrainResult(

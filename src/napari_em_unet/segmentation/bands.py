@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.inference import inference_model
 from .preprocessing import (
     apply_normalization,
     normalization_range,
@@ -344,7 +345,7 @@ def predict_rows(
     shape = scaled_shape((height, width), factor) if factor != 1.0 else (height, width)
     if shape != (height, width):
         out = ZoomSink(out, shape, (height, width))
-    grid = TileRows(model.keras_model, shape, tile_size, overlap)
+    grid = TileRows(inference_model(model), shape, tile_size, overlap)
     source = RowBuffer(_model_scale_rows(volume, index, levels, shape, READ_ROWS), shape[1])
     for done in grid.predict(source, out, batch_size, flips):
         yield done, grid.tiles

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.inference import inference_model
 from ..model.info import LoadedModel
 from .preprocessing import (
     as_stack,
@@ -190,6 +191,7 @@ def predict_stack(
     indices = list(range(stack.shape[0])) if slices is None else list(slices)
     factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
     percentiles = model.info.percentiles
+    network = inference_model(model)
     for done, index in enumerate(indices, start=1):
         raw = np.asarray(stack[index])
         missing = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
@@ -203,7 +205,7 @@ def predict_stack(
         if factor != 1.0:
             plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)
         prob = predict_slice(
-            model.keras_model,
+            network,
             plane,
             tile_size=tile_size,
             overlap=overlap,
