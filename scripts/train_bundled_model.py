@@ -61,7 +61,7 @@ def arguments(argv=None):
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--holdout", default="", help="ISBI slices left out (a CV fold), e.g. 0-4")
     p.add_argument("--no-vnc", action="store_true", help="train on ISBI only")
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--patch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3)
