@@ -53,3 +53,18 @@ def test_resampling():
     assert resample_factor(None, 4.0) == 1.0
     out = zoom_to(np.ones((10, 13), dtype=np.float32), (23, 30), order=1)
     assert out.shape == (23, 30)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int8, np.int16])
+@pytest.mark.parametrize("size", [1, 2, 7, 5000])
+def test_integer_percentiles_from_a_histogram_equal_numpys(dtype, size):
+    from napari_em_unet.segmentation.preprocessing import percentiles_of
+
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(size)
+    values = rng.integers(info.min, info.max, size=size, endpoint=True).astype(dtype)
+    values[: size // 3] = values[0]  # repeated values, as in real images
+    qs = (0.0, 0.5, 1.0, 37.5, 99.0, 99.5, 100.0)
+    # (numpy on int8 itself overflows between far-apart values: compare in float)
+    expected = np.percentile(values.astype(np.float64), qs)
+    np.testing.assert_allclose(percentiles_of(values, qs), expected, rtol=1e-12)

@@ -82,7 +82,7 @@ def slice_levels(volume, index: int, percentiles, rows: int = READ_ROWS) -> Slic
         return SliceLevels(0, None, signal=False)
     step, position, parts = sample_step(count), 0, []
     for a, b in row_spans(height, rows):
-        values = np.asarray(volume.read_rows(index, a, b), dtype=np.float32)
+        values = np.asarray(volume.read_rows(index, a, b))
         values = values[np.isfinite(values)] if floating else values.ravel()
         parts.append(values[(-position) % step :: step])
         position += values.size
