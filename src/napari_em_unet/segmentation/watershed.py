@@ -63,11 +63,18 @@ def instances_from_probability(
     probability: np.ndarray, params: WatershedParams = WatershedParams()
 ) -> np.ndarray:
     """Label the cells of one 2D slice: uint32, 0 = membrane, cells numbered 1..n."""
-    labels = watershed_labels(probability, params)
-    if params.min_size > 1 and labels.max():
-        sizes = np.bincount(labels.ravel())
-        labels[(sizes < params.min_size)[labels]] = 0
-    return relabel_sequential(labels)
+    return without_small_cells(watershed_labels(probability, params), params.min_size)
+
+
+def without_small_cells(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Cells under ``min_size`` pixels become membrane, the others are numbered 1..n in
+    the order of their labels (uint32). One pass over the slice: ``labels`` are a
+    watershed's, numbered up to the count of its seeds."""
+    sizes = np.bincount(labels.ravel())
+    keep = sizes >= max(min_size, 1)
+    keep[0] = False
+    lut = np.cumsum(keep, dtype=np.uint32) * keep
+    return lut[labels]
 
 
 def watershed_labels(
