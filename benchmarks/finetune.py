@@ -30,6 +30,7 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,7 @@ from _common import ISBI, ROOT, VNC, fibsem_like, machine, require_data, table
 
 from napari_em_unet.io.tiff import read_tiff, write_tiff
 from napari_em_unet.learning.metrics import SliceScore, score_slice
-from napari_em_unet.model.files import load_model
+from napari_em_unet.model.files import bundled_model_path, load_model
 from napari_em_unet.segmentation.pipeline import segment_stack
 
 OFFICIAL = "v_rand_grown" in {f.name for f in dataclasses.fields(SliceScore)}
@@ -341,7 +342,11 @@ def main() -> None:
     # The shipped model was trained on vnc2013: the new-modality base is the previous
     # bundled model, trained on ISBI 2012 alone, to which vnc2013's tissue is new too.
     new_base = Path(args.new_base) if args.new_base else previous_model(args.new_base_commit, tmp)
-    bases = {"familiar": None, "new": new_base}
+    # Passed explicitly to both codes: without --model the old code would fine-tune its own
+    # bundled model, not the one "before" is measured with.
+    shipped = tmp / "shipped.keras"
+    shutil.copyfile(bundled_model_path(), shipped)
+    bases = {"familiar": shipped, "new": new_base}
     regimes = args.regimes.split(",")
     scored = {"familiar": tuple(range(20)), "new": tuple(range(10, 20))}
     base_scores = {
