@@ -635,10 +635,7 @@ def train(
         ]
         run["extra_share"] = config.extra_share
     if plan is not None:
-        tune = config.tune_postprocessing or (
-            held_out and not plan.familiar and config.tune_new_data_watershed
-        )
-        trainer.conclude(plan.validation, tune=tune)
+        _conclude(trainer, plan, config, held_out)
         run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
     info = _trained_info(start, base, trainer, name, run)
     return TrainResult(
@@ -650,6 +647,15 @@ def train(
         getattr(trainer, "verdict", None),
         plan,
     )
+
+
+def _conclude(trainer: _FineTuner, plan: FineTunePlan, config: TrainConfig, held_out: bool):
+    """The verdict. The watershed is re-tuned when asked, or on new data with a corrected
+    slice held out whole (``tune_new_data_watershed``); familiar data keep the base's."""
+    tune = config.tune_postprocessing or (
+        held_out and not plan.familiar and config.tune_new_data_watershed
+    )
+    trainer.conclude(plan.validation, tune=tune)
 
 
 def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) -> ModelInfo:
