@@ -220,6 +220,9 @@ def test_a_huge_slice_needs_no_more_memory_than_a_band(bundled, crops, monkeypat
             tracemalloc.stop()
 
     peak(short)  # warm-up (with 256-pixel tiles, both have several rows of tiles)
-    small, large = peak(short), peak(tall)
+    # The watershed of one band runs while the next is predicted, so what is alive at the
+    # same moment depends on timing (a loaded machine: +0.5 MB once in two runs). The least
+    # of three runs is what the code needs; growth with the height would show in all three.
+    small, large = min(peak(short) for _ in range(3)), min(peak(tall) for _ in range(3))
     assert large < small * 1.1, (small, large)
     assert huge.Bands().batch_size == 1
