@@ -72,7 +72,7 @@ def normalization_range(
 
 def percentiles_of(values: np.ndarray, percentiles) -> tuple[float, ...]:
     """``np.percentile(values, percentiles)`` (linear interpolation). 8- and 16-bit integer
-    pixels are counted in a histogram instead of sorted: 0.3 instead of 3 ms for a
+    pixels are counted in a histogram instead of sorted: about 1 instead of 3 ms for a
     512 x 512 slice, done twice per slice (normalisation, the missing-section check)."""
     values = np.asarray(values)
     if values.dtype.kind not in "ui" or values.dtype.itemsize > 2 or values.size == 0:

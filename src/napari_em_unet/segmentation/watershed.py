@@ -63,10 +63,10 @@ def instances_from_probability(
     probability: np.ndarray, params: WatershedParams = WatershedParams()
 ) -> np.ndarray:
     """Label the cells of one 2D slice: uint32, 0 = membrane, cells numbered 1..n."""
-    return without_small_cells(watershed_labels(probability, params), params.min_size)
+    return _without_small_cells(watershed_labels(probability, params), params.min_size)
 
 
-def without_small_cells(labels: np.ndarray, min_size: int) -> np.ndarray:
+def _without_small_cells(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Cells under ``min_size`` pixels become membrane, the others are numbered 1..n in
     the order of their labels (uint32). One pass over the slice: ``labels`` are a
     watershed's, numbered up to the count of its seeds."""
