@@ -36,8 +36,10 @@ class TrainConfig:
     tune_new_data_watershed: bool = True
     """Fine-tuning on data new to the base with a corrected slice held out whole: re-tune
     the watershed on that slice too. New data give probabilities of a new shape, and a whole
-    held-out slice (unlike a band of the trained ones) predicts far slices: +0.004 V_rand on
-    the far slices of the FIB-SEM-like proxy (docs/design.md). Familiar data keep the base's."""
+    held-out slice (unlike a band of the trained ones) predicts far slices: parameters tuned
+    on it gave +0.004 V_rand on the far slices of the FIB-SEM-like proxy, though in the
+    benchmark run that used it the gain was not measurable (docs/design.md). Familiar data
+    keep the base's."""
     extra_share: float = 0.5
     """Share of training patches drawn from ``extra`` volumes (when there are any)."""
     anchor_share: float = 0.5

@@ -28,39 +28,38 @@ def inference_model(model: LoadedModel):
 
     Cached per Keras model; a LoadedModel's weights do not change after loading."""
     original = model.keras_model
-    copy = _copies.get(original)
-    if copy is None:
+    if original not in _copies:
         try:
-            copy = _folded(original)
+            folded = _folded(original)
         except (KeyError, ValueError, AttributeError, TypeError):
-            copy = original  # not our U-Net layout: nothing to fold
-        _copies[original] = copy
-    return copy
+            folded = None  # not our U-Net layout: nothing to fold
+        # None, not the original, as the value: a weak key must not be kept alive by it.
+        _copies[original] = folded
+    return _copies[original] or original
 
 
 def _folded(original):
+    """The folded copy, or None when there is nothing to fold or it does not match."""
     from .unet import UNetConfig, build_unet
 
     config = _config_of(original)
     if not config.batch_norm:
-        return original
+        return None
     plain = UNetConfig(config.base_filters, config.depth, config.convs_per_block, False)
     folded = build_unet(plain)
     for layer in folded.layers:
         if layer.weights:
             layer.set_weights(_weights_for(layer.name, original))
-    if not _same_output(original, folded, config.size_multiple):
-        return original
-    return folded
+    return folded if _same_output(original, folded, config.size_multiple) else None
 
 
 def _config_of(model):
-    from .unet import UNetConfig
+    from .unet import UNetConfig, size_multiple_of
 
     names = [layer.name for layer in model.layers]
     return UNetConfig(
         base_filters=model.get_layer("down0_conv0").filters,
-        depth=sum(layer.__class__.__name__ == "MaxPooling2D" for layer in model.layers),
+        depth=size_multiple_of(model).bit_length() - 1,
         convs_per_block=sum(name.startswith("down0_conv") for name in names),
         batch_norm="down0_bn0" in names,
     )
