@@ -682,6 +682,7 @@ ARGUMENT_CASES = [
     Case("--slices abc", lambda f: ["--slices", "abc"], ok=False),
     Case("--pixel-size 0", lambda f: ["--pixel-size", "0"], ok=False),
     Case("--epochs -5", lambda f: ["--epochs", "-5"], ok=False),
+    Case("--average-last 1.5", lambda f: ["--average-last", "1.5"], ok=False),
     Case("an unknown option", lambda f: ["--fast"], ok=False),
 ]
 for _case in ARGUMENT_CASES:

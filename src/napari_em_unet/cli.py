@@ -56,6 +56,16 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -424,7 +434,11 @@ def _train_config(args, defaults):
         border_weight=args.border_weight,
         architecture=getattr(args, "architecture", defaults.architecture),
         **(
-            {"anchor_share": args.anchor_share, "change_budget": args.change_budget}
+            {
+                "anchor_share": args.anchor_share,
+                "change_budget": args.change_budget,
+                "average_last": args.average_last,
+            }
             if hasattr(args, "anchor_share")
             else {}
         ),
@@ -817,6 +831,13 @@ def _add_finetune_parser(sub) -> None:
         "largest change (1 - V_rand against the base's segmentation) an "
         "uncorrected slice may undergo before the base is kept "
         f"(default {defaults.change_budget:g})",
+    )
+    p.add_argument(
+        "--average-last",
+        type=_share,
+        default=defaults.average_last,
+        help="average the weights of the epochs in this last share of the run "
+        f"(0: keep the last weights; default {defaults.average_last:g})",
     )
     p.set_defaults(func=cmd_finetune)
 

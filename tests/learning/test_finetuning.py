@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 
 from napari_em_unet.generators import drain
+from napari_em_unet.learning import finetuning
 from napari_em_unet.learning.config import TrainConfig
 from napari_em_unet.learning.finetuning import (
+    WeightAverage,
     anchor_patch_count,
+    averaged_from,
     blended,
     describe_plan,
     judge,
@@ -65,6 +68,20 @@ def test_blending_moves_part_of_the_way_from_the_base():
     np.testing.assert_allclose(blended(base, tuned, 0.0)[1], 1.0)
 
 
+def test_the_weight_average_is_the_mean_of_the_snapshots_in_their_dtype():
+    average = WeightAverage()
+    last = [np.full(2, 3.0, np.float32)]
+    assert average.mean(last) is last  # nothing averaged yet: the last weights
+    for value in (1.0, 2.0, 6.0):
+        average.add([np.full(2, value, np.float32)])
+    mean = average.mean(last)
+    assert mean[0].dtype == np.float32
+    np.testing.assert_allclose(mean[0], 3.0)
+    # The last half of 10 epochs is epochs 6-10; 0 averages none; one epoch is its own.
+    assert averaged_from(10, 0.5) == 6 and averaged_from(10, 0.0) == 11
+    assert averaged_from(1, 0.5) == 1 and averaged_from(4, 1.0) == 1
+
+
 def test_the_verdict_needs_a_better_validation_and_a_small_change_on_familiar_data():
     found = [Candidate(1.0, 0.90, 0.08), Candidate(0.5, 0.88, 0.015), Candidate(0.25, 0.86, 0.004)]
     # Familiar data (budget 0.02): the full change is best on validation but changes an
@@ -95,10 +112,12 @@ def test_the_plan_says_what_validation_measures():
         change_budget=0.02,
         total_steps=400,
         base_val_v_rand=0.7,
+        averaged_epochs=(6, 10),
     )
     text = describe_plan(plan)
     assert "slices 4-5" in text and "bottom 20%" in text and "0.02" in text
     assert "0, 2, 7" in text and "1, 9" in text
+    assert "mean of the weights of epochs 6-10" in text
 
 
 # ----------------------------------------------------------------------------- with a network
@@ -287,3 +306,21 @@ def test_new_data_retune_the_watershed_on_the_held_out_slice(tiny_model, stack):
         c.tuned_watershed
         for c in _candidates(tiny_model, image, labels, FAMILIAR.replace(epochs=1))
     )
+
+
+def test_the_fine_tuned_weights_are_the_mean_of_the_last_epochs(tiny_model, stack, monkeypatch):
+    image, labels = stack
+    snapshots = []
+    add = WeightAverage.add
+
+    def recorded(self, weights):
+        snapshots.append([np.array(w) for w in weights])
+        add(self, weights)
+
+    monkeypatch.setattr(finetuning.WeightAverage, "add", recorded)
+    tuned = _fine_tuned(tiny_model, image, labels, FAMILIAR.replace(average_last=0.5), epochs=4)
+    assert len(snapshots) == 2  # epochs 3 and 4
+    assert not np.allclose(snapshots[0][0], snapshots[1][0])
+    # The result is their mean, not the last epoch's weights.
+    for mine, first, second in zip(tuned.get_weights(), *snapshots, strict=True):
+        np.testing.assert_allclose(mine, (first + second) / 2, rtol=1e-6, atol=1e-7)

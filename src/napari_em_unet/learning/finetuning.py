@@ -186,6 +186,47 @@ def _random_crop(rng, plane: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(plane[y : y + size, x : x + size], dtype=np.float32)
 
 
+class WeightAverage:
+    """The running mean of snapshots of a model's weights (stochastic weight averaging).
+
+    Single fine-tuning runs on a few slices end in quite different places: on the
+    FIB-SEM-like proxy the far slices scored 0.870 and 0.881 with two seeds, one slice
+    moving by 0.12 as a merge came and went. The mean of the weights of the last epochs
+    sits in the middle of the region they wander through and generalises better (Izmailov
+    et al. 2018); the batch-norm statistics are frozen while fine-tuning, so averaging them
+    changes nothing.
+    """
+
+    def __init__(self):
+        self.total: list[np.ndarray] | None = None
+        self.count = 0
+
+    def add(self, weights: list) -> None:
+        if self.total is None:
+            self.total = [np.asarray(w, np.float64).copy() for w in weights]
+        else:
+            for total, w in zip(self.total, weights, strict=True):
+                total += w
+        self.count += 1
+
+    def mean(self, like: list) -> list:
+        """The mean of the snapshots, with the dtypes of ``like`` (``like`` when none)."""
+        if self.total is None:
+            return like
+        return [
+            (t / self.count).astype(np.asarray(w).dtype)
+            for t, w in zip(self.total, like, strict=True)
+        ]
+
+
+def averaged_from(epochs: int, share: float) -> int:
+    """The first epoch whose weights go into the average (``epochs + 1``: none do)."""
+    if share <= 0 or epochs <= 0:
+        return epochs + 1
+    averaged = int(np.ceil(epochs * min(share, 1.0) - 1e-9))
+    return max(1, epochs - averaged + 1)
+
+
 def blended(base_weights: list, tuned_weights: list, blend: float) -> list:
     """The base's weights plus ``blend`` of the fine-tuned change (0: base, 1: fine-tuned)."""
     return [b + blend * (t - b) for b, t in zip(base_weights, tuned_weights, strict=True)]
@@ -397,8 +438,14 @@ def describe_plan(plan: FineTunePlan) -> str:
         if plan.anchors
         else "no anchors"
     )
+    averaged = (
+        ""
+        if plan.averaged_epochs is None
+        else " (the result: the mean of the weights of epochs "
+        f"{named(range(plan.averaged_epochs[0], plan.averaged_epochs[1] + 1))})"
+    )
     return (
-        f"fine-tuning on slices {named(plan.corrected)} for {plan.total_steps} steps with "
-        f"{anchors}; validation: V_rand on {plan.validation} (slices {where}) and the "
-        f"change of uncorrected slices {named(plan.check)} against the base; {regime}"
+        f"fine-tuning on slices {named(plan.corrected)} for {plan.total_steps} steps"
+        f"{averaged} with {anchors}; validation: V_rand on {plan.validation} (slices {where}) "
+        f"and the change of uncorrected slices {named(plan.check)} against the base; {regime}"
     )

@@ -61,6 +61,8 @@ class FineTunePlan:
     total_steps: int
     base_val_v_rand: float | None = None
     """The base model's validation V_rand (the score to beat)."""
+    averaged_epochs: tuple[int, int] | None = None
+    """First and last epoch whose weights are averaged into the result (None: the last)."""
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,11 @@ from .config import TrainConfig
 from .finetuning import (
     BaseComparison,
     LabelledPlane,
+    WeightAverage,
     adapt_batch_norm,
     anchor_patch_count,
     anchor_samples,
+    averaged_from,
     blended,
     freeze_batch_norm,
     model_scale_planes,
@@ -400,6 +402,9 @@ class _FineTuner(_Trainer):
         self.base_weights = self.model.get_weights()
         self.best_params = comparison.params
         self.verdict: Verdict | None = None
+        self.average = WeightAverage()
+        averaged = _averaged_epochs(config)
+        self.average_from = averaged[0] if averaged else config.epochs + 1
 
     def score_base(self) -> EpochProgress:
         before = self.comparison.base_v_rand
@@ -410,6 +415,8 @@ class _FineTuner(_Trainer):
         return EpochProgress(0, self.config.epochs, float("nan"), None, before, 0, 0.0, 0, 0.0)
 
     def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
+        if epoch >= self.average_from:
+            self.average.add(self.model.get_weights())
         # A quick look (two check slices) to show progress; the verdict looks at all.
         score, change, _ = self.comparison.measure(self.model, checks=2)
         mean_loss = float(np.mean(losses))
@@ -440,7 +447,8 @@ class _FineTuner(_Trainer):
 
     def conclude(self, what: str, tune: bool) -> Verdict:
         """Measure the candidates, keep the verdict's weights and watershed parameters."""
-        tuned_weights = self.model.get_weights()
+        # Stopped before the averaged epochs: the last weights are all there is.
+        tuned_weights = self.average.mean(self.model.get_weights())
         found, tuned_params = self.comparison.candidates(
             self.model, self.base_weights, tuned_weights, tune
         )
@@ -525,8 +533,14 @@ def _fine_tuner(
         change_budget=comparison.change_budget,
         total_steps=config.epochs * config.steps_per_epoch,
         base_val_v_rand=comparison.base_v_rand,
+        averaged_epochs=_averaged_epochs(config),
     )
     return _FineTuner(start, config, train_samples, val_samples, anchors, comparison), plan
+
+
+def _averaged_epochs(config: TrainConfig) -> tuple[int, int] | None:
+    first = averaged_from(config.epochs, config.average_last)
+    return (first, config.epochs) if first <= config.epochs else None
 
 
 def _uncorrected_slices(
