@@ -190,11 +190,11 @@ class WeightAverage:
     """The running mean of snapshots of a model's weights (stochastic weight averaging).
 
     Single fine-tuning runs on a few slices end in quite different places: on the
-    FIB-SEM-like proxy the far slices scored 0.870 and 0.881 with two seeds, one slice
-    moving by 0.12 as a merge came and went. The mean of the weights of the last epochs
-    sits in the middle of the region they wander through and generalises better (Izmailov
-    et al. 2018); the batch-norm statistics are frozen while fine-tuning, so averaging them
-    changes nothing.
+    FIB-SEM-like proxy the far slices scored 0.869-0.881 with three seeds, one slice moving
+    by 0.12 between runs. The mean of the weights of the last epochs sits in the middle of
+    the region they wander through, which tends to generalise better (Izmailov et al. 2018;
+    here +0.006 on average, docs/design.md); the batch-norm statistics are frozen while
+    fine-tuning, so averaging them changes nothing.
     """
 
     def __init__(self):

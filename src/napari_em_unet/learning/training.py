@@ -403,8 +403,7 @@ class _FineTuner(_Trainer):
         self.best_params = comparison.params
         self.verdict: Verdict | None = None
         self.average = WeightAverage()
-        averaged = _averaged_epochs(config)
-        self.average_from = averaged[0] if averaged else config.epochs + 1
+        self.average_from = averaged_from(config.epochs, config.average_last)
 
     def score_base(self) -> EpochProgress:
         before = self.comparison.base_v_rand
