@@ -36,34 +36,25 @@ def _slices(text: str | None) -> list[int] | None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
+def _float_where(accept, requirement: str):
+    """An argparse type: a number for which ``accept`` holds, else '<requirement>: text'."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not accept(value):  # NaN fails every comparison: refused too
+            raise argparse.ArgumentTypeError(f"{requirement}: {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
-
-
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1: {text!r}")
-    return value
+_positive_float = _float_where(lambda v: v > 0, "must be positive")
+_non_negative_float = _float_where(lambda v: v >= 0, "must be 0 or more")
+_share = _float_where(lambda v: 0 <= v <= 1, "must be between 0 and 1")
+_unit_float = _float_where(lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive)")
 
 
 def _positive_int(text: str) -> int:
@@ -73,16 +64,6 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive): {text!r}")
     return value
 
 
