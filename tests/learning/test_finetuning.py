@@ -23,6 +23,7 @@ from napari_em_unet.learning.records import (
     StepProgress,
 )
 from napari_em_unet.learning.training import train
+from napari_em_unet.segmentation.watershed import WatershedParams
 
 QUICK = TrainConfig(
     epochs=2,
@@ -221,7 +222,8 @@ def test_a_model_that_validates_worse_is_not_accepted(dark_is_membrane, stack):
     ):
         np.testing.assert_array_equal(kept, base)
     assert result.model.info.validation["accepted"] is False
-    assert result.model.info.postprocessing == dark_is_membrane.info.postprocessing
+    kept = WatershedParams.from_dict(result.model.info.postprocessing)
+    assert kept == WatershedParams.from_dict(dark_is_membrane.info.postprocessing)
 
 
 def test_records_follow_the_plan_over_every_step(tiny_model, stack):

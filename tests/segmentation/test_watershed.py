@@ -83,3 +83,47 @@ def test_the_fast_flood_gives_skimages_labels(seed):
     for y, x in zip(*np.nonzero(differ), strict=True):
         around = reference[max(0, y - 2) : y + 3, max(0, x - 2) : x + 3]
         assert fast[y, x] in around
+
+
+def _dark_cell_between_two_cells():
+    """Two cells, 30 px wide, on either side of a 40 px wide band that the map calls
+    membrane: a dark cell (grainy inside, a little less sure than its rim)."""
+    p = np.full((40, 100), 0.05, dtype=np.float32)
+    p[:, 30:70] = 0.95
+    p[5:35, 35:65] = 0.85
+    return p
+
+
+def test_a_membrane_blob_wider_than_twice_the_radius_becomes_a_cell():
+    p = _dark_cell_between_two_cells()
+    off = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=0))
+    on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=8))
+    assert off.max() == 2 and off[20, 50] == 0
+    assert on.max() == 3
+    dark = on == on[20, 50]
+    assert on[20, 50] > 0
+    # the band but its outermost column on each side: cells stay apart by a membrane
+    assert dark.sum() == 40 * 38 and dark[:, 31:69].all()
+    assert (on[~dark] == off[~dark]).all()  # the other cells are untouched
+
+
+def test_membranes_thinner_than_twice_the_radius_stay_membrane():
+    p = _dark_cell_between_two_cells()
+    on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=20))
+    assert on.max() == 2 and on[20, 50] == 0
+
+
+def test_a_band_without_data_never_becomes_a_dark_cell():
+    p = _dark_cell_between_two_cells()
+    p[:, 30:70] = np.nan
+    on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=8))
+    assert on.max() == 2 and (on[:, 30:70] == 0).all()
+
+
+def test_the_dark_cell_radius_follows_the_pixel_size():
+    params = WatershedParams(dark_cell_radius=8)
+    assert params.at_scale(2.0).dark_cell_radius == 4
+    assert params.at_scale(20.0).dark_cell_radius == 1  # never switched off by scaling
+    assert WatershedParams().at_scale(2.0).dark_cell_radius == 0
+    old_model = {"threshold": 0.7, "seed_threshold": 0.1, "sigma": 0.0}
+    assert WatershedParams.from_dict(old_model).dark_cell_radius == 0

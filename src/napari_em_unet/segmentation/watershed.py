@@ -3,8 +3,10 @@
 Seeds are the confidently-interior regions (probability below ``seed_threshold`` after a
 light Gaussian smoothing), so a faint gap in a membrane does not merge two cells the way
 a plain threshold would; the watershed then floods the probability map from the seeds and
-everything above ``threshold`` is membrane (label 0). The defaults are a reasonable start;
-every trained model stores the values tuned on its validation slices.
+everything above ``threshold`` is membrane (label 0). Membrane far thicker than a
+membrane can be is a dark cell the network took for membrane, and becomes a cell
+(``dark_cell_radius``). The defaults are a reasonable start; every trained model stores the
+values tuned on its validation slices.
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ class WatershedParams:
     """Seed regions smaller than this (pixels) are dropped, so noise does not split cells."""
     min_size: int = 30
     """Cells smaller than this (pixels) are merged into the membrane."""
+    dark_cell_radius: int = 0
+    """Membrane wider than twice this (pixels) is a cell, not membrane (0: off).
+
+    Some cells have a dark, grainy cytoplasm the network calls membrane; they come out
+    as thick blobs of "membrane", when real membranes are a few pixels wide. The parts
+    of the membrane mask that survive an opening by a diamond of this radius become
+    cells. Held-out ISBI slices: +0.008 official V_rand (docs/design.md)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +58,9 @@ class WatershedParams:
             sigma=self.sigma / factor,
             min_seed_size=max(1, round(self.min_seed_size / factor**2)),
             min_size=max(1, round(self.min_size / factor**2)),
+            dark_cell_radius=(
+                max(1, round(self.dark_cell_radius / factor)) if self.dark_cell_radius else 0
+            ),
         )
 
 
@@ -99,7 +111,30 @@ def watershed_labels(
         small[0] = False
         if small.any():
             seeds[small[seeds]] = 0
-    return _flood(smooth, seeds, (smooth < params.threshold) & ~missing)
+    labels = _flood(smooth, seeds, (smooth < params.threshold) & ~missing)
+    if params.dark_cell_radius > 0:
+        labels = _with_dark_cells(labels, params.dark_cell_radius, missing)
+    return labels
+
+
+def _with_dark_cells(labels: np.ndarray, radius: int, missing: np.ndarray) -> np.ndarray:
+    """``labels`` plus, as new cells, the membrane regions wider than ``2 * radius``: the
+    membrane mask opened by a diamond of ``radius`` (taxicab distances: 5 ms per 512 x 512
+    slice, a Euclidean opening 28 ms for the same held-out score), each connected piece
+    one cell, less its outermost pixel so that a membrane still parts it from its
+    neighbours. Pixels without data stay 0."""
+    from scipy import ndimage
+
+    membrane = (labels == 0) & ~missing
+    depth = ndimage.distance_transform_cdt(membrane, metric="taxicab")
+    cores = depth > radius
+    if not cores.any():
+        return labels
+    wide = (ndimage.distance_transform_cdt(~cores, metric="taxicab") <= radius) & (depth > 1)
+    dark, n_dark = ndimage.label(wide)
+    if n_dark:
+        labels = np.where(dark > 0, dark + labels.max(), labels).astype(labels.dtype)
+    return labels
 
 
 def _flood(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -196,6 +231,7 @@ def tune_watershed(
 
 _TUNING_VALUES = {
     "seed_threshold": (0.05, 0.1, 0.2, 0.3, 0.4),
-    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     "sigma": (0.0, 1.0, 2.0),
+    "dark_cell_radius": (0, 6, 8, 10, 12),
 }
