@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,10 +42,10 @@ def cells():
     return probability
 
 
-def run_bands(probability, band_rows, halo, *, chunk=7, pool=None):
+def run_bands(probability, band_rows, halo, *, chunk=7, pool=None, params=PARAMS):
     with ScratchRows(probability.shape, np.uint32) as store:
         stitcher = BandStitcher(
-            PARAMS, probability.shape, store, band_rows=band_rows, halo=halo, pool=pool
+            params, probability.shape, store, band_rows=band_rows, halo=halo, pool=pool
         )
         for start in range(0, len(probability), chunk):  # rows arrive in uneven pieces
             stitcher.push(probability[start : start + chunk])
@@ -65,6 +66,19 @@ def test_bands_give_the_whole_slice_cells(cells, band_rows):
     )  # numbered 1..n, 0 = membrane kept
     tall = np.unique(labels[:, 58:62])
     assert len(tall) == 1 and tall[0] > 0  # one id for the cell through every band
+
+
+def test_a_dark_cell_through_every_band_keeps_one_id(cells):
+    """Thick "membrane" (a dark cell) is found in each band's window with its halo and
+    joined across borders like any cell: the bands give the whole slice's labels."""
+    dark = cells.copy()
+    dark[:, 85:105] = 0.9  # 20 pixels wide, through every band
+    params = replace(PARAMS, dark_cell_radius=5)
+    expected = instances_from_probability(dark, params)
+    labels, _, _ = run_bands(dark, 23, halo=32, params=params)
+    assert same_up_to_renumbering(labels, expected)
+    inside = np.unique(labels[:, 90:100])
+    assert len(inside) == 1 and inside[0] > 0
 
 
 def test_provisional_ids_are_unique_across_bands(cells):
