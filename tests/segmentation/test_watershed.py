@@ -85,39 +85,53 @@ def test_the_fast_flood_gives_skimages_labels(seed):
         assert fast[y, x] in around
 
 
-def _dark_cell_between_two_cells():
-    """Two cells, 30 px wide, on either side of a 40 px wide band that the map calls
-    membrane: a dark cell (grainy inside, a little less sure than its rim)."""
-    p = np.full((40, 100), 0.05, dtype=np.float32)
-    p[:, 30:70] = 0.95
-    p[5:35, 35:65] = 0.85
+def _dark_cell_among_four_cells():
+    """A 40 x 40 block that the map calls membrane (a dark cell: grainy inside, a little
+    less sure than a real membrane) in the middle of four cells parted by thin membranes."""
+    p = np.full((100, 100), 0.05, dtype=np.float32)
+    p[30:70, 30:70] = 0.85
+    p[:30, 49:51] = p[70:, 49:51] = p[49:51, :30] = p[49:51, 70:] = 0.95
     return p
 
 
 def test_a_membrane_blob_wider_than_twice_the_radius_becomes_a_cell():
-    p = _dark_cell_between_two_cells()
+    p = _dark_cell_among_four_cells()
     off = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=0))
     on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=8))
-    assert off.max() == 2 and off[20, 50] == 0
-    assert on.max() == 3
-    dark = on == on[20, 50]
-    assert on[20, 50] > 0
-    # the band but its outermost column on each side: cells stay apart by a membrane
-    assert dark.sum() == 40 * 38 and dark[:, 31:69].all()
+    assert off.max() == 4 and off[50, 50] == 0
+    assert on.max() == 5
+    dark = on == on[50, 50]
+    assert on[50, 50] > 0
+    # the block, less its outermost pixels (cells stay parted by a membrane) but where
+    # the thin membranes meet it, and less its corners (a diamond opening rounds them)
+    assert dark[30:70, 30:70].sum() == dark.sum() > 0.9 * 38 * 38
+    assert not dark[30, 30:49].any()
+    assert dark[35:65, 35:65].all()
     assert (on[~dark] == off[~dark]).all()  # the other cells are untouched
 
 
 def test_membranes_thinner_than_twice_the_radius_stay_membrane():
-    p = _dark_cell_between_two_cells()
-    on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=20))
-    assert on.max() == 2 and on[20, 50] == 0
+    p = _dark_cell_among_four_cells()
+    on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=24))
+    assert on.max() == 4 and on[50, 50] == 0
+
+
+def test_a_blob_inside_one_cell_or_between_two_stays_membrane():
+    """A dark organelle inside one cell, or a smear along the border of two, is no cell."""
+    inside = np.full((80, 80), 0.05, dtype=np.float32)
+    inside[25:55, 25:55] = 0.85
+    between = np.full((40, 100), 0.05, dtype=np.float32)
+    between[:, 30:70] = 0.85
+    for p, cells in ((inside, 1), (between, 2)):
+        on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=8))
+        assert on.max() == cells
 
 
 def test_a_band_without_data_never_becomes_a_dark_cell():
-    p = _dark_cell_between_two_cells()
-    p[:, 30:70] = np.nan
+    p = _dark_cell_among_four_cells()
+    p[30:70, 30:70] = np.nan
     on = instances_from_probability(p, WatershedParams(sigma=0, dark_cell_radius=8))
-    assert on.max() == 2 and (on[:, 30:70] == 0).all()
+    assert on.max() == 4 and (on[30:70, 30:70] == 0).all()
 
 
 def test_the_dark_cell_radius_follows_the_pixel_size():
