@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -137,3 +138,12 @@ def fibsem_like(
         ]
     )
     return image, labels
+
+
+def old_code(commit: str, into: Path) -> Path:
+    """The package's source at ``commit``, extracted to ``into`` (for PYTHONPATH)."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import ISBI, ROOT, VNC, fibsem_like, machine, require_data, table
+from _common import ISBI, ROOT, VNC, fibsem_like, machine, old_code, require_data, table
 
 from napari_em_unet.io.tiff import read_tiff, write_tiff
 from napari_em_unet.learning.metrics import SliceScore, score_slice
@@ -85,15 +85,6 @@ class Outcome:
 def span(text: str) -> tuple[int, ...]:
     lo, _, hi = text.partition("-")
     return tuple(range(int(lo), int(hi or lo) + 1))
-
-
-def old_code(commit: str, into: Path) -> Path:
-    """The package's source at ``commit``, extracted to ``into`` (for PYTHONPATH)."""
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", commit, "src"], capture_output=True, check=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into / "src"
 
 
 def finetune(

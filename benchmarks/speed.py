@@ -6,18 +6,23 @@ The classic U-Net is the one the Keras tutorials build (64-128-256-512-1024 filt
 the ``em-unet segment`` command on the 30-slice ISBI test volume repeated ``--copies`` times
 (120 slices by default), reading the TIFF, tiled inference, watershed and writing the labels,
 and on its first slice alone; the steady-state time per slice is the difference over the
-extra slices. (With the 30 slices alone that difference was 6-8 s and moved from 12x to 17x
-between runs of the same hour; a longer volume makes it less sensitive to a busy second.)
+extra slices of the time the command reports for its slices (TensorFlow's import, which
+varies by up to a second between runs here, is left out of it; the whole command's time is
+reported too). (With the 30 slices alone that difference was 6-8 s and moved from 12x to
+17x between runs of the same hour; a longer volume makes it less sensitive to a busy second.)
 The two alternate for ``--repeats`` rounds so that the shared machine's load hits both
-alike; medians are reported.
+alike; medians are reported. ``--old-commit`` times the package at that commit too, in
+the same rounds (its source on PYTHONPATH), so that a change is judged by a ratio measured
+at the same moments rather than against figures from another hour.
 
-    python benchmarks/speed.py [--repeats 3] [--copies 4]
+    python benchmarks/speed.py [--repeats 3] [--copies 4] [--old-commit 265c14a]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -27,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from _common import ISBI, machine, require_data, table
+from _common import ISBI, machine, old_code, require_data, table
 
 
 def classic_unet():
@@ -59,9 +64,14 @@ def time_classic(fn, slices) -> float:
     return (time.perf_counter() - start) / len(slices)
 
 
-def time_cli(path: Path, out: Path) -> float:
+def time_cli(path: Path, out: Path, source: Path | None = None) -> tuple[float, float]:
+    """``em-unet segment`` on ``path``: seconds for the whole command, and for the slices
+    alone as the command reports them (from the first slice's start to the last one's
+    end: TensorFlow's import, whose time varies by a second from run to run here, is left
+    out). ``source``: the package to run instead of the installed one."""
+    env = dict(os.environ, PYTHONPATH=str(source)) if source else None
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -74,8 +84,12 @@ def time_cli(path: Path, out: Path) -> float:
         ],
         check=True,
         capture_output=True,
+        text=True,
+        env=env,
     )
-    return time.perf_counter() - start
+    whole = time.perf_counter() - start
+    found = re.search(r"(\d+) slices? in ([\d.]+) s", done.stderr)
+    return whole, float(found.group(2)) if found else float("nan")
 
 
 def main() -> None:
@@ -85,6 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--copies", type=int, default=4, help="times the 30-slice test volume is repeated"
     )
+    parser.add_argument("--old-commit", default="", help="also time the package at this commit")
     args = parser.parse_args()
     require_data()
     from napari_em_unet.model.backend import tensorflow_module
@@ -104,37 +119,43 @@ def main() -> None:
     long_volume = np.concatenate([volume] * max(1, args.copies))
     for path, data in ((one, volume[:1]), (stack, long_volume)):
         tifffile.imwrite(path, data, imagej=True, resolution=(250, 250), metadata={"unit": "um"})
-    classic, full, single = [], [], []
+    sources = {"": None}
+    if args.old_commit:
+        (tmp / "old").mkdir()
+        sources[f" at {args.old_commit}"] = old_code(args.old_commit, tmp / "old")
+    classic = []
+    full: dict[str, list[float]] = {name: [] for name in sources}
+    single: dict[str, list[float]] = {name: [] for name in sources}
+    slices_only: dict[str, list[float]] = {name: [] for name in sources}
     for _ in range(args.repeats):
         classic.append(time_classic(fn, batch))
-        full.append(time_cli(stack, tmp / "out.tif"))
-        single.append(time_cli(one, tmp / "out1.tif"))
+        for name, source in sources.items():
+            full[name].append(time_cli(stack, tmp / "out.tif", source))
+            single[name].append(time_cli(one, tmp / "out1.tif", source))
+            slices_only[name].append(full[name][-1][1] - single[name][-1][1])
     n = long_volume.shape[0]
-    c, f, s = statistics.median(classic), statistics.median(full), statistics.median(single)
-    steady = (f - s) / (n - 1)
+    c = statistics.median(classic)
+    rows = [("classic U-Net (31 M params), network only", f"{c:.3f}", "1.0x")]
+    for name in sources:
+        f = statistics.median(whole for whole, _ in full[name])
+        steady = statistics.median(slices_only[name]) / (n - 1)
+        what = f"em-unet segment{name}"
+        rows += [
+            (f"{what}, {n} slices incl. start-up", f"{f / n:.3f}", f"{c / (f / n):.1f}x"),
+            (f"{what}, per extra slice (steady state)", f"{steady:.3f}", f"{c / steady:.1f}x"),
+        ]
     print(f"speed benchmark ({machine()}), medians of {args.repeats} alternating rounds")
-    print(
-        table(
-            [
-                ("classic U-Net (31 M params), network only", f"{c:.3f}", "1.0x"),
-                (
-                    f"em-unet segment, {n} slices incl. start-up",
-                    f"{f / n:.3f}",
-                    f"{c / (f / n):.1f}x",
-                ),
-                (
-                    "em-unet segment, per extra slice (steady state)",
-                    f"{steady:.3f}",
-                    f"{c / steady:.1f}x",
-                ),
-            ],
-            ("what", "s / 512x512 slice", "speed-up"),
+    print(table(rows, ("what", "s / 512x512 slice", "speed-up")))
+    for name in sources:
+        f = statistics.median(whole for whole, _ in full[name])
+        s = statistics.median(whole for whole, _ in single[name])
+        rounds = " ".join(
+            f"{k / (t / (n - 1)):.1f}x" for t, k in zip(slices_only[name], classic, strict=True)
         )
-    )
-    print(
-        f"em-unet start-up (TF import, model load, 1 slice): {s:.2f} s; "
-        f"whole {n}-slice command: {f:.1f} s"
-    )
+        print(
+            f"em-unet{name} start-up (TF import, model load, 1 slice): {s:.2f} s; "
+            f"whole {n}-slice command: {f:.1f} s; steady state by round: {rounds}"
+        )
     os.environ.get("CI")  # nothing else to clean: tmp is left for inspection
 
 

@@ -135,6 +135,7 @@ def cmd_segment(args) -> int:
     else:
         from .model.files import load_model
 
+        _predict_only(volume, bands, predict)
         model = load_model(args.model)
         progress = segment_to(model, volume, args.output, output=output, bands=bands, **predict)
     last, silent = None, []
@@ -161,7 +162,7 @@ def cmd_segment(args) -> int:
         ""
         if last is None
         else (
-            f"; {last.done} slices in {last.elapsed_s:.1f} s, {last.slices_per_second:.3f} slices/s"
+            f"; {last.done} slices in {last.elapsed_s:.2f} s, {last.slices_per_second:.3f} slices/s"
         )
     )
     print(
@@ -170,6 +171,24 @@ def cmd_segment(args) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+SIDE_BY_SIDE_MAX_PIXELS = 4 * 2**20
+"""Slices up to 2048 x 2048 are predicted side by side; larger ones one at a time, each with
+every core, so that memory holds the network's working arrays of one slice only."""
+
+
+def _predict_only(volume, bands, predict: dict) -> None:
+    """This process only predicts: slices side by side, one thread per TensorFlow op
+    (``model.backend.predict_only``), for slices of up to ``SIDE_BY_SIDE_MAX_PIXELS``
+    that are not cut into bands (the tiles of a slice in bands come one after another)."""
+    from .model.backend import predict_only
+
+    pixels = volume.shape[-2] * volume.shape[-1]
+    if pixels <= SIDE_BY_SIDE_MAX_PIXELS and not bands.applies(volume.shape):
+        workers = predict_only()
+        if workers:
+            predict["workers"] = workers
 
 
 def _where(args) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..model.inference import inference_model
 from ..model.info import LoadedModel
+from .parallel import SLICE_WORKERS, ordered_map
 from .preprocessing import (
     as_stack,
     has_signal,
@@ -122,13 +123,16 @@ def predict_slice(
     starts_h = _tile_starts(core_h, tile_h, tile_h - overlap)
     starts_w = _tile_starts(core_w, tile_w, tile_w - overlap)
     starts = [(y, x) for y in starts_h for x in starts_w]
+    forward = _forward(keras_model)
+    if len(starts) == 1:  # one tile: nothing to blend (weights of 1 would change nothing)
+        prob = _predict_tiles(forward, padded[None], flips)[0]
+        return np.ascontiguousarray(prob[margin : margin + height, margin : margin + width])
     window = np.outer(
         _window(tile_h, overlap if len(starts_h) > 1 else 0),
         _window(tile_w, overlap if len(starts_w) > 1 else 0),
     )
     total = np.zeros((core_h, core_w), dtype=np.float32)
     weights = np.zeros((core_h, core_w), dtype=np.float32)
-    forward = _forward(keras_model)
     for first in range(0, len(starts), batch_size):
         chunk = starts[first : first + batch_size]
         batch = np.stack([padded[y : y + tile_h, x : x + tile_w] for y, x in chunk])
@@ -173,51 +177,85 @@ def _reflect_pad(image: np.ndarray, out_h: int, out_w: int, margin: int) -> np.n
     return np.pad(image, pad, mode="symmetric")
 
 
+class SlicePredictor:
+    """The per-slice step of :func:`predict_stack`: one raw slice in, its probability out.
+
+    Everything shared (the inference copy of the network, its traced function) is built
+    here, in the caller's thread; calling it from several threads at once is then safe.
+    """
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        pixel_size_nm: float | None = None,
+        tile_size: int = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        batch_size: int = 4,
+        flips: bool = False,
+    ):
+        self.factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
+        self.percentiles = model.info.percentiles
+        self.network = inference_model(model)
+        _forward(self.network)
+        self.options = {
+            "tile_size": tile_size,
+            "overlap": overlap,
+            "batch_size": batch_size,
+            "flips": flips,
+        }
+
+    def __call__(self, raw: np.ndarray) -> tuple[np.ndarray, bool]:
+        """float32 probability (NaN where ``raw`` has no data) and whether the slice is empty."""
+        missing = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
+        original_shape = raw.shape
+        if not has_signal(raw):
+            # A lost section: say nothing rather than invent cells (NaN -> no labels).
+            return np.full(original_shape, np.nan, dtype=np.float32), True
+        plane = normalize(raw, self.percentiles)
+        if self.factor != 1.0:
+            plane = zoom_to(plane, scaled_shape(original_shape, self.factor), order=1)
+        prob = predict_slice(self.network, plane, **self.options)
+        if self.factor != 1.0:
+            prob = zoom_to(prob, original_shape, order=1)
+        prob = np.clip(prob, 0.0, 1.0)
+        if missing is not None and missing.any():
+            prob[missing] = np.nan  # no data there: no prediction either
+        return prob, False
+
+
+def read_slices(image, slices: Iterable[int] | None = None) -> tuple[int, Iterator]:
+    """How many slices are asked for, and a generator of ``(index, raw slice)`` reading
+    one slice at a time from any array-like (numpy, memory map, zarr, dask)."""
+    stack, _ = as_stack(image) if isinstance(image, np.ndarray) else (image, False)
+    indices = list(range(stack.shape[0])) if slices is None else list(slices)
+    return len(indices), ((index, np.asarray(stack[index])) for index in indices)
+
+
 def predict_stack(
     model: LoadedModel,
     image: np.ndarray,
     *,
     slices: Iterable[int] | None = None,
     pixel_size_nm: float | None = None,
-    tile_size: int = DEFAULT_TILE,
-    overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 4,
-    flips: bool = False,
+    workers: int = SLICE_WORKERS,
+    **options,
 ) -> Iterator[SliceProbability]:
     """Yield the membrane probability of each requested slice of a 2D image or ZYX stack.
 
     ``image`` may be any array-like indexable by slice (numpy, memory map, zarr, dask): only
-    one slice is read at a time. ``pixel_size_nm`` is the data's pixel size; when it and the
-    model's are known and differ, each slice is resampled to the model's scale and back.
+    a few slices are read at a time, ``workers`` of them predicted at once
+    (:mod:`.parallel`). ``pixel_size_nm`` is the data's pixel size; when it and the model's
+    are known and differ, each slice is resampled to the model's scale and back.
+    ``options``: tile_size, overlap, batch_size, flips (:class:`SlicePredictor`).
     """
-    stack, _ = as_stack(image) if isinstance(image, np.ndarray) else (image, False)
-    indices = list(range(stack.shape[0])) if slices is None else list(slices)
-    factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
-    percentiles = model.info.percentiles
-    network = inference_model(model)
-    for done, index in enumerate(indices, start=1):
-        raw = np.asarray(stack[index])
-        missing = ~np.isfinite(raw) if np.issubdtype(raw.dtype, np.floating) else None
-        plane = normalize(raw, percentiles)
-        original_shape = plane.shape
-        if not has_signal(raw):
-            # A lost section: say nothing rather than invent cells (NaN -> no labels).
-            prob = np.full(original_shape, np.nan, dtype=np.float32)
-            yield SliceProbability(index, done, len(indices), prob, no_signal=True)
-            continue
-        if factor != 1.0:
-            plane = zoom_to(plane, scaled_shape(original_shape, factor), order=1)
-        prob = predict_slice(
-            network,
-            plane,
-            tile_size=tile_size,
-            overlap=overlap,
-            batch_size=batch_size,
-            flips=flips,
-        )
-        if factor != 1.0:
-            prob = zoom_to(prob, original_shape, order=1)
-        prob = np.clip(prob, 0.0, 1.0)
-        if missing is not None and missing.any():
-            prob[missing] = np.nan  # no data there: no prediction either
-        yield SliceProbability(index, done, len(indices), prob)
+    predictor = SlicePredictor(model, pixel_size_nm=pixel_size_nm, **options)
+    total, raw_slices = read_slices(image, slices)
+
+    def work(item):
+        index, raw = item
+        return index, *predictor(raw)
+
+    results = ordered_map(work, raw_slices, workers)
+    for done, (index, prob, no_signal) in enumerate(results, start=1):
+        yield SliceProbability(index, done, total, prob, no_signal=no_signal)

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from .morphology import dilate, erode
+
 
 @dataclass(frozen=True)
 class WatershedParams:
@@ -120,18 +122,18 @@ def watershed_labels(
 
 def _with_dark_cells(labels: np.ndarray, radius: int, missing: np.ndarray) -> np.ndarray:
     """``labels`` plus, as new cells, the membrane regions wider than ``2 * radius`` that
-    border at least ``DARK_CELL_NEIGHBOURS`` cells: the membrane mask opened by a diamond
-    of ``radius`` (taxicab distances: 4 ms per 512 x 512 slice, a Euclidean opening 28 ms
-    for the same held-out score), each connected piece one cell, less its outermost pixel
-    so that a membrane still parts it from its neighbours. Pixels without data stay 0."""
+    border at least ``DARK_CELL_NEIGHBOURS`` cells: the membrane mask opened by a taxicab
+    diamond of ``radius`` (:mod:`.morphology`, 2 ms per 512 x 512 slice; a Euclidean
+    opening took 28 ms for the same held-out score), each connected piece one cell, less
+    its outermost pixel so that a membrane still parts it from its neighbours. Pixels
+    without data stay 0."""
     from scipy import ndimage
 
     membrane = (labels == 0) & ~missing
-    depth = ndimage.distance_transform_cdt(membrane, metric="taxicab")
-    cores = depth > radius
+    cores = erode(membrane, radius)
     if not cores.any():
         return labels
-    wide = (ndimage.distance_transform_cdt(~cores, metric="taxicab") <= radius) & (depth > 1)
+    wide = dilate(cores, radius) & erode(membrane)
     dark, n_dark = ndimage.label(wide)
     next_id = int(labels.max()) + 1
     out = labels.copy()  # neighbours are counted among the watershed's cells only
@@ -173,11 +175,10 @@ def _flood(image: np.ndarray, seeds: np.ndarray, mask: np.ndarray) -> np.ndarray
     4-connected labelling its neighbours share it) and never floods anything new, so it is
     left out of the flood and given its label afterwards.
     """
-    from scipy import ndimage
     from skimage.segmentation import watershed
 
     seeds = np.where(mask, seeds, 0)  # as watershed does: no seed outside the mask
-    interior = ndimage.binary_erosion(seeds > 0, border_value=1)
+    interior = erode(seeds > 0)
     labels = watershed(image, np.where(interior, 0, seeds), mask=mask & ~interior)
     labels[interior] = seeds[interior]
     return labels
