@@ -180,8 +180,8 @@ def _reflect_pad(image: np.ndarray, out_h: int, out_w: int, margin: int) -> np.n
 class SlicePredictor:
     """The per-slice step of :func:`predict_stack`: one raw slice in, its probability out.
 
-    Everything shared (the inference copy of the network, its traced function) is built
-    here, in the caller's thread; calling it from several threads at once is then safe.
+    Everything shared (the inference copy of the network, its traced graph) is built here,
+    in the caller's thread; calling it from several threads at once is then safe.
     """
 
     def __init__(
@@ -197,7 +197,9 @@ class SlicePredictor:
         self.factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
         self.percentiles = model.info.percentiles
         self.network = inference_model(model)
-        _forward(self.network)
+        # Traced here, in the caller's thread: tracing goes through Keras' thread-local
+        # state, and worker threads should only run the graph.
+        _forward(self.network).get_concrete_function()
         self.options = {
             "tile_size": tile_size,
             "overlap": overlap,
