@@ -159,12 +159,13 @@ def _peak_python_memory(model, stack, target_factory) -> int:
 
 @pytest.mark.parametrize("where", ["tiff", "zarr"])
 def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, where):
-    """numpy allocations are traced: 24 slices peak like 6. The peak is the worst moment of
-    the run (SLICE_WORKERS slices are worked on at once), so it jitters by a few slices'
-    results on a loaded machine, the more slices the more chances; memory that grew with
-    depth would add at least 18 results."""
+    """numpy allocations are traced: 60 slices peak like 6. The peak is the worst moment of
+    the run, when the working arrays of the SLICE_WORKERS slices in work happen to coincide
+    (each holds about ten slice-sized arrays in the watershed), so it jitters by several
+    slices' results, the more slices the more chances (24 slices once peaked 6.7 results
+    above 6); memory that grew with depth would add at least 54 results."""
     rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (24, 128, 128), dtype=np.uint8)
+    base = rng.integers(0, 255, (60, 128, 128), dtype=np.uint8)
     made = []
 
     def factory(shape):
@@ -177,7 +178,7 @@ def test_peak_memory_does_not_grow_with_the_number_of_slices(model, tmp_path, wh
     small = _peak_python_memory(model, base[:6], factory)
     large = _peak_python_memory(model, base, factory)
     slice_result = 128 * 128 * 4
-    assert large - small < 5 * slice_result, (small, large)
+    assert large - small < 20 * slice_result, (small, large)
     for writer in made:
         writer.abort()
 
