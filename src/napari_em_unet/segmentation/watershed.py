@@ -130,10 +130,11 @@ def _with_dark_cells(labels: np.ndarray, radius: int, missing: np.ndarray) -> np
     from scipy import ndimage
 
     membrane = (labels == 0) & ~missing
-    cores = erode(membrane, radius)
+    inner = erode(membrane)  # the outermost pixel of every piece is left to the membrane
+    cores = erode(inner, radius - 1)
     if not cores.any():
         return labels
-    wide = dilate(cores, radius) & erode(membrane)
+    wide = dilate(cores, radius) & inner
     dark, n_dark = ndimage.label(wide)
     next_id = int(labels.max()) + 1
     out = labels.copy()  # neighbours are counted among the watershed's cells only
