@@ -309,3 +309,29 @@ def test_finetune_that_validates_worse_writes_the_base_and_says_so(sample_slices
         written.keras_model.get_weights(), original.keras_model.get_weights(), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+THREADS_AFTER = """
+import sys
+from napari_em_unet.cli import main
+if sys.argv[1] == "command":
+    sys.argv = ["em-unet", "segment", sys.argv[2], "-o", sys.argv[3], "--model", sys.argv[4]]
+    main()
+else:
+    main(["segment", sys.argv[2], "-o", sys.argv[3], "--model", sys.argv[4]])
+import tensorflow as tf
+print(tf.config.threading.get_intra_op_parallelism_threads())
+"""
+
+
+@pytest.mark.parametrize(("how", "threads"), [("command", "1"), ("from-python", "0")])
+def test_only_the_command_sets_tensorflow_threads(sample_slices, tiny_model_path, how, threads):
+    """``em-unet segment`` owns its process and runs one thread per op (slices side by
+    side); main() called from Python with arguments leaves the caller's TensorFlow alone."""
+    image, _ = sample_slices
+    out = image.with_name(f"out-{how}.tif")
+    code = [sys.executable, "-c", THREADS_AFTER, how, str(image), str(out), str(tiny_model_path)]
+    done = subprocess.run(code, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split()[-1] == threads
+    assert tifffile.imread(out).shape == (2, 128, 128)

@@ -135,7 +135,8 @@ def cmd_segment(args) -> int:
     else:
         from .model.files import load_model
 
-        _predict_only(volume, bands, predict)
+        if args.own_process:
+            _predict_only(volume, bands, predict)
         model = load_model(args.model)
         progress = segment_to(model, volume, args.output, output=output, bands=bands, **predict)
     last, silent = None, []
@@ -179,9 +180,10 @@ every core, so that memory holds the network's working arrays of one slice only.
 
 
 def _predict_only(volume, bands, predict: dict) -> None:
-    """This process only predicts: slices side by side, one thread per TensorFlow op
-    (``model.backend.predict_only``), for slices of up to ``SIDE_BY_SIDE_MAX_PIXELS``
-    that are not cut into bands (the tiles of a slice in bands come one after another)."""
+    """The command's own process only predicts: slices side by side, one thread per
+    TensorFlow op (``model.backend.predict_only``), for slices of up to
+    ``SIDE_BY_SIDE_MAX_PIXELS`` that are not cut into bands (the tiles of a slice in bands
+    come one after another)."""
     from .model.backend import predict_only
 
     pixels = volume.shape[-2] * volume.shape[-1]
@@ -203,6 +205,7 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
     """``segment --link-3d``: per-slice segmentation into a temporary store, then linking."""
     import time
 
+    from .segmentation.huge import Bands
     from .segmentation.linking import LinkProgress
     from .segmentation.segment_link import segment_and_link
     from .segmentation.streaming import output_shape
@@ -213,6 +216,8 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
             f"--output-kind {output.value}"
         )
     voxel, voxel_text = _link_voxel_size(args, volume)
+    if args.own_process and not (args.scheduler or args.workers):
+        _predict_only(volume, Bands(above_pixels=None), predict)
     progress = segment_and_link(
         args.model,
         volume,
@@ -1149,6 +1154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The command line owns its process (no argv: ``em-unet ...``, ``python -m``); main()
+    # called from Python with arguments must not change the caller's TensorFlow set-up.
+    args.own_process = argv is None
     if args.command == "demo":  # napari's window: closing it is how one stops
         args.interrupt = Interrupt()
         return _run(args)
