@@ -68,8 +68,9 @@ def predict_only() -> int | None:
     By default TensorFlow splits every layer over the cores and waits for the slowest
     part; with whole slices predicted side by side, one thread per layer and one slice more
     than there are cores keeps every core busy without those waits. ``em-unet segment`` on
-    this project's 2 cores: 64 instead of 71 ms per 512 x 512 slice (paired runs,
-    docs/design.md, "Where the rest of a slice's time went"). Only on up to 4 cores (more
+    this project's 2 cores, 3 slices at once: 62.4 instead of 70.2 ms per 512 x 512 slice
+    with 2 slices and the default threads (paired runs, docs/design.md, "Slices side by
+    side"). Only on up to 4 cores (more
     slices at once would multiply memory), and only before TensorFlow has started: a
     process that also trains (napari's engine) keeps the default.
     """
