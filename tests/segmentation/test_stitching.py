@@ -118,3 +118,18 @@ def test_join_ids_chains_sizes_and_numbering():
     assert lut[3] == 0  # only ever seen in halos
     lut = join_ids(sizes, pairs, min_size=5)
     assert (lut[2], lut[5]) == (2, 2)
+
+
+@pytest.mark.parametrize("band_rows", [23, 40])
+def test_bands_merge_faint_borders_as_the_whole_slice_does(cells, band_rows):
+    """Faint lines cross the cells (one through the tall cell, across band borders);
+    merging them band by band must give the whole slice's cells."""
+    probability = cells.copy()
+    probability[:, 40:42] = np.maximum(probability[:, 40:42], 0.45)
+    probability[70:72, :] = np.maximum(probability[70:72, :], 0.45)
+    params = replace(PARAMS, merge_below=0.6)
+    expected = instances_from_probability(probability, params)
+    unmerged = instances_from_probability(probability, PARAMS)
+    labels, _, _ = run_bands(probability, band_rows, halo=32, params=params)
+    assert expected.max() < unmerged.max()
+    assert same_up_to_renumbering(labels, expected)
