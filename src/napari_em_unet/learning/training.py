@@ -513,17 +513,11 @@ def _fine_tuner(
         adapt_batch_norm(start.model, planes, seed=config.seed)
     if config.freeze_batch_norm:
         freeze_batch_norm(start.model)
-    what = (
-        "a corrected slice held out from training"
-        if held_out
-        else "the validation slices (never trained on)"
-        if validation
-        else f"the bottom {config.validation_fraction:.0%} of each corrected slice (never "
-        "trained on)"
-    )
     plan = FineTunePlan(
         corrected=tuple(slices),
-        validation=what if val_samples else "nothing (slices too small)",
+        validation=_what_validates(held_out, validation, config)
+        if val_samples
+        else "nothing (slices too small)",
         validation_slices=tuple(validation),
         anchors=tuple(anchor_slices) if anchors else (),
         check=tuple(check_slices),
@@ -535,6 +529,15 @@ def _fine_tuner(
         averaged_epochs=_averaged_epochs(config),
     )
     return _FineTuner(start, config, train_samples, val_samples, anchors, comparison), plan
+
+
+def _what_validates(held_out: bool, validation, config: TrainConfig) -> str:
+    """The plan's words for the validation data (the widget shows them)."""
+    if held_out:
+        return "a corrected slice held out from training"
+    if validation:
+        return "the validation slices (never trained on)"
+    return f"the bottom {config.validation_fraction:.0%} of each corrected slice (never trained on)"
 
 
 def _averaged_epochs(config: TrainConfig) -> tuple[int, int] | None:
@@ -560,6 +563,30 @@ def _uncorrected_slices(
 
 
 # ----------------------------------------------------------------------------- train
+def _add_extra_samples(trainer, extra: Sequence[TrainingSource], start, config) -> None:
+    """Add the ``extra`` volumes' patches, ``config.extra_share`` of every batch."""
+    extra_samples = _extra_samples(extra, start, config)
+    trainer.sample_weights = _mixed_weights(
+        trainer.train_samples, extra_samples, config.extra_share
+    )
+    trainer.train_samples = trainer.train_samples + extra_samples
+
+
+def _extra_record(extra: Sequence[TrainingSource], config: TrainConfig) -> dict:
+    """What the model file says about the extra volumes it was trained on."""
+    return {
+        "extra": [
+            {
+                "source": e.name,
+                "pixel_size_nm": e.pixel_size_nm,
+                "slices": labelled_slices(_labels_array(e.labels)),
+            }
+            for e in extra
+        ],
+        "extra_share": config.extra_share,
+    }
+
+
 def train(
     image: np.ndarray,
     labels: np.ndarray,
@@ -602,11 +629,10 @@ def train(
         slices = [s for s in slices if s not in validation]
     start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
     samples = _samples(stack, label_stack, slices, validation, start, config, pixel_size_nm)
-    plan = None
-    if base is None:
-        trainer = _Trainer(start, config, samples[0], samples[1])
-    else:
-        trainer, plan = _fine_tuner(
+    trainer, plan = (
+        (_Trainer(start, config, samples[0], samples[1]), None)
+        if base is None
+        else _fine_tuner(
             base,
             stack,
             slices,
@@ -618,12 +644,9 @@ def train(
             samples,
             held_out,
         )
+    )
     if extra:
-        extra_samples = _extra_samples(extra, start, config)
-        trainer.sample_weights = _mixed_weights(
-            trainer.train_samples, extra_samples, config.extra_share
-        )
-        trainer.train_samples = trainer.train_samples + extra_samples
+        _add_extra_samples(trainer, extra, start, config)
     if plan is not None:
         yield plan
         yield trainer.score_base()
@@ -636,17 +659,8 @@ def train(
         "pixel_size_nm": pixel_size_nm,
         "epochs": last_epoch,
         "best_epoch": trainer.best_epoch,
+        **(_extra_record(extra, config) if extra else {}),
     }
-    if extra:
-        run["extra"] = [
-            {
-                "source": e.name,
-                "pixel_size_nm": e.pixel_size_nm,
-                "slices": labelled_slices(_labels_array(e.labels)),
-            }
-            for e in extra
-        ]
-        run["extra_share"] = config.extra_share
     if plan is not None:
         _conclude(trainer, plan, config, held_out)
         run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
