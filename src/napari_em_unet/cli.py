@@ -102,9 +102,9 @@ def cmd_segment(args) -> int:
     import time
 
     from .io.volumes import open_volume
-    from .segmentation.huge import BandProgress, Bands
+    from .segmentation.huge import Bands
     from .segmentation.pipeline import Output
-    from .segmentation.streaming import output_shape, segment_to
+    from .segmentation.streaming import output_shape
 
     check_output(args.output, [args.input, args.model], overwrite=args.overwrite)
     # Lazy input and streaming output: memory depends on one slice, not on the stack, and
@@ -119,10 +119,28 @@ def cmd_segment(args) -> int:
     started = time.perf_counter()
     if args.link_3d:
         return _segment_and_link(args, volume, output, predict, started)
+    last = _follow_segmentation(args, volume, _segmentation(args, volume, output, bands, predict))
+    rate = (
+        ""
+        if last is None
+        else (
+            f"; {last.done} slices in {last.elapsed_s:.2f} s, {last.slices_per_second:.3f} slices/s"
+        )
+    )
+    print(
+        f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {_where(args)}"
+        f"{rate}; {time.perf_counter() - started:.1f} s in all)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _segmentation(args, volume, output, bands, predict):
+    """The progress generator of ``segment``: in this process or on a dask scheduler."""
     if args.scheduler or args.workers:
         from .segmentation.distributed import segment_distributed
 
-        progress = segment_distributed(
+        return segment_distributed(
             args.model,
             volume,
             args.output,
@@ -132,13 +150,19 @@ def cmd_segment(args) -> int:
             slices_per_task=args.slices_per_task,
             **predict,
         )
-    else:
-        from .model.files import load_model
+    from .model.files import load_model
+    from .segmentation.streaming import segment_to
 
-        if args.own_process:
-            _predict_only(volume, bands, predict)
-        model = load_model(args.model)
-        progress = segment_to(model, volume, args.output, output=output, bands=bands, **predict)
+    if args.own_process:
+        _predict_only(volume, bands, predict)
+    model = load_model(args.model)
+    return segment_to(model, volume, args.output, output=output, bands=bands, **predict)
+
+
+def _follow_segmentation(args, volume, progress):
+    """Run ``progress`` with a progress bar; warn about empty slices; the last slice record."""
+    from .segmentation.huge import BandProgress
+
     last, silent = None, []
     args.interrupt.working()
     with _progress(volume.shape[0], "segment", "slice") as bar:
@@ -159,19 +183,7 @@ def cmd_segment(args) -> int:
             bar.refresh()
             args.interrupt.check()
     _warn_no_signal(silent)
-    rate = (
-        ""
-        if last is None
-        else (
-            f"; {last.done} slices in {last.elapsed_s:.2f} s, {last.slices_per_second:.3f} slices/s"
-        )
-    )
-    print(
-        f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {_where(args)}"
-        f"{rate}; {time.perf_counter() - started:.1f} s in all)",
-        file=sys.stderr,
-    )
-    return 0
+    return last
 
 
 SIDE_BY_SIDE_MAX_PIXELS = 4 * 2**20
