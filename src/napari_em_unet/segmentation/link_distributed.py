@@ -105,16 +105,8 @@ def link_distributed(
     from .distributed import connect
 
     params = params or LinkParams()
-    if sections_per_task < 1:
-        raise InputError("sections per task must be at least 1")
+    _check_inputs(labels, probability, sections_per_task)
     depth = int(labels.shape[0])
-    if len(labels.shape) != 3:
-        raise InputError(f"linking on a cluster needs a ZYX stack; got shape {labels.shape}")
-    if probability is not None and tuple(probability.shape) != tuple(labels.shape):
-        raise InputError(
-            f"probability shape {tuple(probability.shape)} differs from the "
-            f"labels {tuple(labels.shape)}"
-        )
     voxel = resolve_voxel_size(voxel_size_nm, getattr(labels, "pixel_size_nm", None))
     geometry = params.geometry(voxel)
     chunks = [(z, min(depth, z + sections_per_task)) for z in range(0, depth, sections_per_task)]
@@ -124,10 +116,10 @@ def link_distributed(
     try:
         with connect(client, scheduler, n_workers, timeout=min(timeout or 30, 30)) as dask:
             clock = LinkClock(depth)
-            records: list[SectionRecord] = []
             # A chunk's records need the sections its split window and longest edge reach.
             reach = geometry.gap + 2 * geometry.split_window
             labels_at, probability_at = _Source(dask, labels), _Source(dask, probability)
+            records: list[SectionRecord] = []
             for result in _each(
                 dask,
                 chunks,
@@ -147,32 +139,46 @@ def link_distributed(
                 for record in result:
                     yield clock.tick(record.z, 1)
             objects = solve(records, depth, params.min_sections)
-            count = objects.count
             del records
-            zarr_array = (
-                str(writer.array_path.absolute()) if isinstance(writer, ZarrSliceWriter) else None
-            )
-            for result in _each(
-                dask,
-                chunks,
-                timeout,
-                lambda lo, hi: (
-                    _write_task,
-                    labels_at(lo, hi, 0),
-                    _part(objects, lo, hi),
-                    lo,
-                    hi,
-                    zarr_array,
-                ),
-            ):
-                for z, plane in result:
-                    if plane is not None:
-                        writer.write(z, plane)
-                    yield clock.tick(z, 2, count)
+            yield from _write_pass(dask, chunks, timeout, labels_at, objects, writer, clock)
     except BaseException:
         writer.abort()
         raise
     return writer.commit()
+
+
+def _check_inputs(labels, probability, sections_per_task: int) -> None:
+    if sections_per_task < 1:
+        raise InputError("sections per task must be at least 1")
+    if len(labels.shape) != 3:
+        raise InputError(f"linking on a cluster needs a ZYX stack; got shape {labels.shape}")
+    if probability is not None and tuple(probability.shape) != tuple(labels.shape):
+        raise InputError(
+            f"probability shape {tuple(probability.shape)} differs from the "
+            f"labels {tuple(labels.shape)}"
+        )
+
+
+def _write_pass(dask, chunks, timeout, labels_at, objects, writer, clock):
+    """Second pass: each chunk's sections relabelled with the objects' ids, then written."""
+    zarr_array = str(writer.array_path.absolute()) if isinstance(writer, ZarrSliceWriter) else None
+    for result in _each(
+        dask,
+        chunks,
+        timeout,
+        lambda lo, hi: (
+            _write_task,
+            labels_at(lo, hi, 0),
+            _part(objects, lo, hi),
+            lo,
+            hi,
+            zarr_array,
+        ),
+    ):
+        for z, plane in result:
+            if plane is not None:
+                writer.write(z, plane)
+            yield clock.tick(z, 2, objects.count)
 
 
 class _Source:
