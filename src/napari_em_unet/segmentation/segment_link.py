@@ -59,8 +59,6 @@ def segment_and_link(
     ``model`` is a model file (None: the bundled model) or a loaded model; ``client``,
     ``scheduler`` or ``n_workers`` run both steps on a dask cluster.
     """
-    from ..model.files import LoadedModel, bundled_model_path, load_model, read_info
-
     params = params or LinkParams()
     volume = open_volume(volume, pixel_size_nm=pixel_size_nm)
     path = Path(path)
@@ -72,53 +70,61 @@ def segment_and_link(
     link = {"voxel_size_nm": voxel_size_nm, "params": params}
     try:
         if client is not None or scheduler or n_workers:
-            from .distributed import segment_distributed
-            from .link_distributed import link_distributed
-
-            model_path = model.path if isinstance(model, LoadedModel) else model
-            model_path = bundled_model_path() if model_path is None else model_path
-            yield from segment_distributed(
-                model_path,
-                volume,
-                scratch / "probability.zarr",
-                output="probabilities",
-                client=client,
-                scheduler=scheduler,
-                n_workers=n_workers,
-                slices_per_task=slices_per_task,
-                **predict_kwargs,
-            )
-            probability = open_volume(scratch / "probability.zarr")
-            info = model.info if isinstance(model, LoadedModel) else read_info(model_path)
-            labels = LabelsFromProbability(
-                probability,
-                params_for_data(info.postprocessing, info.pixel_size_nm, volume.pixel_size_nm),
-            )
+            cluster = {"client": client, "scheduler": scheduler, "n_workers": n_workers}
             return (
-                yield from link_distributed(
-                    labels,
+                yield from _on_cluster(
+                    model,
+                    volume,
                     path,
-                    probability=probability,
-                    client=client,
-                    scheduler=scheduler,
-                    n_workers=n_workers,
-                    sections_per_task=sections_per_task,
-                    **link,
+                    scratch,
+                    cluster,
+                    segment={"slices_per_task": slices_per_task, **predict_kwargs},
+                    link={"sections_per_task": sections_per_task, **link},
                 )
             )
-        model = model if isinstance(model, LoadedModel) else load_model(model)
-        labels, probability = yield from _segment_locally(model, volume, scratch, predict_kwargs)
-        writer = open_writer(
-            path, output_shape(volume), np.uint32, pixel_size_nm=volume.pixel_size_nm
-        )
-        try:
-            yield from link_into(labels, writer, probability=probability, **link)
-        except BaseException:
-            writer.abort()
-            raise
-        return writer.commit()
+        return (yield from _here(model, volume, path, scratch, link, predict_kwargs))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _on_cluster(model, volume: Volume, path: Path, scratch: Path, cluster: dict, segment, link):
+    """Probabilities computed on the cluster into ``scratch``, then linked there."""
+    from ..model.files import LoadedModel, bundled_model_path, read_info
+    from .distributed import segment_distributed
+    from .link_distributed import link_distributed
+
+    model_path = model.path if isinstance(model, LoadedModel) else model
+    model_path = bundled_model_path() if model_path is None else model_path
+    yield from segment_distributed(
+        model_path,
+        volume,
+        scratch / "probability.zarr",
+        output="probabilities",
+        **cluster,
+        **segment,
+    )
+    probability = open_volume(scratch / "probability.zarr")
+    info = model.info if isinstance(model, LoadedModel) else read_info(model_path)
+    labels = LabelsFromProbability(
+        probability,
+        params_for_data(info.postprocessing, info.pixel_size_nm, volume.pixel_size_nm),
+    )
+    return (yield from link_distributed(labels, path, probability=probability, **cluster, **link))
+
+
+def _here(model, volume: Volume, path: Path, scratch: Path, link: dict, predict_kwargs: dict):
+    """Segmented and linked in this process, through zarr arrays under ``scratch``."""
+    from ..model.files import LoadedModel, load_model
+
+    model = model if isinstance(model, LoadedModel) else load_model(model)
+    labels, probability = yield from _segment_locally(model, volume, scratch, predict_kwargs)
+    writer = open_writer(path, output_shape(volume), np.uint32, pixel_size_nm=volume.pixel_size_nm)
+    try:
+        yield from link_into(labels, writer, probability=probability, **link)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.commit()
 
 
 def _segment_locally(model, volume: Volume, scratch: Path, predict_kwargs: dict):
