@@ -42,6 +42,14 @@ def test_wheel_contains_sample_manifest_and_model(wheel):
     assert not any("shared" in n or n.startswith("tests/") for n in names)
 
 
+def test_wheel_carries_every_module_of_the_package(wheel):
+    """pyproject lists the packages by name: a new subpackage must not be left out."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    source = ROOT / "src"
+    modules = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.py"))
+    assert modules and [m for m in modules if m not in names] == []
+
+
 def test_sample_loads_from_the_installed_wheel(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path)
     code = (
