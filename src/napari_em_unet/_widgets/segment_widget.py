@@ -54,6 +54,17 @@ class SegmentWidget(ScrollingDock, Container):
         self._session = session_for(self._viewer)
         self.runner = SegmentRunner(self._viewer, self._session)
 
+        # Scrollable: a 768-pixel screen would otherwise push Run off the bottom.
+        super().__init__(widgets=self._make_controls(), scrollable=True)
+        self._message.native.setWordWrap(True)
+        self._connect_signals()
+        self.reset_choices()
+        self._select_default_model()
+        self._on_image_changed()
+        self._session.prewarm()
+
+    def _make_controls(self) -> list:
+        """The form, top to bottom."""
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._model = ComboBox(label="model", choices=self._model_choices)
         self._model_file = FileEdit(
@@ -87,27 +98,24 @@ class SegmentWidget(ScrollingDock, Container):
         self._run = PushButton(text="Run")
         self._message = Label(value="")
         self.suggestions = SuggestionsWidget(self._viewer, self._session)
-        super().__init__(
-            widgets=[
-                self._image,
-                self._model,
-                self._model_file,
-                self._scope,
-                self._first,
-                self._last,
-                self._pixel_size,
-                self._output,
-                self._probability,
-                self._target,
-                self.linking,
-                self._run,
-                self._message,
-                self.suggestions,
-            ],
-            scrollable=True,
-        )  # scrolls instead of pushing Run off a 768-px screen
-        self._message.native.setWordWrap(True)
+        return [
+            self._image,
+            self._model,
+            self._model_file,
+            self._scope,
+            self._first,
+            self._last,
+            self._pixel_size,
+            self._output,
+            self._probability,
+            self._target,
+            self.linking,
+            self._run,
+            self._message,
+            self.suggestions,
+        ]
 
+    def _connect_signals(self) -> None:
         self._image.changed.connect(self._on_image_changed)
         self._model_file.changed.connect(self._on_model_file)
         self._output.changed.connect(self._on_output_changed)
@@ -125,10 +133,6 @@ class SegmentWidget(ScrollingDock, Container):
             self._viewer.layers.events.moved,
         ):
             event.connect(self.reset_choices)
-        self.reset_choices()
-        self._select_default_model()
-        self._on_image_changed()
-        self._session.prewarm()
 
     # ------------------------------------------------------------------ choices
     def _image_choices(self, _widget=None):
