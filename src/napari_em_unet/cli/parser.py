@@ -380,8 +380,6 @@ def _add_segment_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..learning.config import TrainConfig
-
     parser = _Parser(
         prog="em-unet",
         description="Segment electron-microscopy stacks with a U-Net and fine-tune it on "
@@ -389,12 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
     _add_segment_parser(sub)
-
     _add_link_parser(sub)
-
     _add_finetune_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_measure_parser(sub)
+    _add_export_parser(sub)
+    _add_demo_parser(sub)
+    return parser
+
+
+def _add_train_parser(sub) -> None:
+    from ..learning.config import TrainConfig
 
     p = sub.add_parser(
         "train",
@@ -412,9 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=positive_int, default=unet.depth, help=f"default {unet.depth}")
     p.set_defaults(func=cmd_train)
 
-    _add_evaluate_parser(sub)
-    _add_measure_parser(sub)  # their own functions: this one stays within a screen
 
+def _add_export_parser(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export a model for other tools (bioimage.io, ONNX)",
@@ -451,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="open napari with the sample stack and the widgets",
@@ -470,4 +476,3 @@ def build_parser() -> argparse.ArgumentParser:
         help="save the window to PATH (PNG) and quit (with --segment: when done)",
     )
     p.set_defaults(func=cmd_demo)
-    return parser
