@@ -45,8 +45,10 @@ def main() -> None:
     print(machine())
     rows, per_slice = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        models = [(f"previous bundled model ({PREVIOUS_COMMIT})", previous_model_file(Path(tmp)))]
-        models.append((f"{model.name}", model))
+        models = [
+            (f"previous bundled model ({PREVIOUS_COMMIT})", previous_model_file(Path(tmp))),
+            (model.name, model),
+        ]
         for name, path in models:
             instances, probability = fit(path, image, truth)
             trained = read_info(path).trained_on
