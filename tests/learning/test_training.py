@@ -146,3 +146,40 @@ def test_extra_volumes_add_training_patches_at_their_own_scale(small_stack):
 
     weights = _mixed_weights([S(a) for a in main], [S(a) for a in more], 0.25)
     assert weights == pytest.approx([0.375, 0.375, 0.2, 0.05])
+
+
+def test_a_warm_start_trains_from_that_models_weights_and_keeps_its_history(
+    tiny_model, small_stack
+):
+    from napari_em_unet.model.unet import build_unet
+
+    image, labels = small_stack
+    # A learning rate this small leaves the weights where they started: the warm start's,
+    # not those of a new network with this seed.
+    config = TINY.replace(epochs=1, steps_per_epoch=1, learning_rate=1e-12, seed=5)
+    result = drain(
+        train(
+            image,
+            labels,
+            warm_start=tiny_model,
+            pixel_size_nm=4.0,
+            config=config,
+            validation_slices=[2],
+        )
+    )
+    kernels = [w for w in result.model.keras_model.get_weights() if w.ndim == 4]
+    warm = [w for w in tiny_model.keras_model.get_weights() if w.ndim == 4]
+    fresh = [w for w in build_unet(config.architecture, seed=5).get_weights() if w.ndim == 4]
+    for got, want, other in zip(kernels, warm, fresh, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        assert not np.allclose(got, other, atol=1e-3)
+    info = result.model.info
+    assert info.trained_on[:-1] == tiny_model.info.trained_on
+    assert info.trained_on[-1]["slices"] == [0, 1] and info.base_model is None
+    with pytest.raises(InputError, match="architecture"):
+        other = config.replace(architecture=UNetConfig(base_filters=8, depth=2))
+        next(train(image, labels, warm_start=tiny_model, pixel_size_nm=4.0, config=other))
+    with pytest.raises(InputError, match="nm per pixel"):
+        next(train(image, labels, warm_start=tiny_model, pixel_size_nm=8.0, config=config))
+    with pytest.raises(InputError, match="exclude each other"):
+        next(train(image, labels, base=tiny_model, warm_start=tiny_model, config=config))

@@ -132,18 +132,24 @@ def _checked_inputs(image, labels, slices, validation_slices):
 
 
 def _starting_point(
-    base: LoadedModel | None, config: TrainConfig, pixel_size_nm, train_labels: np.ndarray
+    base: LoadedModel | None,
+    config: TrainConfig,
+    pixel_size_nm,
+    train_labels: np.ndarray,
+    warm_start: LoadedModel | None = None,
 ) -> _Start:
-    """A copy of the base model (never modified itself), or a new network."""
+    """A copy of the base model (never modified itself), or a new network, with the
+    weights of ``warm_start`` when given (whose training history it inherits)."""
     if base is None:
         info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=pixel_size_nm)
-        return _Start(
-            build_unet(config.architecture, seed=config.seed),
-            info,
-            pixel_size_nm,
-            membrane_width(train_labels),
-            WatershedParams(),
-        )
+        model = build_unet(config.architecture, seed=config.seed)
+        if warm_start is not None:
+            _check_warm_start(warm_start, config, pixel_size_nm)
+            model.set_weights(warm_start.keras_model.get_weights())
+            info = dataclasses.replace(
+                info, trained_on=list(warm_start.info.trained_on), epochs=warm_start.info.epochs
+            )
+        return _Start(model, info, pixel_size_nm, membrane_width(train_labels), WatershedParams())
     keras = _keras()
     model = keras.models.clone_model(base.keras_model)
     model.set_weights(base.keras_model.get_weights())
@@ -601,6 +607,7 @@ def train(
     extra: Sequence[TrainingSource] = (),
     anchor_slices: Sequence[int] | None = None,
     check_slices: Sequence[int] | None = None,
+    warm_start: LoadedModel | None = None,
     stop=None,
 ) -> Generator[StepProgress | EpochProgress | FineTunePlan, None, TrainResult]:
     """Train a new U-Net (``base=None``) or fine-tune ``base`` on the labelled slices.
@@ -617,6 +624,11 @@ def train(
     that are neither training nor validation slices. It yields a :class:`FineTunePlan`
     first, and its result carries the :class:`Verdict`: when the fine-tuned model does not
     validate better than the base, the result holds the base's weights.
+
+
+    ``warm_start`` (with ``base=None``): a new training run, with its own schedule and no
+    fine-tuning guard, that starts from that model's weights; the second stage of the
+    bundled model's recipe (scripts/train_bundled_model.py).
     """
     stack, label_stack, slices, validation = _checked_inputs(
         image, labels, slices, validation_slices
@@ -627,7 +639,9 @@ def train(
         # of the slices trained on (docs/design.md, "Fine-tuning").
         validation = [slices[len(slices) // 2]]
         slices = [s for s in slices if s not in validation]
-    start = _starting_point(base, config, pixel_size_nm, label_stack[slices])
+    if base is not None and warm_start is not None:
+        raise InputError("fine-tuning a base model and a warm start exclude each other")
+    start = _starting_point(base, config, pixel_size_nm, label_stack[slices], warm_start)
     samples = _samples(stack, label_stack, slices, validation, start, config, pixel_size_nm)
     trainer, plan = (
         (_Trainer(start, config, samples[0], samples[1]), None)
@@ -685,6 +699,20 @@ def _conclude(trainer: _FineTuner, plan: FineTunePlan, config: TrainConfig, held
     trainer.conclude(plan.validation, tune=tune)
 
 
+def _check_warm_start(warm_start: LoadedModel, config: TrainConfig, pixel_size_nm) -> None:
+    if warm_start.info.architecture != config.architecture.to_dict():
+        raise InputError(
+            f"the warm-start model's architecture {warm_start.info.architecture} is not the "
+            f"configured one {config.architecture.to_dict()}"
+        )
+    theirs, ours = warm_start.info.pixel_size_nm, pixel_size_nm
+    if (theirs is None) != (ours is None) or (ours is not None and not np.isclose(theirs, ours)):
+        raise InputError(
+            f"the warm-start model works at {warm_start.info.pixel_size_nm} nm per pixel, "
+            f"the training data are at {pixel_size_nm}"
+        )
+
+
 def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) -> ModelInfo:
     """The new model's metadata: what it was trained on and how well it validated."""
     info, history = start.info, trainer.history
@@ -701,14 +729,14 @@ def _trained_info(start: _Start, base, trainer: _Trainer, name: str, run: dict) 
             "v_rand": trainer.best_score,
             "v_rand_before": history[0]["val_v_rand"] if base is not None and history else None,
         }
-        epochs = info.epochs + trainer.best_epoch if base is not None else trainer.best_epoch
+        epochs = info.epochs + trainer.best_epoch
     return dataclasses.replace(
         info,
         name=name,
         pixel_size_nm=start.pixel_size_nm,
         membrane_width_px=float(start.membrane_width_px),
         postprocessing=trainer.best_params.to_dict(),
-        trained_on=list(info.trained_on if base is not None else []) + [run],
+        trained_on=list(info.trained_on) + [run],
         base_model=(base.info.name if base is not None else None),
         epochs=epochs,
         validation=validation,
