@@ -176,6 +176,8 @@ def test_a_warm_start_trains_from_that_models_weights_and_keeps_its_history(
     info = result.model.info
     assert info.trained_on[:-1] == tiny_model.info.trained_on
     assert info.trained_on[-1]["slices"] == [0, 1] and info.base_model is None
+    # Untuned (TINY does not tune), the watershed stays the warm start's, not the default.
+    assert info.postprocessing["seed_threshold"] == tiny_model.info.postprocessing["seed_threshold"]
     with pytest.raises(InputError, match="architecture"):
         other = config.replace(architecture=UNetConfig(base_filters=8, depth=2))
         next(train(image, labels, warm_start=tiny_model, pixel_size_nm=4.0, config=other))

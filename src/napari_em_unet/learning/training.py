@@ -143,13 +143,15 @@ def _starting_point(
     if base is None:
         info = ModelInfo(architecture=config.architecture.to_dict(), pixel_size_nm=pixel_size_nm)
         model = build_unet(config.architecture, seed=config.seed)
+        params = WatershedParams()
         if warm_start is not None:
             _check_warm_start(warm_start, config, pixel_size_nm)
             model.set_weights(warm_start.keras_model.get_weights())
             info = dataclasses.replace(
                 info, trained_on=list(warm_start.info.trained_on), epochs=warm_start.info.epochs
             )
-        return _Start(model, info, pixel_size_nm, membrane_width(train_labels), WatershedParams())
+            params = WatershedParams.from_dict(warm_start.info.postprocessing)
+        return _Start(model, info, pixel_size_nm, membrane_width(train_labels), params)
     keras = _keras()
     model = keras.models.clone_model(base.keras_model)
     model.set_weights(base.keras_model.get_weights())
