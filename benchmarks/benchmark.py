@@ -22,7 +22,8 @@ test volume, per slice after the first, against the classic U-Net's bare network
 same run (as benchmarks/speed.py), medians of ``--repeats`` alternating rounds.
 
     python benchmarks/benchmark.py --folds F0.keras F1.keras [--holdouts 0-9 10-19] \\
-        [--model M.keras] [--write-postprocessing P.json] [--cache DIR] [--repeats 2]
+        [--first-stage S0.keras S1.keras] [--model M.keras] [--write-postprocessing P.json] \\
+        [--cache DIR] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def arguments():
     p.add_argument("--write-postprocessing", default=None)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--skip-forest", action="store_true")
+    p.add_argument("--skip-flips", action="store_true", help="no test-time flips row")
+    p.add_argument(
+        "--first-stage",
+        nargs="+",
+        default=None,
+        help="the fold models before the recipe's ISBI-only second stage (--warm-start), "
+        "for a row of what that stage adds",
+    )
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")
     p.add_argument("--skip-accuracy", action="store_true", help="speed only")
     p.add_argument(
@@ -209,13 +218,18 @@ def accuracy(args, tmp: Path) -> dict:
     image = np.asarray(read_tiff(ISBI / "train-volume.tif").data)
     truth = np.asarray(read_tiff(ISBI / "train-labels.tif").data)
     results, oof = {}, {}
-    for flips in (False, True):
+    variants = [("new", args.folds, False)]
+    if not args.skip_flips:
+        variants.append(("new, flips", args.folds, True))
+    if args.first_stage:
+        variants.append(("first stage", args.first_stage, False))
+    for key, folds, flips in variants:
         maps = {}
-        for path, held in zip(args.folds, HOLDOUTS, strict=True):
+        for path, held in zip(folds, HOLDOUTS, strict=True):
             maps.update(unet_probabilities(path, image, held, flips=flips))
-        oof[flips] = maps
-        results["new, flips" if flips else "new"] = cross_validate(maps, truth)
-        print(f"cross-validated new model (flips={flips}) done", flush=True)
+        oof[key] = maps
+        results[key] = cross_validate(maps, truth)
+        print(f"cross-validated {key} done", flush=True)
     if not args.skip_forest:
         key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
         maps = cached(
@@ -238,8 +252,8 @@ def accuracy(args, tmp: Path) -> dict:
     results["previous"] = cached(
         args, "previous_scores.json", lambda: previous_model_scores(previous, image, truth, vnc)
     )
-    every = sorted(oof[False])
-    params, score = tune_watershed([oof[False][s] for s in every], [truth[s] for s in every])
+    every = sorted(oof["new"])
+    params, score = tune_watershed([oof["new"][s] for s in every], [truth[s] for s in every])
     results["shipped_postprocessing"] = {
         "params": params.to_dict(),
         "tuned_on": f"out-of-fold maps of ISBI {every}",
@@ -335,6 +349,7 @@ def report(acc: dict, sec: dict) -> None:
         "forest": "random forest (ilastik-style features)",
         "new": "new bundled recipe",
         "new, flips": "new bundled recipe + test-time flips",
+        "first stage": "new bundled recipe, first stage only",
     }
     for key, label in names.items():
         if key not in acc:
