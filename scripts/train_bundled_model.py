@@ -6,7 +6,8 @@ resampled to ISBI's 4 nm, half of the training patches from each volume; a U-Net
 (scale, contrast, gamma, blur, noise) and section defects (faded sections, missing bands);
 a fixed schedule (Adam, cosine decay, no epoch selection, nothing held out for it).
 A second stage (``--warm-start`` the first stage's model, ``--no-vnc``, 500 steps at a
-fifth of the learning rate) fits ISBI better once the network has generalised.
+fifth of the learning rate) sharpens the ISBI maps but did not raise the held-out score
+(docs/design.md, "A second, ISBI-only stage"): the shipped model has one stage.
 
 The watershed parameters are not tuned on the training data: ``--postprocessing`` stores
 the ones cross-validation chose (tuned on out-of-fold predictions, see
