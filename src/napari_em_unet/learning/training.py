@@ -627,10 +627,9 @@ def train(
     first, and its result carries the :class:`Verdict`: when the fine-tuned model does not
     validate better than the base, the result holds the base's weights.
 
-
     ``warm_start`` (with ``base=None``): a new training run, with its own schedule and no
-    fine-tuning guard, that starts from that model's weights; the second stage of the
-    bundled model's recipe (scripts/train_bundled_model.py).
+    fine-tuning guard, that starts from that model's weights (a second training stage,
+    ``scripts/train_bundled_model.py --warm-start``).
     """
     stack, label_stack, slices, validation = _checked_inputs(
         image, labels, slices, validation_slices
