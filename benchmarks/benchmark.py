@@ -80,7 +80,7 @@ def arguments():
         "--first-stage",
         nargs="+",
         default=None,
-        help="the fold models before the recipe's ISBI-only second stage (--warm-start), "
+        help="the fold models before an ISBI-only second stage (--warm-start), "
         "for a row of what that stage adds",
     )
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")

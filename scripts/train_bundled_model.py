@@ -78,7 +78,7 @@ def arguments(argv=None):
         "--warm-start",
         default=None,
         metavar="MODEL",
-        help="start from this model's weights (the recipe's second stage, see above)",
+        help="start from this model's weights (a second stage, see above)",
     )
     p.add_argument(
         "--postprocessing", default=None, help="JSON file with the watershed parameters to store"
