@@ -25,7 +25,12 @@ from .training import cmd_finetune, cmd_train
 
 def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
     """The training options, their defaults read from ``defaults`` (a TrainConfig)."""
-    d = defaults
+    _add_training_data_args(p)
+    _add_schedule_args(p, defaults)
+
+
+def _add_training_data_args(p: argparse.ArgumentParser) -> None:
+    """What to learn from and where the model goes."""
     p.add_argument("--image", required=True, help="TIFF image stack (ZYX) or 2D image")
     p.add_argument(
         "--labels",
@@ -56,6 +61,10 @@ def _add_training_args(p: argparse.ArgumentParser, defaults) -> None:
         default=None,
         help="pixel size in nm (default: read from the TIFF, if recorded)",
     )
+
+
+def _add_schedule_args(p: argparse.ArgumentParser, d) -> None:
+    """How long and how to learn: steps, batches, augmentation, loss."""
     p.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument(
         "--steps-per-epoch",
@@ -322,6 +331,14 @@ def _add_segment_parser(sub) -> None:
         "0 = membrane, 255 = interior; probabilities: float32 membrane "
         "probability",
     )
+    _add_prediction_args(p)
+    _add_cluster_args(p)
+    _add_link_args(p, flag=True)
+    p.set_defaults(func=cmd_segment)
+
+
+def _add_prediction_args(p: argparse.ArgumentParser) -> None:
+    """How `segment` feeds the network: scale, tiles, batches, flips, bands."""
     p.add_argument(
         "--pixel-size",
         type=positive_float,
@@ -352,6 +369,10 @@ def _add_segment_parser(sub) -> None:
         "width rather than on the slice (default 8, about 2900 x 2900; 0: "
         "every slice)",
     )
+
+
+def _add_cluster_args(p: argparse.ArgumentParser) -> None:
+    """Where `segment` runs: this process, local dask workers, or a cluster."""
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--scheduler",
@@ -375,8 +396,6 @@ def _add_segment_parser(sub) -> None:
         metavar="K",
         help="with --scheduler/--workers: slices per task (default 1)",
     )
-    _add_link_args(p, flag=True)
-    p.set_defaults(func=cmd_segment)
 
 
 def build_parser() -> argparse.ArgumentParser:
