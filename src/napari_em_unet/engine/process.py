@@ -50,24 +50,8 @@ def serve(conn, nice: int = 0) -> None:
         _, name, request = message
         stop = threading.Event()
         try:
-            gen = handlers[name](request, stop)
-            while True:
-                while conn.poll():
-                    control = conn.recv()
-                    if control[0] == "stop":
-                        stop.set()
-                    elif control[0] == "exit":
-                        gen.close()
-                        return
-                try:
-                    record = next(gen)
-                except StopIteration as done:
-                    lower_priority()
-                    conn.send(("return", done.value))
-                    break
-                if isinstance(record, ModelReady):
-                    lower_priority()
-                conn.send(("yield", record))
+            if not _run_job(conn, handlers[name](request, stop), stop, lower_priority):
+                return
         except (EOFError, OSError, BrokenPipeError):
             return
         except BaseException as exc:  # report, keep serving: the next job may work
@@ -75,6 +59,29 @@ def serve(conn, nice: int = 0) -> None:
                 conn.send(("raise", type(exc).__name__, str(exc), traceback.format_exc()))
             except (OSError, EOFError):
                 return
+
+
+def _run_job(conn, gen, stop: threading.Event, lower_priority) -> bool:
+    """Send ``gen``'s records over ``conn`` until it returns; False if told to exit.
+
+    Controls are read between records, so a stop reaches the job within one record."""
+    while True:
+        while conn.poll():
+            control = conn.recv()
+            if control[0] == "stop":
+                stop.set()
+            elif control[0] == "exit":
+                gen.close()
+                return False
+        try:
+            record = next(gen)
+        except StopIteration as done:
+            lower_priority()
+            conn.send(("return", done.value))
+            return True
+        if isinstance(record, ModelReady):
+            lower_priority()
+        conn.send(("yield", record))
 
 
 def main(argv: list[str]) -> None:
