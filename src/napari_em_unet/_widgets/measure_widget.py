@@ -101,18 +101,7 @@ class MeasureWidget(ScrollingDock, Container):
             nullable=True,
             tooltip="Adds the mean_intensity column.",
         )
-        self._voxel = [
-            FloatSpinBox(
-                min=0.0,
-                max=1e6,
-                step=0.1,
-                tooltip=(f"voxel size along {axis} in nm; 0 = unknown (volume_um3 stays empty)"),
-            )
-            for axis in "ZYX"
-        ]
-        voxel_row = Container(
-            widgets=self._voxel, layout="horizontal", labels=False, label="voxel Z, Y, X (nm)"
-        )
+        voxel_row = self._make_voxel_row()
         self._run = PushButton(text="Measure")
         self._export = PushButton(text="Export CSV...", enabled=False)
         self._message = Label(value="")
@@ -134,6 +123,26 @@ class MeasureWidget(ScrollingDock, Container):
         self._message.native.setWordWrap(True)
         self._refresh = _single_shot(REFRESH_DELAY_MS, self._refresh_after_edit)
 
+        self._connect()
+        self.reset_choices()
+        self._pick_default_layer()
+        self._on_labels_changed()
+
+    def _make_voxel_row(self) -> Container:
+        self._voxel = [
+            FloatSpinBox(
+                min=0.0,
+                max=1e6,
+                step=0.1,
+                tooltip=(f"voxel size along {axis} in nm; 0 = unknown (volume_um3 stays empty)"),
+            )
+            for axis in "ZYX"
+        ]
+        return Container(
+            widgets=self._voxel, layout="horizontal", labels=False, label="voxel Z, Y, X (nm)"
+        )
+
+    def _connect(self) -> None:
         self._labels_layer.changed.connect(self._on_labels_changed)
         self._image.changed.connect(self._update_state)
         self._run.changed.connect(self._on_run)
@@ -145,9 +154,6 @@ class MeasureWidget(ScrollingDock, Container):
             self._viewer.layers.events.moved,
         ):
             event.connect(self.reset_choices)
-        self.reset_choices()
-        self._pick_default_layer()
-        self._on_labels_changed()
 
     # ------------------------------------------------------------------ choices
     def _labels_choices(self, _widget=None):
