@@ -96,28 +96,12 @@ def save_corrections(
         Store every slice (default), or only the corrected ones (much smaller for big
         stacks: the rest is the model's output and can be recomputed).
     """
-    if not (hasattr(labels, "shape") and hasattr(labels, "dtype")):
-        labels = np.asarray(labels)
-    # Lazy arrays (zarr, dask) stay lazy: with all_slices=False only the corrected slices
-    # are ever read.
-    if labels.ndim not in (2, 3) or math.prod(labels.shape) == 0:
-        raise InputError(f"labels must be a 2D image or a ZYX stack, got shape {labels.shape}")
+    labels, corrected = _checked(labels, corrected_slices)
     dtype = np.dtype(labels.dtype)
-    if not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
-        raise InputError(f"labels must be integers, got {labels.dtype}")
+    all_slices = bool(all_slices or labels.ndim == 2)
     depth = 1 if labels.ndim == 2 else labels.shape[0]
-    corrected = sorted({int(s) for s in corrected_slices})
-    if any(not 0 <= s < depth for s in corrected):
-        raise InputError(f"corrected slices {corrected} outside the stack (0..{depth - 1})")
-    stored_slices = list(range(depth)) if all_slices or labels.ndim == 2 else corrected
-    if all_slices or labels.ndim == 2:
-        stored = np.asarray(labels)
-    else:
-        stored = (
-            np.stack([np.asarray(labels[i]) for i in stored_slices])
-            if stored_slices
-            else np.zeros((0, *labels.shape[1:]), dtype=dtype)
-        )
+    stored_slices = list(range(depth)) if all_slices else corrected
+    stored = np.asarray(labels) if all_slices else _some_slices(labels, stored_slices)
     size, mtime = _fingerprint(image_path)
     meta = {
         "format": FORMAT,
@@ -126,7 +110,7 @@ def save_corrections(
         "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "shape": list(labels.shape),
         "dtype": dtype.str,
-        "all_slices": bool(all_slices or labels.ndim == 2),
+        "all_slices": all_slices,
         "stored_slices": stored_slices,
         "image_size": size,
         "image_mtime_ns": mtime,
@@ -141,6 +125,29 @@ def save_corrections(
         np.savez_compressed(fh, labels=stored, meta=np.array(json.dumps(meta)))
     _prune(folder)
     return final
+
+
+def _checked(labels, corrected_slices) -> tuple[object, list[int]]:
+    """The labels (lazy arrays stay lazy: with all_slices=False only the corrected slices
+    are ever read) and the sorted corrected slices, or a one-line InputError."""
+    if not (hasattr(labels, "shape") and hasattr(labels, "dtype")):
+        labels = np.asarray(labels)
+    if labels.ndim not in (2, 3) or math.prod(labels.shape) == 0:
+        raise InputError(f"labels must be a 2D image or a ZYX stack, got shape {labels.shape}")
+    dtype = np.dtype(labels.dtype)
+    if not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
+        raise InputError(f"labels must be integers, got {labels.dtype}")
+    depth = 1 if labels.ndim == 2 else labels.shape[0]
+    corrected = sorted({int(s) for s in corrected_slices})
+    if any(not 0 <= s < depth for s in corrected):
+        raise InputError(f"corrected slices {corrected} outside the stack (0..{depth - 1})")
+    return labels, corrected
+
+
+def _some_slices(labels, slices: list[int]) -> np.ndarray:
+    if not slices:
+        return np.zeros((0, *labels.shape[1:]), dtype=labels.dtype)
+    return np.stack([np.asarray(labels[i]) for i in slices])
 
 
 def find_autosave(image_path: str | os.PathLike) -> Autosave | None:

@@ -300,32 +300,25 @@ def create_zarr_output(
     array = group.create_array(
         ZARR_ARRAY, shape=shape, chunks=tuple(chunks), dtype=dtype, fill_value=0, attributes=attrs
     )
-    names = "zyx"[-len(shape) :]
+    group.attrs.update({"multiscales": [_ome_multiscale(path.stem, shape, pixel_size_nm)], **attrs})
+    return array
+
+
+def _ome_multiscale(name: str, shape: tuple, pixel_size_nm: float | None) -> dict:
+    """OME-Zarr 0.4 metadata of one full-resolution level, in nanometres when known."""
     scale = [1.0] * len(shape)
-    axes = [{"name": n, "type": "space"} for n in names]
+    axes = [{"name": n, "type": "space"} for n in "zyx"[-len(shape) :]]
     if pixel_size_nm:
         scale[-2:] = [float(pixel_size_nm)] * 2
         for axis in axes[-2:]:
             axis["unit"] = "nanometer"
-    group.attrs.update(
-        {
-            "multiscales": [
-                {
-                    "version": "0.4",
-                    "name": path.stem,
-                    "axes": axes,
-                    "datasets": [
-                        {
-                            "path": ZARR_ARRAY,
-                            "coordinateTransformations": [{"type": "scale", "scale": scale}],
-                        }
-                    ],
-                }
-            ],
-            **attrs,
-        }
-    )
-    return array
+    transform = [{"type": "scale", "scale": scale}]
+    return {
+        "version": "0.4",
+        "name": name,
+        "axes": axes,
+        "datasets": [{"path": ZARR_ARRAY, "coordinateTransformations": transform}],
+    }
 
 
 def open_writer(path, shape, dtype, *, pixel_size_nm: float | None = None) -> SliceWriter:
