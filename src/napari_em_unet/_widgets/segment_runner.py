@@ -128,18 +128,11 @@ class SegmentRunner:
             be written): the user is told why, no layer is added, and :attr:`finished`
             is emitted with None once the caller's own code has run.
         """
-        from napari.qt.threading import create_worker
         from napari.utils import progress
 
         if self.running:
             raise RuntimeError("a segmentation is already running")
-        self.pressed_at = time.perf_counter()
-        self.first_result_at = self.model_ready_at = None
-        self._status = status or (lambda text: None)
-        self._protect = frozenset(protect)
-        self._skipped, self._written, self._summary = set(), [], None
-        self._silent = []
-        self._write_failed = None
+        self._reset(status, protect)
         try:
             self._make_layers(request, image_layer, labels_layer, init_labels, model_name, name)
         except OSError as exc:
@@ -156,6 +149,24 @@ class SegmentRunner:
             "loading the model (TensorFlow starts on first use)..."
             + (f" The labels are stored on disk in {store}." if store else "")
         )
+        self._launch(request)
+        return True
+
+    def _reset(self, status, protect) -> None:
+        """Forget the previous run: timings, written and skipped slices, failures."""
+        self.pressed_at = time.perf_counter()
+        self.first_result_at = self.model_ready_at = None
+        self._status = status or (lambda text: None)
+        self._protect = frozenset(protect)
+        self._skipped, self._written, self._summary = set(), [], None
+        self._silent = []
+        self._write_failed = None
+
+    def _launch(self, request: SegmentRequest) -> None:
+        """Run the job in the engine's child process from a worker thread; its records
+        reach the main thread in the order they were sent."""
+        from napari.qt.threading import create_worker
+
         self._stop = threading.Event()
         engine = self._session.segment_engine()
         self._engine = engine
@@ -168,7 +179,6 @@ class SegmentRunner:
         self.worker = worker
         self.started.emit()
         worker.start()
-        return True
 
     def stop(self) -> None:
         """Stop after the slice in progress (results so far are kept)."""
