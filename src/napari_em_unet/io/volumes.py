@@ -22,6 +22,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -458,60 +459,103 @@ def _from_array(
 
 
 # -- TIFF
-def _open_tiff(path: Path) -> Volume:
-    from .tiff import _open, pixel_size_nm
+class _TiffHeader(NamedTuple):
+    shape: tuple[int, ...]
+    axes: str
+    dtype: np.dtype
+    offset: int | None
+    """Where the pixels start when they are stored contiguously and uncompressed."""
+    n_pages: int
+    byteorder: str
+    pixel_size_nm: float | None
 
+
+def _open_tiff(path: Path) -> Volume:
     if path.is_dir():
         raise InputError(f"{path} is a folder, neither a TIFF file nor a zarr store")
+    header = _tiff_header(path)
+    rgb, was_2d, depth, plane_shape = _tiff_layout(path.name, header)
+    # Absolute, because the volume may be read by dask workers in another directory.
+    source = _tiff_source(path.absolute(), header, depth, plane_shape, was_2d)
+    return Volume(
+        source,
+        (depth, *plane_shape[:2]),
+        header.dtype,
+        rgb=rgb,
+        pixel_size_nm=header.pixel_size_nm,
+        path=path,
+        was_2d=was_2d,
+        kind="tiff",
+    )
+
+
+def _tiff_header(path: Path) -> _TiffHeader:
+    from .tiff import _open, pixel_size_nm
+
     with _open(path) as tif:
         pixel_size = pixel_size_nm(tif)
         try:
             series = tif.series[0]
-            raw_shape = tuple(int(n) for n in series.shape)
-            axes = series.axes
-            dtype = np.dtype(series.dtype)
-            offset = series.dataoffset
-            n_pages = len(series.pages)
-            byteorder = tif.byteorder
+            return _TiffHeader(
+                tuple(int(n) for n in series.shape),
+                series.axes,
+                np.dtype(series.dtype),
+                series.dataoffset,
+                len(series.pages),
+                tif.byteorder,
+                pixel_size,
+            )
         except Exception as exc:
             raise InputError(f"{path.name} could not be decoded ({first_line(exc)})") from None
-    # Same rules as read_tiff + as_stack, so streaming gives the shape the in-memory path
-    # gave: samples last are colour (greyed), samples first are slices (tifffile writes
-    # short grey stacks that way), and singleton axes are dropped only beyond 3D.
+
+
+def _squeezed(header: _TiffHeader, rgb: bool) -> list[int]:
+    """The shape without singleton axes, dropped only beyond 3D (as read_tiff + as_stack)."""
+    if len(header.shape) - rgb > 3:
+        return [n for a, n in zip(header.axes, header.shape, strict=True) if n != 1 or a in "YXS"]
+    return list(header.shape)
+
+
+def _tiff_layout(name: str, header: _TiffHeader) -> tuple[bool, bool, int, tuple[int, ...]]:
+    """Colour or not, 2D or not, the number of slices and the shape of one slice, or an
+    InputError.
+
+    Same rules as read_tiff + as_stack, so streaming gives the shape the in-memory path
+    gave: samples last are colour (greyed), samples first are slices (tifffile writes
+    short grey stacks that way), and singleton axes are dropped only beyond 3D."""
+    raw_shape, axes = header.shape, header.axes
     rgb = axes.endswith("S") and raw_shape[-1] in (3, 4)
-    shape = list(raw_shape)
-    if len(raw_shape) - rgb > 3:
-        shape = [n for a, n in zip(axes, raw_shape, strict=True) if n != 1 or a in "YXS"]
+    shape = _squeezed(header, rgb)
     spatial = len(shape) - rgb
     if spatial not in (2, 3):
         raise InputError(
-            f"{path.name} has shape {raw_shape} (axes {axes}); expected a 2D image or a ZYX stack"
+            f"{name} has shape {raw_shape} (axes {axes}); expected a 2D image or a ZYX stack"
         )
     if min(shape[:spatial]) < 1:
-        raise InputError(f"{path.name} is empty (shape {raw_shape})")
-    was_2d = spatial == 2
-    depth = 1 if was_2d else shape[0]
-    plane_shape = tuple(shape[1:] if not was_2d else shape)
-    # Absolute, because the volume may be read by dask workers in another directory.
-    where = path.absolute()
+        raise InputError(f"{name} is empty (shape {raw_shape})")
+    if spatial == 2:
+        return rgb, True, 1, tuple(shape)
+    return rgb, False, shape[0], tuple(shape[1:])
+
+
+def _tiff_source(where: Path, header: _TiffHeader, depth: int, plane_shape: tuple, was_2d: bool):
+    """The cheapest way to read one slice: by offset, by page, or the whole file."""
+    dtype, offset = header.dtype, header.offset
     if offset is not None and dtype.kind in "uif":
         # A damaged header can claim exabytes; checking against the file size refuses it
         # before anything is allocated or written.
         if offset + depth * math.prod(plane_shape) * dtype.itemsize > where.stat().st_size:
             raise InputError(
-                f"{path.name} is truncated: it holds less data than its header "
-                f"describes (shape {raw_shape})"
+                f"{where.name} is truncated: it holds less data than its header "
+                f"describes (shape {header.shape})"
             )
-        source = _TiffContiguousSource(where, offset, plane_shape, dtype.newbyteorder(byteorder))
-    elif was_2d or n_pages == depth:
-        source = _TiffPageSource(where, plane_shape)
-    else:
-        # Several slices inside one compressed page: it has to be decoded whole anyway.
-        source = _TiffWholeSource(where, (depth, *plane_shape))
-    zyx = (depth, *plane_shape[:2])
-    return Volume(
-        source, zyx, dtype, rgb=rgb, pixel_size_nm=pixel_size, path=path, was_2d=was_2d, kind="tiff"
-    )
+        return _TiffContiguousSource(
+            where, offset, plane_shape, dtype.newbyteorder(header.byteorder)
+        )
+    if was_2d or header.n_pages == depth:
+        return _TiffPageSource(where, plane_shape)
+    # Several slices inside one compressed page: it has to be decoded whole anyway.
+    return _TiffWholeSource(where, (depth, *plane_shape))
 
 
 # -- zarr and OME-Zarr
