@@ -386,14 +386,7 @@ class FineTuneWidget(ScrollingDock, Container):
         depth = depth_of(spatial_shape(image))
         slices = tuple(parse_slices(self._slices.value, depth))
         validation = tuple(parse_slices(self._validation.value, depth))
-        config = TrainConfig(
-            epochs=self._epochs.value,
-            steps_per_epoch=self._steps.value,
-            batch_size=self._batch.value,
-            patch_size=self._patch.value,
-            learning_rate=float(self._learning_rate.value),
-            augment=self._augment.value,
-        )
+        config = self._form_config()
         # Slices the user corrected but did not list are their truth, not the base's.
         exclude = {*slices, *validation, *self._session.corrected(labels)}
         anchors, checks = uncorrected_roles(
@@ -401,18 +394,7 @@ class FineTuneWidget(ScrollingDock, Container):
         )
         labelled = sorted(set(slices) | set(validation))
         numbers = tuple(sorted(set(labelled) | set(anchors) | set(checks)))
-        if labels.ndim >= 3:
-            planes = np.stack([np.asarray(image.data[i]) for i in numbers])
-            truth = np.stack(
-                [
-                    np.array(labels.data[i], copy=True)
-                    if i in labelled
-                    else np.zeros(labels.data.shape[1:], labels.data.dtype)
-                    for i in numbers
-                ]
-            )
-        else:
-            planes, truth = np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
+        planes, truth = _copied_slices(image, labels, numbers, labelled)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = self._model_name.value.strip()
         return FineTuneRequest(
@@ -429,6 +411,16 @@ class FineTuneWidget(ScrollingDock, Container):
             source=image.name,
             anchor_slices=tuple(anchors),
             check_slices=tuple(checks),
+        )
+
+    def _form_config(self) -> TrainConfig:
+        return TrainConfig(
+            epochs=self._epochs.value,
+            steps_per_epoch=self._steps.value,
+            batch_size=self._batch.value,
+            patch_size=self._patch.value,
+            learning_rate=float(self._learning_rate.value),
+            augment=self._augment.value,
         )
 
     def run(self) -> None:
@@ -628,3 +620,16 @@ def _alive(widget) -> bool:
     except (RuntimeError, AttributeError):
         return False
     return True
+
+
+def _copied_slices(image, labels, numbers, labelled) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the image slices ``numbers`` and of their labels where the user labelled
+    them (0 elsewhere): the worker trains on these, never on the layers themselves."""
+    if labels.ndim < 3:
+        return np.asarray(image.data)[None], np.array(labels.data, copy=True)[None]
+    planes = np.stack([np.asarray(image.data[i]) for i in numbers])
+    empty = np.zeros(labels.data.shape[1:], labels.data.dtype)
+    truth = np.stack(
+        [np.array(labels.data[i], copy=True) if i in labelled else empty for i in numbers]
+    )
+    return planes, truth
