@@ -131,16 +131,16 @@ def _train_common(args, defaults, base_path=None, finetune: bool = False) -> int
     if result.stopped and not any(h.get("loss") is not None for h in result.history):
         raise KeyboardInterrupt  # stopped before a single training step: nothing to save
     save_model(result.model.keras_model, result.model.info, output)
+    print(_saved_text(result, output), file=sys.stderr)
+    return 0
+
+
+def _saved_text(result, output: Path) -> str:
     how = "stopped early; " if result.stopped else ""
     if result.verdict is not None:
-        print(how + verdict_text(result.verdict, output), file=sys.stderr)
-        return 0
+        return how + verdict_text(result.verdict, output)
     score = "" if result.best_v_rand is None else f", validation V_rand {result.best_v_rand:.4f}"
-    print(
-        f"{how}saved the best weights (epoch {result.best_epoch}{score}) to {output}",
-        file=sys.stderr,
-    )
-    return 0
+    return f"{how}saved the best weights (epoch {result.best_epoch}{score}) to {output}"
 
 
 def _load_tensorflow() -> None:
