@@ -99,8 +99,7 @@ def save_corrections(
     labels, corrected = _checked(labels, corrected_slices)
     dtype = np.dtype(labels.dtype)
     all_slices = bool(all_slices or labels.ndim == 2)
-    depth = 1 if labels.ndim == 2 else labels.shape[0]
-    stored_slices = list(range(depth)) if all_slices else corrected
+    stored_slices = list(range(_depth(labels))) if all_slices else corrected
     stored = np.asarray(labels) if all_slices else _some_slices(labels, stored_slices)
     size, mtime = _fingerprint(image_path)
     meta = {
@@ -137,11 +136,15 @@ def _checked(labels, corrected_slices) -> tuple[object, list[int]]:
     dtype = np.dtype(labels.dtype)
     if not (np.issubdtype(dtype, np.integer) or dtype.kind == "b"):
         raise InputError(f"labels must be integers, got {labels.dtype}")
-    depth = 1 if labels.ndim == 2 else labels.shape[0]
+    depth = _depth(labels)
     corrected = sorted({int(s) for s in corrected_slices})
     if any(not 0 <= s < depth for s in corrected):
         raise InputError(f"corrected slices {corrected} outside the stack (0..{depth - 1})")
     return labels, corrected
+
+
+def _depth(labels) -> int:
+    return 1 if labels.ndim == 2 else labels.shape[0]
 
 
 def _some_slices(labels, slices: list[int]) -> np.ndarray:
