@@ -73,6 +73,7 @@ def arguments(argv=None):
     p.add_argument("--base-filters", type=int, default=12)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--extra-share", type=float, default=0.5)
+    p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--warm-start",
@@ -143,6 +144,7 @@ def main(argv=None) -> int:
         validation_fraction=0.0,
         tune_postprocessing=False,
         extra_share=args.extra_share,
+        elastic=args.elastic,
         seed=args.seed,
         architecture=UNetConfig(base_filters=args.base_filters, depth=args.depth),
     )
