@@ -595,6 +595,30 @@ def _extra_record(extra: Sequence[TrainingSource], config: TrainConfig) -> dict:
     }
 
 
+def _held_out_slice(base, slices, validation, config) -> tuple[list, list, bool]:
+    """Training slices, validation slices, and whether one corrected slice was set aside
+    for validation (fine-tuning on enough slices with no validation slices given)."""
+    held_out = base is not None and not validation and len(slices) >= config.hold_out_from
+    if held_out:
+        # A whole corrected slice says more about the slices nobody corrected than a band
+        # of the slices trained on (docs/design.md, "Fine-tuning").
+        validation = [slices[len(slices) // 2]]
+        slices = [s for s in slices if s not in validation]
+    return slices, validation, held_out
+
+
+def _run_record(source, slices, validation, pixel_size_nm, last_epoch, trainer) -> dict:
+    """What the model file records about this training run."""
+    return {
+        "source": source,
+        "slices": slices,
+        "validation_slices": validation,
+        "pixel_size_nm": pixel_size_nm,
+        "epochs": last_epoch,
+        "best_epoch": trainer.best_epoch,
+    }
+
+
 def train(
     image: np.ndarray,
     labels: np.ndarray,
@@ -634,12 +658,7 @@ def train(
     stack, label_stack, slices, validation = _checked_inputs(
         image, labels, slices, validation_slices
     )
-    held_out = base is not None and not validation and len(slices) >= config.hold_out_from
-    if held_out:
-        # A whole corrected slice says more about the slices nobody corrected than a band
-        # of the slices trained on (docs/design.md, "Fine-tuning").
-        validation = [slices[len(slices) // 2]]
-        slices = [s for s in slices if s not in validation]
+    slices, validation, held_out = _held_out_slice(base, slices, validation, config)
     if base is not None and warm_start is not None:
         raise InputError("fine-tuning a base model and a warm start exclude each other")
     start = _starting_point(base, config, pixel_size_nm, label_stack[slices], warm_start)
@@ -667,15 +686,9 @@ def train(
         yield trainer.score_base()
     last_epoch, stopped = yield from trainer.epochs(stop)
     trainer.restore_best()
-    run = {
-        "source": source,
-        "slices": slices,
-        "validation_slices": validation,
-        "pixel_size_nm": pixel_size_nm,
-        "epochs": last_epoch,
-        "best_epoch": trainer.best_epoch,
-        **(_extra_record(extra, config) if extra else {}),
-    }
+    run = _run_record(source, slices, validation, pixel_size_nm, last_epoch, trainer)
+    if extra:
+        run.update(_extra_record(extra, config))
     if plan is not None:
         _conclude(trainer, plan, config, held_out)
         run.update(anchor_slices=list(plan.anchors), check_slices=list(plan.check))
