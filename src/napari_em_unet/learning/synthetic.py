@@ -53,7 +53,6 @@ def make_synthetic_stack(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (image uint8 ZYX, instance labels uint16 ZYX with 0 = membrane)."""
     from scipy import ndimage
-    from skimage.draw import disk, ellipse
     from skimage.segmentation import find_boundaries
 
     rng = np.random.default_rng(seed)
@@ -82,20 +81,7 @@ def make_synthetic_stack(
         membrane = interior == 0
         plane = tone[cells] + 12 * _smooth_noise(rng, (height, width), 6)
         plane += 6 * _smooth_noise(rng, (height, width), 1.5)
-        for _ in range(int(n_cells * 0.4)):  # mitochondria: dark ellipses with stripes
-            cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-            ry, rx = rng.uniform(4, 9), rng.uniform(7, 16)
-            rr, cc = ellipse(cy, cx, ry, rx, shape=(height, width), rotation=rng.uniform(0, np.pi))
-            keep = ~membrane[rr, cc]
-            rr, cc = rr[keep], cc[keep]
-            stripes = 15 * np.sin((rr + cc) * rng.uniform(0.5, 1.0))
-            plane[rr, cc] = rng.uniform(85, 115) + stripes
-        for _ in range(int(n_cells * 3)):  # vesicles: small light discs with dark rims
-            cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, 4)
-            rr, cc = disk((cy, cx), r + 1, shape=(height, width))
-            plane[rr, cc] -= 55
-            rr, cc = disk((cy, cx), r, shape=(height, width))
-            plane[rr, cc] += 50
+        _paint_organelles(rng, plane, membrane, n_cells)
         plane[membrane] = (
             rng.uniform(35, 70) + 10 * _smooth_noise(rng, (height, width), 3)[membrane]
         )
@@ -104,6 +90,28 @@ def make_synthetic_stack(
         image[z] = plane
         labels[z] = interior
     return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def _paint_organelles(rng, plane: np.ndarray, membrane: np.ndarray, n_cells: int) -> None:
+    """Mitochondria (dark striped ellipses) and vesicles (light discs with dark rims), in
+    place. The random draws keep their order: the shipped sample is made by this code."""
+    from skimage.draw import disk, ellipse
+
+    height, width = plane.shape
+    for _ in range(int(n_cells * 0.4)):
+        cy, cx = rng.uniform(0, height), rng.uniform(0, width)
+        ry, rx = rng.uniform(4, 9), rng.uniform(7, 16)
+        rr, cc = ellipse(cy, cx, ry, rx, shape=(height, width), rotation=rng.uniform(0, np.pi))
+        keep = ~membrane[rr, cc]
+        rr, cc = rr[keep], cc[keep]
+        stripes = 15 * np.sin((rr + cc) * rng.uniform(0.5, 1.0))
+        plane[rr, cc] = rng.uniform(85, 115) + stripes
+    for _ in range(int(n_cells * 3)):
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(2, 4)
+        rr, cc = disk((cy, cx), r + 1, shape=(height, width))
+        plane[rr, cc] -= 55
+        rr, cc = disk((cy, cx), r, shape=(height, width))
+        plane[rr, cc] += 50
 
 
 def _drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
