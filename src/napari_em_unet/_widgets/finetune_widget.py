@@ -104,6 +104,10 @@ class FineTuneWidget(ScrollingDock, Container):
 
         self._connect()
         self.reset_choices()
+        self._preselect()
+
+    def _preselect(self) -> None:
+        """Start from the session's default model and the plugin's newest Labels layer."""
         default_model = self._session.models.default_entry()
         if default_model is not None:
             self._base.value = default_model.path
