@@ -197,6 +197,10 @@ def test_onnx_export_matches_keras(tiny_model, tmp_path, capsys):
     proto = onnx.load(str(out))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["napari_em_unet.preprocessing"])["percentiles"] == [1.0, 99.0]
+    output = proto.graph.output[0]
+    assert output.name == export_onnx.OUTPUT_ID
+    axes = [d.dim_param for d in output.type.tensor_type.shape.dim]
+    assert axes[:3] == ["batch", "height", "width"]
     raw = export_common.sample_tile(96)
     _, expected = export_common.reference_output(tiny_model, raw)
     normalised = _preprocess(

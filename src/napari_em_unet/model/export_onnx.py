@@ -47,9 +47,22 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
         )
     proto = onnx.load(str(raw))
     raw.unlink()
-    # tf2onnx names dimensions unk__N and the output Identity:0; readable names let other
-    # tools (and people) see which axis is which.
-    graph = proto.graph
+    _name_axes_and_output(proto.graph)
+    del proto.metadata_props[:]
+    for key, value in _metadata(model).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "napari-em-unet (tf2onnx)"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return max(
+        (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
+    )
+
+
+def _name_axes_and_output(graph) -> None:
+    """tf2onnx names dimensions unk__N and the output Identity:0; readable names let other
+    tools (and people) see which axis is which."""
     old_output = graph.output[0].name
     for node in graph.node:
         node.output[:] = [OUTPUT_ID if o == old_output else o for o in node.output]
@@ -60,8 +73,12 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
     ):
         for dim, name in zip(value.type.tensor_type.shape.dim, names, strict=False):
             dim.dim_param = name
+
+
+def _metadata(model: LoadedModel) -> dict[str, str]:
+    """What a reader of the ONNX file needs to feed it and to know where it came from."""
     info = model.info
-    meta = {
+    return {
         "napari_em_unet.layout": "input (batch, height, width, 1) float32, output (batch, height, "
         "width, 1) membrane probability",
         "napari_em_unet.preprocessing": json.dumps(
@@ -77,16 +94,6 @@ def _convert_onnx(model: LoadedModel, path: Path, opset: int = ONNX_OPSET) -> in
         else str(info.pixel_size_nm),
         "napari_em_unet.info": json.dumps(info.to_dict()),
     }
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    proto.producer_name = "napari-em-unet (tf2onnx)"
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
-    return max(
-        (o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=opset
-    )
 
 
 def onnx_max_abs_diff(onnx_path: Path, x_normalised: np.ndarray, expected: np.ndarray) -> float:
