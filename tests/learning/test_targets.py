@@ -72,3 +72,22 @@ def test_section_defects_fade_the_image_or_blank_a_band_without_loss_there():
             assert dead.all(axis=0).any() or dead.all(axis=1).any()  # a full band
     assert 8 <= faded <= 35 and 3 <= blanked <= 20  # about 10 % and 5 % of patches
     assert np.all(weight == 1)  # the caller's arrays are untouched
+
+
+def test_elastic_deformation_moves_tissue_by_pixels_and_keeps_image_and_target_aligned():
+    from napari_em_unet.learning.augmentation import _elastic
+
+    yy, xx = np.mgrid[:256, :256]
+    membrane = ((yy % 32) < 3) | ((xx % 32) < 3)  # a grid of membranes, 3 pixels wide
+    image = np.where(membrane, 0.0, 1.0).astype(np.float32)
+    shifts = []
+    for seed in range(20):
+        img, tgt, wgt = _elastic(
+            np.random.default_rng(seed), image, membrane.astype(np.float32), np.ones_like(image)
+        )
+        assert set(np.unique(tgt)) <= {0.0, 1.0}  # the target stays a mask
+        assert np.array_equal(img < 0.5, tgt == 1)  # one warp for image and target
+        assert np.allclose(wgt, 1)
+        shifts.append(np.mean(tgt != membrane))
+    # The U-Net paper's strength (std 10 px on 512 px): lines move by pixels, not fractions.
+    assert 0.05 < np.median(shifts) < 0.5
