@@ -119,7 +119,7 @@ def _elastic(rng, img, tgt, wgt, soft: bool = False):
 
     Their std (10 pixels on a 512-pixel image) scales with the patch, so the tissue is
     stretched as much as in the paper; a per-pixel noise field smoothed by a Gaussian would
-    average itself away (an earlier version moved pixels by 0.25 on average).
+    average itself away (an earlier version moved pixels by 0.25 px on average).
     """
     from scipy import ndimage
 
