@@ -245,7 +245,7 @@ def instances(probability, affinities, bias, min_distance, interior_threshold) -
 def predictions(prefix: str, slices: list[int]):
     """Membrane maps and affinities of ISBI ``slices`` (cached beside the model); a model
     without ``PREFIX.full.keras`` (any package model) gives membrane maps only."""
-    cache = Path(f"{prefix}.predictions.npz")
+    cache = Path(f"{prefix}.predictions-{slices[0]}-{slices[-1]}.npz")  # one per fold
     if cache.exists():
         saved = np.load(cache)
         return saved["membrane"], saved["affinities"]
