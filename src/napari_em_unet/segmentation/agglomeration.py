@@ -48,17 +48,21 @@ def border_statistics(labels: np.ndarray, probability: np.ndarray) -> dict[int, 
     return borders
 
 
-def faint_border_merges(labels: np.ndarray, probability: np.ndarray, below: float) -> np.ndarray:
+def faint_border_merges(
+    labels: np.ndarray, probability: np.ndarray, below: float, groups: np.ndarray | None = None
+) -> np.ndarray:
     """A lookup table (index: label, value: the label it is merged into) that merges
     touching labels while the mean probability along their common border is below
-    ``below``, faintest first."""
+    ``below``, faintest first; with ``groups`` (a group per label), only labels of one
+    group are merged."""
     borders = border_statistics(labels, probability)
     parent = np.arange(int(labels.max()) + 1)
+    same = (lambda a, b: True) if groups is None else (lambda a, b: groups[a] == groups[b])
     queue = [
         (total / count, a, b)
         for a, neighbours in borders.items()
         for b, (total, count) in neighbours.items()
-        if a < b
+        if a < b and same(a, b)
     ]
     heapq.heapify(queue)
     while queue:
@@ -68,11 +72,11 @@ def faint_border_merges(labels: np.ndarray, probability: np.ndarray, below: floa
         shared = borders.get(a, {}).get(b)
         if shared is None or shared[0] / shared[1] != mean:
             continue  # stale: one side was merged since
-        _merge(borders, parent, a, b, queue)
+        _merge(borders, parent, a, b, queue, same)
     return _roots(parent)
 
 
-def _merge(borders: dict, parent: np.ndarray, a: int, b: int, queue: list) -> None:
+def _merge(borders: dict, parent: np.ndarray, a: int, b: int, queue: list, same) -> None:
     """Merge ``b`` into ``a``: ``a`` takes over ``b``'s borders, adding up shared ones."""
     parent[b] = a
     del borders[a][b]
@@ -85,7 +89,8 @@ def _merge(borders: dict, parent: np.ndarray, a: int, b: int, queue: list) -> No
             shared = borders[a][c] = borders[c][a] = [0.0, 0]
         shared[0] += total
         shared[1] += count
-        heapq.heappush(queue, (shared[0] / shared[1], min(a, c), max(a, c)))
+        if same(a, c):
+            heapq.heappush(queue, (shared[0] / shared[1], min(a, c), max(a, c)))
 
 
 def _roots(parent: np.ndarray) -> np.ndarray:
