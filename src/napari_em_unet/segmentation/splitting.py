@@ -10,7 +10,7 @@ pieces of one seed are joined again, faintest border first, while the mean proba
 along their common border stays below a threshold. That border is measured on a flood of
 the whole slice, where two real cells meet along their whole membrane and the halves of
 one cell along a line of interior (docs/design.md, "Cut seeds": +0.008 and -0.001 V_rand on
-the two held-out halves of ISBI, at twice the watershed's time, so off by default).
+the two held-out halves of ISBI, at 1.5-1.7x the watershed's time, so off by default).
 
 Only seeds with two peaks or more go through the distance watershed, so a slice where
 nothing needs cutting costs a distance transform and a maximum filter (a few ms).
