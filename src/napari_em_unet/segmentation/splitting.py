@@ -49,7 +49,4 @@ def split_seeds(seeds: np.ndarray, spacing: int) -> tuple[np.ndarray, np.ndarray
 
     cut_here = np.isin(seeds, many)
     cut = watershed(-distance, np.where(cut_here, markers, 0), mask=cut_here)
-    pieces = np.where(cut_here, cut + n_seeds, seeds)
-    used = np.isin(origin, many)
-    used[: n_seeds + 1] = True
-    return pieces, np.where(used, origin, 0)
+    return np.where(cut_here, cut + n_seeds, seeds), origin
