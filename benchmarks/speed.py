@@ -15,7 +15,7 @@ alike; medians are reported. ``--old-commit`` times the package at that commit t
 the same rounds (its source on PYTHONPATH), so that a change is judged by a ratio measured
 at the same moments rather than against figures from another hour.
 
-    python benchmarks/speed.py [--repeats 3] [--copies 4] [--old-commit 265c14a]
+    python benchmarks/speed.py [--repeats 3] [--copies 4] [--old-commit 265c14a] [--model F]
 """
 
 from __future__ import annotations
@@ -64,11 +64,14 @@ def time_classic(fn, slices) -> float:
     return (time.perf_counter() - start) / len(slices)
 
 
-def time_cli(path: Path, out: Path, source: Path | None = None) -> tuple[float, float]:
+def time_cli(
+    path: Path, out: Path, source: Path | None = None, model: str = ""
+) -> tuple[float, float]:
     """``em-unet segment`` on ``path``: seconds for the whole command, and for the slices
     alone as the command reports them (from the first slice's start to the last one's
     end: TensorFlow's import, whose time varies by a second from run to run here, is left
-    out). ``source``: the package to run instead of the installed one."""
+    out). ``source``: the package to run instead of the installed one; ``model``: a model
+    file instead of the bundled one."""
     env = dict(os.environ, PYTHONPATH=str(source)) if source else None
     start = time.perf_counter()
     done = subprocess.run(
@@ -81,6 +84,7 @@ def time_cli(path: Path, out: Path, source: Path | None = None) -> tuple[float, 
             "-o",
             str(out),
             "--overwrite",
+            *(["--model", model] if model else []),
         ],
         check=True,
         capture_output=True,
@@ -100,6 +104,12 @@ def main() -> None:
         "--copies", type=int, default=4, help="times the 30-slice test volume is repeated"
     )
     parser.add_argument("--old-commit", default="", help="also time the package at this commit")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="also time this model file (repeatable), e.g. one whose postprocessing differs",
+    )
     args = parser.parse_args()
     require_data()
     from napari_em_unet.model.backend import tensorflow_module
@@ -119,19 +129,21 @@ def main() -> None:
     long_volume = np.concatenate([volume] * max(1, args.copies))
     for path, data in ((one, volume[:1]), (stack, long_volume)):
         tifffile.imwrite(path, data, imagej=True, resolution=(250, 250), metadata={"unit": "um"})
-    sources = {"": None}
+    sources: dict[str, tuple[Path | None, str]] = {"": (None, "")}
     if args.old_commit:
         (tmp / "old").mkdir()
-        sources[f" at {args.old_commit}"] = old_code(args.old_commit, tmp / "old")
+        sources[f" at {args.old_commit}"] = (old_code(args.old_commit, tmp / "old"), "")
+    for path in args.model:
+        sources[f" with {Path(path).name}"] = (None, path)
     classic = []
     full: dict[str, list[float]] = {name: [] for name in sources}
     single: dict[str, list[float]] = {name: [] for name in sources}
     slices_only: dict[str, list[float]] = {name: [] for name in sources}
     for _ in range(args.repeats):
         classic.append(time_classic(fn, batch))
-        for name, source in sources.items():
-            full[name].append(time_cli(stack, tmp / "out.tif", source))
-            single[name].append(time_cli(one, tmp / "out1.tif", source))
+        for name, (source, model_file) in sources.items():
+            full[name].append(time_cli(stack, tmp / "out.tif", source, model_file))
+            single[name].append(time_cli(one, tmp / "out1.tif", source, model_file))
             slices_only[name].append(full[name][-1][1] - single[name][-1][1])
     n = long_volume.shape[0]
     c = statistics.median(classic)
