@@ -128,12 +128,15 @@ def watershed_labels(
         small[0] = False
         if small.any():
             seeds[small[seeds]] = 0
+    everywhere = None  # a flood of the whole slice, where borders are measured
     if params.seed_spacing > 0:
-        seeds, labels = _split_and_rejoined(seeds, smooth, params, missing)
+        labels, everywhere = _split_and_rejoined(seeds, smooth, params, missing)
     else:
         labels = _flood(smooth, seeds, (smooth < params.threshold) & ~missing)
     if params.merge_below > 0:
-        labels = _faint_borders_merged(labels, smooth, seeds, params.merge_below, missing)
+        if everywhere is None:
+            everywhere = _flood(smooth, labels, ~missing)  # labels' interiors stay out of the queue
+        labels = _faint_borders_merged(labels, smooth, everywhere, params.merge_below)
     if params.dark_cell_radius > 0:
         labels = _with_dark_cells(labels, params.dark_cell_radius, missing)
     return labels
@@ -141,33 +144,33 @@ def watershed_labels(
 
 def _split_and_rejoined(
     seeds: np.ndarray, smooth: np.ndarray, params: WatershedParams, missing: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Seeds cut at their distance-transform peaks (:mod:`.splitting`), the flood, and the
     pieces of one seed joined again where their border, on a flood of the whole slice, is
-    faint. Returns the seeds and the labels, with matching ids."""
+    faint. Returns the labels and that whole-slice flood with the same ids (None when
+    nothing was cut), which merging faint borders then reuses."""
     from .agglomeration import faint_border_merges
     from .splitting import split_seeds
 
     pieces, origin = split_seeds(seeds, params.seed_spacing)
     labels = _flood(smooth, pieces, (smooth < params.threshold) & ~missing)
     if pieces is seeds:
-        return seeds, labels
+        return labels, None
     everywhere = _flood(smooth, labels, ~missing)  # labels' interiors stay out of the queue
     joined = faint_border_merges(everywhere, smooth, params.rejoin_below, groups=origin)
-    return joined[pieces], joined[labels]
+    return joined[labels], joined[everywhere]
 
 
 def _faint_borders_merged(
-    labels: np.ndarray, smooth: np.ndarray, seeds: np.ndarray, below: float, missing: np.ndarray
+    labels: np.ndarray, smooth: np.ndarray, everywhere: np.ndarray, below: float
 ) -> np.ndarray:
     """``labels`` with the cells that a faint border parts merged. The borders are measured
-    on a flood of the whole slice from the same seeds (so a cell's label is its seed's in
-    both): in ``labels`` cells only touch where the border is too faint to be membrane,
-    and the mean over those few pixels would merge nearly everything (tried: -0.02 to
-    -0.05 against this on the proxy)."""
+    on ``everywhere``, the flood of ``labels`` continued over the whole slice (same ids):
+    in ``labels`` cells only touch where the border is too faint to be membrane, and the
+    mean over those few pixels would merge nearly everything (tried: -0.02 to -0.05
+    against this on the proxy)."""
     from .agglomeration import faint_border_merges
 
-    everywhere = _flood(smooth, seeds, ~missing)
     return faint_border_merges(everywhere, smooth, below)[labels]
 
 
