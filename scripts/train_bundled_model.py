@@ -72,6 +72,9 @@ def arguments(argv=None):
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--base-filters", type=int, default=12)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument(
+        "--light-decoder", action="store_true", help="added skips, one conv per decoder level"
+    )
     p.add_argument("--extra-share", type=float, default=0.5)
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
     p.add_argument("--seed", type=int, default=0)
@@ -146,7 +149,9 @@ def main(argv=None) -> int:
         extra_share=args.extra_share,
         elastic=args.elastic,
         seed=args.seed,
-        architecture=UNetConfig(base_filters=args.base_filters, depth=args.depth),
+        architecture=UNetConfig(
+            base_filters=args.base_filters, depth=args.depth, light_decoder=args.light_decoder
+        ),
     )
     started = time.perf_counter()
     gen = train(

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.info import LoadedModel, ModelInfo
-from ..model.unet import build_unet
+from ..model.unet import UNetConfig, build_unet
 from ..segmentation.preprocessing import (
     as_stack,
     normalize,
@@ -714,7 +714,9 @@ def _conclude(trainer: _FineTuner, plan: FineTunePlan, config: TrainConfig, held
 
 
 def _check_warm_start(warm_start: LoadedModel, config: TrainConfig, pixel_size_nm) -> None:
-    if warm_start.info.architecture != config.architecture.to_dict():
+    # Files from before an option existed lack its key, and were built with its default.
+    theirs = {**UNetConfig().to_dict(), **warm_start.info.architecture}
+    if theirs != config.architecture.to_dict():
         raise InputError(
             f"the warm-start model's architecture {warm_start.info.architecture} is not the "
             f"configured one {config.architecture.to_dict()}"

@@ -40,13 +40,14 @@ def inference_model(model: LoadedModel):
 
 def _folded(original):
     """The folded copy, or None when there is nothing to fold or it does not match."""
-    from .unet import UNetConfig, build_unet
+    from dataclasses import replace
+
+    from .unet import build_unet
 
     config = _config_of(original)
     if not config.batch_norm:
         return None
-    plain = UNetConfig(config.base_filters, config.depth, config.convs_per_block, False)
-    folded = build_unet(plain)
+    folded = build_unet(replace(config, batch_norm=False))
     for layer in folded.layers:
         if layer.weights:
             layer.set_weights(_weights_for(layer.name, original))
@@ -62,6 +63,7 @@ def _config_of(model):
         depth=size_multiple_of(model).bit_length() - 1,
         convs_per_block=sum(name.startswith("down0_conv") for name in names),
         batch_norm="down0_bn0" in names,
+        light_decoder=type(model.get_layer("skip0")).__name__ == "Add",
     )
 
 
