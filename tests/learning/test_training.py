@@ -185,3 +185,18 @@ def test_a_warm_start_trains_from_that_models_weights_and_keeps_its_history(
         next(train(image, labels, warm_start=tiny_model, pixel_size_nm=8.0, config=config))
     with pytest.raises(InputError, match="exclude each other"):
         next(train(image, labels, base=tiny_model, warm_start=tiny_model, config=config))
+
+
+def test_a_warm_start_saved_before_the_light_decoder_option_is_accepted(tiny_model, small_stack):
+    import dataclasses
+
+    image, labels = small_stack
+    old = dict(tiny_model.info.architecture)
+    del old["light_decoder"]  # files written before the option existed
+    older = dataclasses.replace(tiny_model, info=dataclasses.replace(tiny_model.info))
+    older.info.architecture = old
+    config = TINY.replace(epochs=1, steps_per_epoch=1, seed=5)
+    result = drain(
+        train(image, labels, warm_start=older, pixel_size_nm=4.0, config=config, slices=[0, 1])
+    )
+    assert result.model.info.architecture["light_decoder"] is False

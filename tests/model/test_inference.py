@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_em_unet.model.inference import inference_model
 from napari_em_unet.model.info import LoadedModel, ModelInfo
@@ -33,8 +34,9 @@ def _layer_kinds(model) -> set[str]:
     return {layer.__class__.__name__ for layer in model.layers}
 
 
-def test_folded_copy_has_no_batch_norm_and_predicts_the_same():
-    loaded = _trained_looking(UNetConfig(base_filters=4, depth=2))
+@pytest.mark.parametrize("light_decoder", [False, True])
+def test_folded_copy_has_no_batch_norm_and_predicts_the_same(light_decoder):
+    loaded = _trained_looking(UNetConfig(base_filters=4, depth=2, light_decoder=light_decoder))
     network = inference_model(loaded)
 
     assert network is not loaded.keras_model

