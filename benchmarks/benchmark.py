@@ -83,6 +83,12 @@ def arguments():
         help="the fold models before an ISBI-only second stage (--warm-start), "
         "for a row of what that stage adds",
     )
+    p.add_argument(
+        "--cut-seeds",
+        action="store_true",
+        help="let the watershed tuner cut seeds (seed_spacing / rejoin_below) for the U-Net "
+        "rows; the random forest's row keeps today's grid",
+    )
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")
     p.add_argument("--skip-accuracy", action="store_true", help="speed only")
     p.add_argument(
@@ -133,12 +139,14 @@ def forest_probabilities(image, truth, fold):
     return {s: forest.membrane_probability(normalize(image[s])) for s in fold}
 
 
-def cross_validate(oof: dict[int, np.ndarray], truth: np.ndarray) -> dict:
+def cross_validate(oof: dict[int, np.ndarray], truth: np.ndarray, cut_seeds=False) -> dict:
     """Per fold: watershed tuned on the other folds' out-of-fold maps, scored on this fold."""
     rows, labels = [], {}
     for fold in FOLDS:
         others = [s for s in sorted(oof) if s not in fold]
-        params, _ = tune_watershed([oof[s] for s in others], [truth[s] for s in others])
+        params, _ = tune_watershed(
+            [oof[s] for s in others], [truth[s] for s in others], cut_seeds=cut_seeds
+        )
         for s in fold:
             labels[s] = instances_from_probability(oof[s], params)
         score = score_stack(np.stack([labels[s] for s in fold]), truth[fold])
@@ -228,7 +236,7 @@ def accuracy(args, tmp: Path) -> dict:
         for path, held in zip(folds, HOLDOUTS, strict=True):
             maps.update(unet_probabilities(path, image, held, flips=flips))
         oof[key] = maps
-        results[key] = cross_validate(maps, truth)
+        results[key] = cross_validate(maps, truth, cut_seeds=args.cut_seeds)
         print(f"cross-validated {key} done", flush=True)
     if not args.skip_forest:
         key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
@@ -253,7 +261,9 @@ def accuracy(args, tmp: Path) -> dict:
         args, "previous_scores.json", lambda: previous_model_scores(previous, image, truth, vnc)
     )
     every = sorted(oof["new"])
-    params, score = tune_watershed([oof["new"][s] for s in every], [truth[s] for s in every])
+    params, score = tune_watershed(
+        [oof["new"][s] for s in every], [truth[s] for s in every], cut_seeds=args.cut_seeds
+    )
     results["shipped_postprocessing"] = {
         "params": params.to_dict(),
         "tuned_on": f"out-of-fold maps of ISBI {every}",
