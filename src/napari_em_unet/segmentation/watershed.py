@@ -147,8 +147,8 @@ def _split_and_rejoined(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Seeds cut at their distance-transform peaks (:mod:`.splitting`), the flood, and the
     pieces of one seed joined again where their border, on a flood of the whole slice, is
-    faint. Returns the labels and that whole-slice flood with the same ids (None when
-    nothing was cut), which merging faint borders then reuses."""
+    faint. Returns the labels and that whole-slice flood with the same ids, which merging
+    faint borders then reuses (None when nothing was cut or nothing is to be merged)."""
     from .agglomeration import faint_border_merges
     from .splitting import split_seeds
 
