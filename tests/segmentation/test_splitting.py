@@ -1,5 +1,7 @@
 """Seeds cut at distance-transform peaks and rejoined: hand-made maps whose answer is known."""
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 
@@ -34,6 +36,33 @@ def test_a_seed_with_two_round_parts_is_cut_in_two_and_one_without_is_not():
     assert same is single and list(origin) == [0, 1]
 
 
+def disks(*centres_x: int, radius: int = 30) -> np.ndarray:
+    yy, xx = np.mgrid[:80, :220]
+    inside = np.zeros(yy.shape, bool)
+    for x in centres_x:
+        inside |= (yy - 40) ** 2 + (xx - x) ** 2 < radius**2
+    return inside.astype(np.int32)
+
+
+def test_a_neck_wide_against_the_peaks_is_not_cut():
+    """Two disks of radius 30 whose centres are 40 apart: one seed with two peaks of height
+    about 30 and a neck about 20 high (0.7 of them), a bent cell rather than two."""
+    overlapping = disks(70, 110)
+    assert np.unique(split_seeds(overlapping, spacing=10)[0]).size == 3  # cut: 0 + 2 pieces
+    pieces, _ = split_seeds(overlapping, spacing=10, neck=0.6)
+    assert np.unique(pieces).size == 2 and (pieces > 0).sum() == overlapping.sum()
+    assert np.unique(split_seeds(overlapping, spacing=10, neck=0.8)[0]).size == 3
+
+
+def test_a_narrow_neck_is_cut_whatever_the_neck_threshold():
+    """Two disks joined by a bridge 5 pixels wide: the gap in a membrane."""
+    dumbbell = disks(40, 150)
+    dumbbell[38:43, 40:150] = 1
+    for neck in (1.0, 0.6, 0.3):
+        pieces, _ = split_seeds(dumbbell, spacing=10, neck=neck)
+        assert pieces[40, 40] != pieces[40, 150]
+
+
 def test_cut_and_rejoined_cells_match_the_membranes():
     """With the gap, the plain watershed makes one cell of two; cut seeds make two. A lone
     cell, cut too, is joined again: its pieces' border is interior."""
@@ -47,6 +76,8 @@ def test_cut_and_rejoined_cells_match_the_membranes():
     lone[:, 48:51] = 0.05  # no membrane at all: one wide cell
     rejoined = instances_from_probability(lone, params)
     assert rejoined.max() == 1
+    necked = instances_from_probability(probability, replace(params, cut_neck=0.5))
+    assert necked[30, 25] != necked[30, 75]  # a gap of 4 pixels is a narrow neck
 
 
 def test_pieces_of_different_seeds_never_rejoin():

@@ -51,6 +51,9 @@ class WatershedParams:
     rejoin_below: float = 0.6
     """With ``seed_spacing``: pieces of one seed whose common border has a mean probability
     below this are joined again, faintest first."""
+    cut_neck: float = 1.0
+    """With ``seed_spacing``: a seed is cut only where its neck is narrower than this
+    fraction of the lower of the two peaks it parts (1: wherever it has peaks)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -152,7 +155,7 @@ def _split_and_rejoined(
     from .agglomeration import faint_border_merges
     from .splitting import split_seeds
 
-    pieces, origin = split_seeds(seeds, params.seed_spacing)
+    pieces, origin = split_seeds(seeds, params.seed_spacing, params.cut_neck)
     labels = _flood(smooth, pieces, (smooth < params.threshold) & ~missing)
     if pieces is seeds:
         return labels, None
