@@ -24,18 +24,8 @@ def border_statistics(labels: np.ndarray, probability: np.ndarray) -> dict[int, 
     probability: each 4-neighbour pixel pair across the border adds the larger of its two
     probabilities (the border runs between the pixels). ``{a: {b: [sum, count]}}``, both
     directions sharing one list."""
-    pairs = []
-    for before, after in (
-        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),  # left | right
-        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),  # above / below
-    ):
-        a, b = labels[before], labels[after]
-        across = (a != b) & (a > 0) & (b > 0)
-        value = np.maximum(probability[before][across], probability[after][across])
-        pairs.append((a[across], b[across], value))
-    first, second, value = (np.concatenate(p) for p in zip(*pairs, strict=True))
+    low, high, value = pixel_pairs_across_borders(labels, probability, np.maximum)
     n = int(labels.max()) + 1
-    low, high = np.minimum(first, second).astype(np.int64), np.maximum(first, second)
     keys, inverse = np.unique(low * n + high, return_inverse=True)
     sums = np.bincount(inverse, value.astype(np.float64))
     counts = np.bincount(inverse)
@@ -46,6 +36,24 @@ def border_statistics(labels: np.ndarray, probability: np.ndarray) -> dict[int, 
         borders.setdefault(a, {})[b] = shared
         borders.setdefault(b, {})[a] = shared
     return borders
+
+
+def pixel_pairs_across_borders(
+    labels: np.ndarray, values: np.ndarray, combine
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair of 4-neighbour pixels with two different labels (0 excluded): the lower
+    label (int64), the higher, and ``combine`` of the two pixels' ``values``."""
+    pairs = []
+    for before, after in (
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),  # left | right
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),  # above / below
+    ):
+        a, b = labels[before], labels[after]
+        across = (a != b) & (a > 0) & (b > 0)
+        value = combine(values[before][across], values[after][across])
+        pairs.append((a[across], b[across], value))
+    first, second, value = (np.concatenate(p) for p in zip(*pairs, strict=True))
+    return np.minimum(first, second).astype(np.int64), np.maximum(first, second), value
 
 
 def faint_border_merges(

@@ -76,25 +76,16 @@ def _wide_necks_joined(cut: np.ndarray, distance: np.ndarray, neck: float) -> np
     Widest necks first, and a joined group's peak is its highest: a thin bridge between
     two cells, cut into a piece of its own, joins the first cell and then stands against
     the second with that cell's height (the watershed's "dynamics")."""
+    from .agglomeration import pixel_pairs_across_borders
+
     n = int(cut.max()) + 1
     peak = np.zeros(n, np.float32)
     inside = cut > 0  # ndimage.maximum sorts the whole slice: 0.1 s where this takes 3 ms
     np.maximum.at(peak, cut[inside], distance[inside])
-    first, second, width = [], [], []
-    for before, after in (
-        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
-    ):
-        a, b = cut[before], cut[after]
-        across = (a != b) & (a > 0) & (b > 0)
-        first.append(np.minimum(a[across], b[across]).astype(np.int64))
-        second.append(np.maximum(a[across], b[across]))
-        width.append(np.minimum(distance[before][across], distance[after][across]))
-    keys, inverse = np.unique(
-        np.concatenate(first) * n + np.concatenate(second), return_inverse=True
-    )
+    low, high, width = pixel_pairs_across_borders(cut, distance, np.minimum)
+    keys, inverse = np.unique(low * n + high, return_inverse=True)
     widest = np.zeros(keys.size, np.float32)
-    np.maximum.at(widest, inverse, np.concatenate(width))
+    np.maximum.at(widest, inverse, width)
     parent = np.arange(n)
     for key in np.argsort(-widest, kind="stable").tolist():
         a, b = (_root(parent, int(x)) for x in divmod(int(keys[key]), n))
