@@ -75,6 +75,12 @@ def arguments(argv=None):
     p.add_argument(
         "--light-decoder", action="store_true", help="added skips, one conv per decoder level"
     )
+    p.add_argument(
+        "--separation-weight",
+        type=float,
+        default=0.0,
+        help="the U-Net paper's w0 on membranes between nearby cells (0: off)",
+    )
     p.add_argument("--extra-share", type=float, default=0.5)
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
     p.add_argument("--seed", type=int, default=0)
@@ -147,6 +153,7 @@ def main(argv=None) -> int:
         validation_fraction=0.0,
         tune_postprocessing=False,
         extra_share=args.extra_share,
+        separation_weight=args.separation_weight,
         elastic=args.elastic,
         seed=args.seed,
         architecture=UNetConfig(

@@ -7,6 +7,7 @@ from napari_em_unet.learning.targets import (
     derived_borders,
     labelled_slices,
     membrane_width,
+    separation_map,
     training_target,
 )
 
@@ -38,6 +39,42 @@ def test_same_label_everywhere_has_no_membrane_and_zero_stays_membrane():
     assert training_target(labels).membrane.sum() == 0
     labels[3, 3] = 0
     assert training_target(labels).membrane.sum() == 1
+
+
+def test_separation_map_follows_the_distances_to_the_two_nearest_cells():
+    cells = np.zeros((40, 60), dtype=np.int32)
+    cells[5:35, 5:20], cells[5:35, 22:37], cells[5:35, 47:58] = 1, 2, 3
+    close = separation_map(cells, sigma=5.0)
+    # in the 2-px gap, d1 + d2 = 1 + 2 = 3; in the 10-px gap 11 at best
+    assert np.isclose(close[20, 20], np.exp(-9 / 50), atol=1e-6)
+    assert np.isclose(close[20, 41], np.exp(-((5 + 6) ** 2) / 50), atol=1e-6)
+    # inside a cell d1 = 0, so the term measures the way to the nearest other cell
+    assert np.isclose(close[20, 18], np.exp(-(4**2) / 50), atol=1e-6)
+    assert np.isclose(close[20, 10], np.exp(-(12**2) / 50), atol=1e-6)
+    # more than 3 sigma from every other cell's bounding box: left out (below exp(-4.5))
+    assert close[20, 6] == 0
+
+
+def test_separation_weight_favours_thin_membranes_between_cells_in_a_mask():
+    mask = np.zeros((40, 60), dtype=np.uint8)  # ISBI style: one interior value, 0 membrane
+    mask[5:35, 5:20] = mask[5:35, 22:37] = mask[5:35, 47:58] = 255
+    plain = training_target(mask, membrane_width_px=3)
+    weighted = training_target(mask, membrane_width_px=3, separation_weight=10)
+    np.testing.assert_array_equal(plain.membrane, weighted.membrane)
+    thin, wide = (slice(5, 35), slice(20, 22)), (slice(5, 35), slice(38, 46))
+    assert plain.weight[thin].mean() == plain.weight[wide].mean()
+    assert weighted.weight[thin].mean() > 4 * weighted.weight[wide].mean()
+    assert abs(weighted.weight.mean() - 1) < 1e-5
+
+
+def test_separation_weight_uses_instance_labels_as_given():
+    labels = np.ones((20, 20), dtype=np.uint32)
+    labels[:, 10:] = 2  # touching instances: their derived border separates them
+    plain = training_target(labels, membrane_width_px=3)
+    weighted = training_target(labels, membrane_width_px=3, separation_weight=10)
+    assert weighted.weight[:, 9].mean() / weighted.weight[:, 0].mean() > (
+        plain.weight[:, 9].mean() / plain.weight[:, 0].mean()
+    )
 
 
 def test_membrane_width_estimate():

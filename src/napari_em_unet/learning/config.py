@@ -26,6 +26,9 @@ class TrainConfig:
     one is held out whole for validation instead of a band of each."""
     border_weight: float = 5.0
     """Extra loss weight on borders between touching cells (0: none)."""
+    separation_weight: float = 0.0
+    """The U-Net paper's w0: extra loss weight on membrane pixels between two nearby cells,
+    for ISBI-style masks too (0: none; ``targets.separation_map``)."""
     border_width_px: float | None = None
     """Width derived borders are widened to; None: the membrane width of the base model (or
     of the training labels when training from scratch). 1 takes one-pixel borders literally."""

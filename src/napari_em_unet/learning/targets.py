@@ -66,12 +66,54 @@ def membrane_width(labels: np.ndarray) -> float:
     return float(np.clip(np.median(widths), 1.0, 25.0)) if widths else 3.0
 
 
+def separation_map(cells: np.ndarray, sigma: float = 5.0) -> np.ndarray:
+    """The U-Net paper's separation term exp(-(d1 + d2)^2 / (2 sigma^2)), float32.
+
+    d1 and d2 are each pixel's distances to its nearest and second-nearest cell (non-zero
+    labels of ``cells``), so the term is high on thin membranes between two cells, where a
+    missed membrane merges them. A cell is only measured within 3 sigma of its bounding box:
+    beyond that the term is below exp(-4.5).
+    """
+    from scipy import ndimage
+
+    first = np.full(cells.shape, np.inf, dtype=np.float32)
+    second = np.full(cells.shape, np.inf, dtype=np.float32)
+    pad = int(np.ceil(3 * sigma))
+    for label, box in enumerate(ndimage.find_objects(cells), start=1):
+        if box is None:
+            continue
+        box = tuple(
+            slice(max(0, b.start - pad), min(n, b.stop + pad))
+            for b, n in zip(box, cells.shape, strict=True)
+        )
+        distance = ndimage.distance_transform_edt(cells[box] != label).astype(np.float32)
+        second[box] = np.minimum(second[box], np.maximum(first[box], distance))
+        first[box] = np.minimum(first[box], distance)
+    return np.exp(-((first + second) ** 2) / (2 * sigma**2)).astype(np.float32)
+
+
+def _cells(labels: np.ndarray, membrane: np.ndarray) -> np.ndarray:
+    """Cells as separate labels: a mask's 4-connected interiors, or the instances given."""
+    from scipy import ndimage
+
+    interior = (labels != 0) & ~membrane
+    if np.unique(labels[interior]).size <= 1:
+        return ndimage.label(interior)[0]
+    return np.where(interior, labels, 0).astype(np.int64)
+
+
 def training_target(
     labels: np.ndarray,
     membrane_width_px: float = 3.0,
     border_weight: float = 5.0,
+    separation_weight: float = 0.0,
+    separation_sigma: float = 5.0,
 ) -> Target:
-    """The membrane target and loss weights for one 2D labels slice."""
+    """The membrane target and loss weights for one 2D labels slice.
+
+    ``separation_weight`` (the U-Net paper's w0; 0: off) weights membrane pixels up where two
+    cells come close (:func:`separation_map`), for masks as well as instance labels.
+    """
     from scipy import ndimage
 
     labels = np.asarray(labels)
@@ -84,6 +126,9 @@ def training_target(
         membrane |= distance <= half
         sigma = max(1.0, membrane_width_px)
         weight += border_weight * np.exp(-(distance**2) / (2 * sigma**2)).astype(np.float32)
+    if separation_weight > 0 and membrane.any() and not membrane.all():
+        close = separation_map(_cells(labels, membrane), separation_sigma)
+        weight += separation_weight * close * membrane
     # Balance classes so that the (minority) membrane class is not ignored.
     fraction = membrane.mean()
     if 0 < fraction < 0.5:

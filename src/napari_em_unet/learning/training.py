@@ -174,6 +174,7 @@ def prepare(
     percentiles: tuple[float, float],
     width: float,
     border_weight: float,
+    separation_weight: float = 0.0,
 ) -> list[_Sample]:
     """Normalise, resample to the model's scale and derive targets for the given slices."""
     samples = []
@@ -183,7 +184,7 @@ def prepare(
         if factor != 1.0:
             shape = scaled_shape(plane.shape, factor)
             plane, lab = zoom_to(plane, shape, order=1), zoom_to(lab, shape, order=0)
-        target = training_target(lab, width, border_weight)
+        target = training_target(lab, width, border_weight, separation_weight)
         samples.append(_Sample(plane, target.membrane, target.weight, lab))
     return samples
 
@@ -213,6 +214,7 @@ def _samples(
         "percentiles": start.info.percentiles,
         "width": config.border_width_px or start.membrane_width_px,
         "border_weight": config.border_weight,
+        "separation_weight": config.separation_weight,
     }
     whole = prepare(stack, label_stack, slices, **prep)
     if validation:
@@ -781,6 +783,7 @@ def _extra_samples(
             percentiles=start.info.percentiles,
             width=config.border_width_px or start.membrane_width_px,
             border_weight=config.border_weight,
+            separation_weight=config.separation_weight,
         )
     return samples
 
