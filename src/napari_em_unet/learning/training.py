@@ -174,7 +174,7 @@ def prepare(
     percentiles: tuple[float, float],
     width: float,
     border_weight: float,
-    separation_weight: float = 0.0,
+    separation_weight: float,
 ) -> list[_Sample]:
     """Normalise, resample to the model's scale and derive targets for the given slices."""
     samples = []
@@ -209,13 +209,8 @@ def _samples(
     stack, label_stack, slices, validation, start: _Start, config: TrainConfig, pixel_size_nm
 ) -> tuple[list[_Sample], list[_Sample], list[_Sample]]:
     """Training and validation samples at the model's scale, and the whole training slices."""
-    prep = {
-        "factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
-        "percentiles": start.info.percentiles,
-        "width": config.border_width_px or start.membrane_width_px,
-        "border_weight": config.border_weight,
-        "separation_weight": config.separation_weight,
-    }
+    prep = {"factor": resample_factor(pixel_size_nm, start.pixel_size_nm)}
+    prep.update(_target_settings(start, config))
     whole = prepare(stack, label_stack, slices, **prep)
     if validation:
         return whole, prepare(stack, label_stack, validation, **prep), whole
@@ -780,12 +775,19 @@ def _extra_samples(
             labels,
             labelled_slices(labels),
             factor=resample_factor(source.pixel_size_nm, start.pixel_size_nm),
-            percentiles=start.info.percentiles,
-            width=config.border_width_px or start.membrane_width_px,
-            border_weight=config.border_weight,
-            separation_weight=config.separation_weight,
+            **_target_settings(start, config),
         )
     return samples
+
+
+def _target_settings(start: _Start, config: TrainConfig) -> dict:
+    """How every training source is normalised and turned into targets (see ``prepare``)."""
+    return {
+        "percentiles": start.info.percentiles,
+        "width": config.border_width_px or start.membrane_width_px,
+        "border_weight": config.border_weight,
+        "separation_weight": config.separation_weight,
+    }
 
 
 def _mixed_weights(main: list[_Sample], extra: list[_Sample], extra_share: float) -> np.ndarray:
