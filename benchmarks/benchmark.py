@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -396,6 +397,12 @@ def report(acc: dict, sec: dict) -> None:
 def main() -> None:
     args = arguments()
     require_data()
+    if not (args.skip_forest or args.skip_accuracy) and find_spec("sklearn") is None:
+        # Fail before the fold models' 15 minutes, not after them.
+        sys.exit(
+            "the random forest row needs scikit-learn: pip install -e '.[benchmarks]', "
+            "or pass --skip-forest"
+        )
     set_folds(args)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
