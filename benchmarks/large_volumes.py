@@ -20,6 +20,7 @@ used (same computation per pixel) with its watershed thresholds set around its o
 so that post-processing produces real cells and the identity check compares real labels.
 
     python benchmarks/large_volumes.py [--model M.keras] [--slices 20] [--small 4] [--size 2048]
+        [--baseline-batch 4]
 """
 
 from __future__ import annotations
@@ -189,6 +190,12 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="dask workers (2)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--keep", default=None, help="work in this folder and keep it")
+    parser.add_argument(
+        "--baseline-batch",
+        type=int,
+        default=None,
+        help="also measure peak RSS with this --batch-size (4 was the default until 2026-12-05)",
+    )
     args = parser.parse_args()
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="em-unet-large-"))
@@ -215,6 +222,11 @@ def main() -> int:
     print("done: local", args.small, "slices", flush=True)
     runs["local_big_tif"] = segment(big, work / "big-out.tif", model)
     print("done: local", args.slices, "slices", flush=True)
+    if args.baseline_batch:
+        batch = ("--batch-size", str(args.baseline_batch))
+        runs["batch_small_tif"] = segment(small, work / "small-out-b.tif", model, *batch)
+        runs["batch_big_tif"] = segment(big, work / "big-out-b.tif", model, *batch)
+        print("done: baseline batch", args.baseline_batch, flush=True)
     runs["local_big_zarr"] = segment(big_zarr, work / "local-out.zarr", model)
     print("done: local zarr", flush=True)
     runs["dask_big_zarr"] = segment(
@@ -257,6 +269,12 @@ def main() -> int:
         f"{runs['local_big_tif']['peak_rss_mib']:.0f} MiB (growth {growth:+.0f} MiB; "
         f"limit 150): {'OK' if verdict['peak_rss_growth_ok'] else 'OVER'}"
     )
+    if args.baseline_batch:
+        before = runs["batch_small_tif"]["peak_rss_mib"], runs["batch_big_tif"]["peak_rss_mib"]
+        print(
+            f"the same with --batch-size {args.baseline_batch}: {before[0]:.0f} -> "
+            f"{before[1]:.0f} MiB (growth {before[1] - before[0]:+.0f} MiB)"
+        )
     print(
         f"throughput: local {runs['local_big_zarr']['slices_per_s']:.3f} slices/s, "
         f"{args.workers} dask workers {runs['dask_big_zarr']['slices_per_s']:.3f} slices/s "

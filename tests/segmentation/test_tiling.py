@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_em_unet.segmentation import tiling
 from napari_em_unet.segmentation.pipeline import Output, segment_stack, uncertainty
 from napari_em_unet.segmentation.preprocessing import normalize
 from napari_em_unet.segmentation.tiling import predict_slice, predict_stack
@@ -17,6 +18,26 @@ def test_tiled_prediction_equals_untiled(tiny_model, small_stack):
     # A depth-2 network sees ~20 px; with 32 px of blended overlap the seams vanish.
     assert diff.mean() < 2e-3
     assert diff.max() < 0.05
+
+
+def test_tiles_go_through_the_network_one_at_a_time_by_default(tiny_model, monkeypatch):
+    # TensorFlow keeps the activations of its largest call; with slices side by side,
+    # batches of tiles multiplied the peak memory of big slices for no speed on a CPU.
+    calls = []
+    traced = tiling._forward
+
+    def spy(keras_model):
+        forward = traced(keras_model)
+        return lambda batch: calls.append(batch.shape) or forward(batch)
+
+    monkeypatch.setattr(tiling, "_forward", spy)
+    image = np.random.default_rng(3).random((288, 288)).astype(np.float32)
+    predict_slice(tiny_model.keras_model, image, tile_size=96, overlap=32)
+    assert len(calls) == 16  # 4 x 4 tiles of 96 px over 288 px with 32 px of overlap
+    assert {shape[0] for shape in calls} == {1}
+    calls.clear()
+    predict_slice(tiny_model.keras_model, image, tile_size=96, overlap=32, batch_size=4)
+    assert [shape[0] for shape in calls] == [4, 4, 4, 4]
 
 
 def test_flip_averaging_is_the_mean_of_the_mirror_images(tiny_model, small_stack):

@@ -356,7 +356,7 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=positive_int,
         default=None,
-        help="tiles per batch (default 4; 1 for slices segmented in bands)",
+        help="tiles per network call (default 1: on a CPU more only costs memory)",
     )
     p.add_argument("--flips", action="store_true", help="average the 4 mirror images (4x slower)")
     p.add_argument(

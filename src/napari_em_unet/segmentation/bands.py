@@ -32,6 +32,7 @@ from .preprocessing import (
     scaled_shape,
 )
 from .tiling import (
+    DEFAULT_BATCH,
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     IMAGE_MARGIN,
@@ -323,7 +324,7 @@ def predict_rows(
     pixel_size_nm: float | None = None,
     tile_size: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
-    batch_size: int = 4,
+    batch_size: int = DEFAULT_BATCH,
     flips: bool = False,
 ) -> Iterator[tuple[int, int]]:
     """Push the membrane probability of slice ``index`` of ``volume`` into ``sink``, in rows.

@@ -2,7 +2,8 @@
 
 The whole-slice path holds float arrays the size of the slice (the normalised and padded
 image, the tile sums and weights, the probability) and the watershed's working arrays (34
-bytes per pixel): with TensorFlow and a batch of four tiles, 3.8 GB for 6000 x 6000.
+bytes per pixel): with TensorFlow and a batch of four tiles (the default until 2026-12-05),
+3.8 GB for 6000 x 6000.
 Here the slice streams instead:
 
 1. one reading pass takes the percentiles (:func:`.bands.slice_levels`);
@@ -31,6 +32,7 @@ from ..io.scratch import ScratchRows
 from .bands import predict_rows, row_spans
 from .preprocessing import resample_factor
 from .stitching import BandStitcher
+from .tiling import DEFAULT_BATCH
 from .watershed import WatershedParams, membranes_from_labels, params_for_data
 
 
@@ -50,8 +52,8 @@ class Bands:
     """Rows of context above and below a band, at the model's scale."""
     write_rows: int = 1024
     """Rows per write of the final labels (a zarr output's chunk height)."""
-    batch_size: int = 1
-    """Tiles per network call unless the caller sets ``batch_size``, and ..."""
+    batch_size: int = DEFAULT_BATCH
+    """Tiles per network call unless the caller sets ``batch_size`` (one, as everywhere), and ..."""
     tile_size: int = 512
     """... their size unless the caller sets ``tile_size``. TensorFlow keeps the activations
     of its largest call: 1.1 GB for four 1024-pixel tiles, 0.25 GB for one, nothing to speak
