@@ -181,3 +181,11 @@ def test_segment_widget_links_its_result(qtbot, sample_viewer, gui_models, linki
     measure = MeasureWidget(sample_viewer)
     assert measure._labels_layer.value is layer
     assert [box.value for box in measure._voxel] == [50.0, 4.0, 4.0]
+
+
+def test_the_panels_fallback_bias_is_the_linking_default():
+    # The panel's constant stands in for LinkParams' default; a tuned default must move both.
+    from napari_em_unet._widgets.linking_panel import DEFAULT_BIAS
+    from napari_em_unet.segmentation.linking import LinkParams
+
+    assert LinkParams().bias == DEFAULT_BIAS
