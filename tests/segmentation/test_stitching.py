@@ -133,3 +133,22 @@ def test_bands_merge_faint_borders_as_the_whole_slice_does(cells, band_rows):
     labels, _, _ = run_bands(probability, band_rows, halo=32, params=params)
     assert expected.max() < unmerged.max()
     assert same_up_to_renumbering(labels, expected)
+
+
+@pytest.mark.parametrize("band_rows", [23, 40])
+def test_bands_give_the_whole_slices_cells_with_the_mutex_watershed(cells, band_rows):
+    """The mutex watershed decides within a band's window, where a cell crossing the
+    window's edge shows only part of its borders: bands may leave such a cell in two
+    pieces (one of 43 cells here with 40-row bands), and must never merge two cells that
+    the whole slice parts."""
+    probability = cells.copy()
+    probability[:, 40:42] = np.maximum(probability[:, 40:42], 0.45)
+    probability[70:72, :] = np.maximum(probability[70:72, :], 0.45)
+    params = replace(PARAMS, merge_below=0.6, mutex=True)
+    expected = instances_from_probability(probability, params)
+    labels, _, _ = run_bands(probability, band_rows, halo=32, params=params)
+    assert expected.max() > 30 and np.array_equal(labels == 0, expected == 0)
+    pairs = np.unique(np.stack([labels.ravel(), expected.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]  # each band cell within one cell
+    pieces = np.bincount(pairs[1], minlength=expected.max() + 1)[1:]
+    assert (pieces > 1).sum() <= 1
