@@ -53,6 +53,16 @@ def test_anchor_and_check_slices_are_spread_over_the_uncorrected_ones():
     assert spread(range(10), 3) == [0, 4, 9] and spread([3], 5) == [3]
 
 
+def test_a_stack_like_isbis_is_checked_whole_and_huge_slices_less():
+    defaults = TrainConfig()
+    _, checks = uncorrected_roles(20, [16, 17], defaults.anchor_slices, defaults.check_slices)
+    assert checks == [s for s in range(20) if s not in (16, 17)]  # slice 18 among them
+    _, checks = uncorrected_roles(200, [5], 8, defaults.check_slices, plane_pixels=2048**2)
+    assert len(checks) == 8  # 16 Mpx of 2048 x 2048 slices: 4, but never fewer than 8
+    _, checks = uncorrected_roles(200, [5], 8, defaults.check_slices, plane_pixels=512**2)
+    assert len(checks) == 24
+
+
 def test_every_batch_keeps_a_corrected_patch():
     assert anchor_patch_count(4, 0.5, True) == 2
     assert anchor_patch_count(4, 0.9, True) == 3

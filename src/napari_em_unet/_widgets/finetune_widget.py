@@ -394,7 +394,11 @@ class FineTuneWidget(ScrollingDock, Container):
         # Slices the user corrected but did not list are their truth, not the base's.
         exclude = {*slices, *validation, *self._session.corrected(labels)}
         anchors, checks = uncorrected_roles(
-            depth, sorted(exclude), config.anchor_slices, config.check_slices
+            depth,
+            sorted(exclude),
+            config.anchor_slices,
+            config.check_slices,
+            int(np.prod(spatial_shape(image)[-2:])),
         )
         labelled = sorted(set(slices) | set(validation))
         numbers = tuple(sorted(set(labelled) | set(anchors) | set(checks)))

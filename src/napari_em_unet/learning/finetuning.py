@@ -68,14 +68,25 @@ def spread(candidates: Sequence[int], limit: int) -> list[int]:
     return sorted({candidates[int(round(p))] for p in positions})
 
 
+CHECK_PIXELS = 16 * 2**20
+"""Check slices are held in memory: at most this many pixels of them
+(24 slices of 512 x 512 take 6 Mpx, a 4096 x 4096 slice 16), but never fewer than
+:data:`MIN_CHECKS` slices."""
+MIN_CHECKS = 8
+
+
 def uncorrected_roles(
-    depth: int, exclude: Sequence[int], anchors: int, checks: int
+    depth: int, exclude: Sequence[int], anchors: int, checks: int, plane_pixels: int = 0
 ) -> tuple[list[int], list[int]]:
     """Anchor and check slices among the slices not in ``exclude``, spread over the stack.
 
     Disjoint when there are enough slices, so that a check slice shows how far a change
-    reaches beyond the anchors; otherwise the check slices are taken among the anchors.
+    reaches beyond the anchors; otherwise the check slices are taken among the anchors
+    (in a stack of ISBI's 20 slices every uncorrected slice is checked). ``plane_pixels``:
+    the pixels of one slice, which cap the checks at :data:`CHECK_PIXELS`.
     """
+    if plane_pixels > 0:
+        checks = min(checks, max(MIN_CHECKS, CHECK_PIXELS // plane_pixels))
     free = [s for s in range(depth) if s not in set(exclude)]
     if checks <= 0 or len(free) < anchors + checks:
         return spread(free, anchors), spread(free, checks)

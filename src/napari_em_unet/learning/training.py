@@ -488,9 +488,7 @@ def _fine_tuner(
     the user's slices, and neither anchors nor a cap hold the model back.
     """
     train_samples, val_samples, whole = samples
-    anchor_slices, check_slices = _uncorrected_slices(
-        stack.shape[0], slices, validation, roles, config
-    )
+    anchor_slices, check_slices = _uncorrected_slices(stack, slices, validation, roles, config)
     scale = {
         "factor": resample_factor(pixel_size_nm, start.pixel_size_nm),
         "percentiles": start.info.percentiles,
@@ -551,13 +549,18 @@ def _averaged_epochs(config: TrainConfig) -> tuple[int, int] | None:
 
 
 def _uncorrected_slices(
-    depth: int, slices, validation, roles, config: TrainConfig
+    stack, slices, validation, roles, config: TrainConfig
 ) -> tuple[list[int], list[int]]:
     """Anchor and check slices: the caller's, or spread over the rest of the stack."""
+    depth = stack.shape[0]
     anchor_slices, check_slices = roles
     if anchor_slices is None or check_slices is None:
         auto_anchors, auto_checks = uncorrected_roles(
-            depth, [*slices, *validation], config.anchor_slices, config.check_slices
+            depth,
+            [*slices, *validation],
+            config.anchor_slices,
+            config.check_slices,
+            int(np.prod(stack.shape[-2:])),
         )
         anchor_slices = auto_anchors if anchor_slices is None else anchor_slices
         check_slices = auto_checks if check_slices is None else check_slices
