@@ -10,8 +10,10 @@ block:
 
 * the network is the fold model that never saw it (or a random forest fitted on the same
   training slices as that model, for the baseline);
-* the watershed parameters are tuned on the out-of-fold maps of the *other* blocks (each
-  made by a model that never saw them), never on the block itself;
+* the instance step's parameters are tuned on the out-of-fold maps of the *other* blocks
+  (each made by a model that never saw them), never on the block itself: by default the
+  seeded watershed and the mutex watershed are both tuned there and the better of the two
+  on those blocks is used (``--instance-step``);
 * the block is segmented with them and scored. No figure of the new recipe or the forest
   saw its slices in training, selection or tuning; the previous bundled model's figures
   are labelled with what it saw.
@@ -51,6 +53,7 @@ from napari_em_unet.segmentation.preprocessing import normalize
 from napari_em_unet.segmentation.watershed import (
     WatershedParams,
     instances_from_probability,
+    tune_instance_step,
     tune_watershed,
 )
 
@@ -93,6 +96,14 @@ def arguments():
         action="store_true",
         help="let the watershed tuner cut seeds (seed_spacing / rejoin_below) for the U-Net "
         "rows; the random forest's row keeps today's grid",
+    )
+    p.add_argument(
+        "--instance-step",
+        choices=("seeded", "mutex", "best"),
+        default="best",
+        help="the U-Net rows' instance step, tuned on the other blocks: the seeded watershed, "
+        "the mutex watershed, or the better of the two there (default); the random forest's "
+        "row keeps the seeded watershed",
     )
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")
     p.add_argument("--skip-accuracy", action="store_true", help="speed only")
@@ -145,7 +156,7 @@ def forest_probabilities(image, truth, fold):
 
 
 def cross_validate(
-    oof: dict[int, np.ndarray], truth: np.ndarray, cut_seeds=False, tune_on=None
+    oof: dict[int, np.ndarray], truth: np.ndarray, cut_seeds=False, tune_on=None, step="seeded"
 ) -> dict:
     """Per fold: watershed tuned on the other folds' out-of-fold maps, scored on this fold.
 
@@ -156,9 +167,7 @@ def cross_validate(
     rows, labels = [], {}
     for fold in FOLDS:
         others = [s for s in sorted(tune_on) if s not in fold]
-        params, _ = tune_watershed(
-            [tune_on[s] for s in others], [truth[s] for s in others], cut_seeds=cut_seeds
-        )
+        params, _ = tuned([tune_on[s] for s in others], [truth[s] for s in others], step, cut_seeds)
         for s in fold:
             labels[s] = instances_from_probability(oof[s], params)
         score = score_stack(np.stack([labels[s] for s in fold]), truth[fold])
@@ -180,6 +189,14 @@ def cross_validate(
         "per_slice_v_rand": [s.v_rand for s in pooled.per_slice],
         "probability_map": {"v_rand": maps.v_rand, "v_info": maps.v_info},
     }
+
+
+def tuned(maps: list, truths: list, step: str, cut_seeds: bool = False):
+    """The instance step's parameters tuned on ``maps``: ``step`` "seeded" (the seeded
+    watershed), "mutex" or "best" (the better of the two on ``maps``)."""
+    if step == "best":
+        return tune_instance_step(maps, truths, cut_seeds=cut_seeds)
+    return tune_watershed(maps, truths, cut_seeds=cut_seeds, mutex=step == "mutex")
 
 
 def previous_model_file(tmp: Path) -> Path:
@@ -249,7 +266,9 @@ def accuracy(args, tmp: Path) -> dict:
             maps.update(unet_probabilities(path, image, held, flips=flips))
         oof[key] = maps
         plain = oof["new"] if flips else None
-        results[key] = cross_validate(maps, truth, cut_seeds=args.cut_seeds, tune_on=plain)
+        results[key] = cross_validate(
+            maps, truth, cut_seeds=args.cut_seeds, tune_on=plain, step=args.instance_step
+        )
         print(f"cross-validated {key} done", flush=True)
     if not args.skip_forest:
         key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
@@ -274,8 +293,11 @@ def accuracy(args, tmp: Path) -> dict:
         args, "previous_scores.json", lambda: previous_model_scores(previous, image, truth, vnc)
     )
     every = sorted(oof["new"])
-    params, score = tune_watershed(
-        [oof["new"][s] for s in every], [truth[s] for s in every], cut_seeds=args.cut_seeds
+    params, score = tuned(
+        [oof["new"][s] for s in every],
+        [truth[s] for s in every],
+        args.instance_step,
+        args.cut_seeds,
     )
     results["shipped_postprocessing"] = {
         "params": params.to_dict(),

@@ -16,6 +16,7 @@ def test_bundled_model_is_small_and_documented():
     info = read_info(path)
     assert info.pixel_size_nm == 4.0
     assert {"threshold", "seed_threshold", "sigma"} <= set(info.postprocessing)
+    assert info.postprocessing["mutex"] and info.postprocessing["seed_spacing"] > 0  # its step
     recipe = info.trained_on[0]
     assert recipe["slices"] == list(range(20)) and recipe["validation_slices"] == []
     assert [e["slices"] for e in recipe["extra"]] == [list(range(20))]  # vnc2013
