@@ -6,8 +6,9 @@
 #      schedule of 3000 steps of 8 patches, nothing held out, no epoch selection; 16 base
 #      filters, the light decoder, the U-Net paper's separation weight (w0 10, sigma 5 px);
 #   2. two blocked cross-validation fold models, the same recipe without ISBI 0-9 / 10-19;
-#   3. benchmarks/benchmark.py: cross-validated scores and the watershed parameters tuned on
-#      the out-of-fold maps, which are stored in the shipped model.
+#   3. benchmarks/benchmark.py: cross-validated scores and the instance step tuned on the
+#      out-of-fold maps (the seeded or the mutex watershed, whichever scores better there:
+#      the mutex one since 2026-12-05), which is stored in the shipped model.
 # Fold models and parameters live outside the repository ($WORK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
