@@ -6,6 +6,7 @@ from napari_em_unet.segmentation.mutex import mutex_merges, mutex_watershed
 from napari_em_unet.segmentation.watershed import (
     WatershedParams,
     instances_from_probability,
+    tune_instance_step,
     tune_watershed,
 )
 
@@ -95,3 +96,15 @@ def test_a_mutex_base_is_tuned_as_a_mutex_watershed():
     params, score = tune_watershed([probability], [truth], base)
     assert params.mutex and params.merge_below in (0.6, 0.65, 0.7, 0.75, 0.8)
     assert score > 0.99
+
+
+def test_the_instance_step_tuner_keeps_the_better_of_the_two_steps():
+    probability = two_cells_with_a_gap()
+    truth = np.zeros(probability.shape, np.uint8)
+    truth[1:-1, :63] = 255
+    truth[1:-1, 65:] = 255
+    seeded = tune_watershed([probability], [truth])
+    mutex = tune_watershed([probability], [truth], mutex=True)
+    params, score = tune_instance_step([probability], [truth])
+    assert score == max(seeded[1], mutex[1])
+    assert params == (mutex[0] if mutex[1] > seeded[1] else seeded[0])
