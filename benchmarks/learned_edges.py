@@ -28,19 +28,16 @@ import argparse
 import numpy as np
 from _common import ISBI, require_data
 from benchmark import FOLDS, HOLDOUTS, cached, cross_validate, set_folds, unet_probabilities
-from scipy import ndimage
 
 from napari_em_unet.io.tiff import read_tiff
 from napari_em_unet.learning.metrics import objects, score_slice
 from napari_em_unet.segmentation.agglomeration import pixel_pairs_across_borders
 from napari_em_unet.segmentation.mutex import mutex_watershed
-from napari_em_unet.segmentation.splitting import split_seeds
 from napari_em_unet.segmentation.watershed import (
     WatershedParams,
-    _flood,
-    _smooth,
-    _with_dark_cells,
-    _without_small_cells,
+    merged_fragments_as_cells,
+    mutex_fragments,
+    without_small_cells,
 )
 
 SHIPPED = WatershedParams(
@@ -53,13 +50,6 @@ SHIPPED = WatershedParams(
     mutex=True,
 )
 BIASES = (-1.0, -0.5, 0.0, 0.5, 1.0)
-
-
-def fragments(prob: np.ndarray, p: WatershedParams = SHIPPED):
-    smooth = _smooth(prob, p.sigma)
-    seeds, _ = ndimage.label(smooth < p.seed_threshold)
-    seeds, _ = split_seeds(seeds, p.seed_spacing)
-    return smooth, _flood(smooth, seeds, np.ones(prob.shape, bool))
 
 
 def _per_edge(frag, values, combine):
@@ -126,9 +116,9 @@ def edge_truth(frag, truth, u, v):
 
 def segment(slice_: dict, weight: np.ndarray, p: WatershedParams = SHIPPED) -> np.ndarray:
     lut = mutex_watershed(slice_["n"], slice_["u"], slice_["v"], weight)
-    labels = np.where(slice_["smooth"] < p.threshold, lut[slice_["frag"]], 0)
-    labels = _with_dark_cells(labels, p.dark_cell_radius, np.zeros(labels.shape, bool))
-    return _without_small_cells(labels, p.min_size)
+    pieces = slice_["pieces"]
+    labels = merged_fragments_as_cells(lut[pieces.labels], pieces, p)
+    return without_small_cells(labels, p.min_size)
 
 
 def classifier(train: list[dict]):
@@ -195,10 +185,11 @@ def main() -> None:
     grey = image.astype(np.float32) / 255
     slices = {}
     for k, prob in maps.items():
-        smooth, frag = fragments(prob)
+        pieces = mutex_fragments(prob, SHIPPED)
+        frag = pieces.labels
         u, v, n, x, mean = edge_features(frag, prob, None if args.no_image else grey[k])
         y, known = edge_truth(frag, truth[k], u, v)
-        slices[k] = {"k": k, "smooth": smooth, "frag": frag, "u": u, "v": v, "n": n}
+        slices[k] = {"k": k, "pieces": pieces, "u": u, "v": v, "n": n}
         slices[k] |= {"x": x, "y": y, "known": known, "mean": mean}
     rule = cross_validate(maps, truth, step="mutex")["per_slice_v_rand"]
     learned = learned_edges(slices, truth)

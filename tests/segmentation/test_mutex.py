@@ -6,8 +6,11 @@ from napari_em_unet.segmentation.mutex import mutex_merges, mutex_watershed
 from napari_em_unet.segmentation.watershed import (
     WatershedParams,
     instances_from_probability,
+    merged_fragments_as_cells,
+    mutex_fragments,
     tune_instance_step,
     tune_watershed,
+    watershed_labels,
 )
 
 
@@ -66,6 +69,20 @@ def test_the_mutex_joins_the_pieces_of_one_cell_cut_for_nothing():
         threshold=0.9, seed_threshold=0.2, sigma=0.0, seed_spacing=16, merge_below=0.7, mutex=True
     )
     assert instances_from_probability(probability, mutex).max() == 1
+
+
+def test_another_merge_rule_sees_the_fragments_the_mutex_watershed_merges():
+    probability = two_cells_with_a_gap()
+    probability[:, 120:] = np.nan
+    params = WatershedParams(sigma=0.0, seed_spacing=16, merge_below=0.7, mutex=True)
+    pieces = mutex_fragments(probability, params)
+    assert (pieces.labels[:, 120:] == 0).all() and (pieces.labels[:, :120] > 0).all()
+    merged = mutex_merges(pieces.labels, pieces.probability, params.merge_below)
+    shipped = merged_fragments_as_cells(merged[pieces.labels], pieces, params)
+    assert np.array_equal(shipped, watershed_labels(probability, params))
+    assert len(np.unique(shipped[shipped > 0])) == 2
+    one_cell = merged_fragments_as_cells(np.minimum(pieces.labels, 1), pieces, params)
+    assert np.unique(one_cell).tolist() == [0, 1] and (one_cell[:, 120:] == 0).all()
 
 
 def test_pixels_without_data_stay_unlabelled():

@@ -15,6 +15,7 @@ slices.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -104,10 +105,10 @@ def instances_from_probability(
     probability: np.ndarray, params: WatershedParams = WatershedParams()
 ) -> np.ndarray:
     """Label the cells of one 2D slice: uint32, 0 = membrane, cells numbered 1..n."""
-    return _without_small_cells(watershed_labels(probability, params), params.min_size)
+    return without_small_cells(watershed_labels(probability, params), params.min_size)
 
 
-def _without_small_cells(labels: np.ndarray, min_size: int) -> np.ndarray:
+def without_small_cells(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Cells under ``min_size`` pixels become membrane, the others are numbered 1..n in
     the order of their labels (uint32). One pass over the slice: ``labels`` are a
     watershed's, numbered up to the count of its seeds."""
@@ -126,13 +127,75 @@ def watershed_labels(
     Separate because a huge slice, cut into bands, knows a cell's size only once the
     bands it spans are joined (:mod:`.stitching`).
     """
-    from scipy import ndimage
+    if params.mutex:
+        from .mutex import mutex_merges
 
+        pieces = mutex_fragments(probability, params)
+        merged = mutex_merges(pieces.labels, pieces.probability, params.merge_below)
+        return merged_fragments_as_cells(merged[pieces.labels], pieces, params)
+    probability, missing = _with_missing_as_membrane(probability)
+    smooth = _smooth(probability, params.sigma)
+    labels = _flooded_and_merged(_seeds(smooth, params), smooth, params, missing)
+    if params.dark_cell_radius > 0:
+        labels = _with_dark_cells(labels, params.dark_cell_radius, missing)
+    return labels
+
+
+class Fragments(NamedTuple):
+    """What the mutex watershed merges: the regions flooded from the seeds over the whole
+    slice (int32, 0 only where there is no data), and the maps they came from."""
+
+    labels: np.ndarray
+    probability: np.ndarray
+    """The probability map, no data set to 1 (membrane); borders are measured on it,
+    unsmoothed, where a thin membrane keeps its height."""
+    smooth: np.ndarray
+    """The smoothed map: seeds, flooding and the final membrane threshold use it."""
+    missing: np.ndarray
+
+
+def mutex_fragments(
+    probability: np.ndarray, params: WatershedParams = WatershedParams(mutex=True)
+) -> Fragments:
+    """The regions the mutex watershed decides on: seeds (cut at their distance peaks with
+    ``seed_spacing``) flooding the whole slice. Public so that another merge rule can be
+    tried on the very same fragments (``benchmarks/learned_edges.py``)."""
+    from .splitting import split_seeds
+
+    probability, missing = _with_missing_as_membrane(probability)
+    smooth = _smooth(probability, params.sigma)
+    seeds = _seeds(smooth, params)
+    if params.seed_spacing > 0:
+        seeds, _ = split_seeds(seeds, params.seed_spacing, params.cut_neck)
+    return Fragments(_flood(smooth, seeds, ~missing), probability, smooth, missing)
+
+
+def merged_fragments_as_cells(
+    merged: np.ndarray, pieces: Fragments, params: WatershedParams
+) -> np.ndarray:
+    """Fragments relabelled by a merge rule (one id per cell) made into
+    :func:`watershed_labels`' output: at or above ``threshold`` is membrane, then dark
+    cells are added."""
+    labels = np.where(pieces.smooth < params.threshold, merged, 0)
+    if params.dark_cell_radius > 0:
+        labels = _with_dark_cells(labels, params.dark_cell_radius, pieces.missing)
+    return labels
+
+
+def _with_missing_as_membrane(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The map as float32 with no data (NaN) set to 1, so that floods stop there, and the
+    mask of no data, which stays unlabelled."""
     probability = np.asarray(probability, dtype=np.float32)
     missing = np.isnan(probability)
-    if missing.any():  # no data: treated as membrane for flooding, and left unlabelled
+    if missing.any():
         probability = np.where(missing, np.float32(1.0), probability)
-    smooth = _smooth(probability, params.sigma)
+    return probability, missing
+
+
+def _seeds(smooth: np.ndarray, params: WatershedParams) -> np.ndarray:
+    """The confidently-interior regions, numbered, those under ``min_seed_size`` dropped."""
+    from scipy import ndimage
+
     seeds, n_seeds = ndimage.label(smooth < params.seed_threshold)
     if n_seeds and params.min_seed_size > 1:
         sizes = np.bincount(seeds.ravel())
@@ -140,13 +203,7 @@ def watershed_labels(
         small[0] = False
         if small.any():
             seeds[small[seeds]] = 0
-    if params.mutex:
-        labels = _mutex_merged(seeds, smooth, probability, params, missing)
-    else:
-        labels = _flooded_and_merged(seeds, smooth, params, missing)
-    if params.dark_cell_radius > 0:
-        labels = _with_dark_cells(labels, params.dark_cell_radius, missing)
-    return labels
+    return seeds
 
 
 def _flooded_and_merged(
@@ -164,27 +221,6 @@ def _flooded_and_merged(
             everywhere = _flood(smooth, labels, ~missing)  # labels' interiors stay out of the queue
         labels = _faint_borders_merged(labels, smooth, everywhere, params.merge_below)
     return labels
-
-
-def _mutex_merged(
-    seeds: np.ndarray,
-    smooth: np.ndarray,
-    probability: np.ndarray,
-    params: WatershedParams,
-    missing: np.ndarray,
-) -> np.ndarray:
-    """Seeds (cut at their distance peaks with ``seed_spacing``) flood the whole slice, the
-    regions are merged by a mutex watershed (:mod:`.mutex`), and what is at or above
-    ``threshold`` becomes membrane. Borders are measured on the unsmoothed map, where a
-    thin membrane keeps its height."""
-    from .mutex import mutex_merges
-    from .splitting import split_seeds
-
-    if params.seed_spacing > 0:
-        seeds, _ = split_seeds(seeds, params.seed_spacing, params.cut_neck)
-    everywhere = _flood(smooth, seeds, ~missing)
-    merged = mutex_merges(everywhere, probability, params.merge_below)[everywhere]
-    return np.where(smooth < params.threshold, merged, 0)
 
 
 def _split_and_rejoined(
