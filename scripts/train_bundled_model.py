@@ -85,6 +85,13 @@ def arguments(argv=None):
     p.add_argument("--elastic", action="store_true", help="add elastic deformation (slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--average-last",
+        type=float,
+        default=0.0,
+        help="final weights: the mean of the epochs in this last share of the run, with "
+        "batch-norm statistics re-measured (0: the last weights)",
+    )
+    p.add_argument(
         "--warm-start",
         default=None,
         metavar="MODEL",
@@ -156,6 +163,7 @@ def main(argv=None) -> int:
         separation_weight=args.separation_weight,
         elastic=args.elastic,
         seed=args.seed,
+        average_last=args.average_last,
         architecture=UNetConfig(
             base_filters=args.base_filters, depth=args.depth, light_decoder=args.light_decoder
         ),

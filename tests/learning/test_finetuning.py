@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 
 from napari_em_unet.generators import drain
-from napari_em_unet.learning import finetuning
+from napari_em_unet.learning import averaging
+from napari_em_unet.learning.averaging import WeightAverage, averaged_from
 from napari_em_unet.learning.config import TrainConfig
 from napari_em_unet.learning.finetuning import (
-    WeightAverage,
     anchor_patch_count,
-    averaged_from,
     blended,
     describe_plan,
     judge,
@@ -329,7 +328,7 @@ def test_the_fine_tuned_weights_are_the_mean_of_the_last_epochs(tiny_model, stac
         snapshots.append([np.array(w) for w in weights])
         add(self, weights)
 
-    monkeypatch.setattr(finetuning.WeightAverage, "add", recorded)
+    monkeypatch.setattr(averaging.WeightAverage, "add", recorded)
     tuned = _fine_tuned(tiny_model, image, labels, FAMILIAR.replace(average_last=0.5), epochs=4)
     assert len(snapshots) == 2  # epochs 3 and 4
     assert not np.allclose(snapshots[0][0], snapshots[1][0])

@@ -69,10 +69,12 @@ class TrainConfig:
     """Fine-tuning on familiar data: largest change (1 - V_rand against the base's
     segmentation) a check slice may undergo."""
     average_last: float = 0.5
-    """Fine-tuning: the fine-tuned weights are the mean of the weights at the end of every
-    epoch in this last share of the run (stochastic weight averaging; 0: the last weights).
-    On the FIB-SEM-like proxy: far slices +0.006 on average over 5 paired runs (-0.010 to
-    +0.032; the seed alone moves a run by 0.01), at no cost (docs/design.md)."""
+    """The final weights are the mean of the weights at the end of every epoch in this last
+    share of the run (stochastic weight averaging, :mod:`.averaging`; 0: the last weights).
+    Fine-tuning: on the FIB-SEM-like proxy, far slices +0.006 on average over 5 paired runs
+    (-0.010 to +0.032; the seed alone moves a run by 0.01), at no cost (docs/design.md).
+    Training from scratch (off by default there): the mean, with batch-norm statistics
+    re-measured, replaces the best epoch when it validates at least as well."""
     blends: tuple[float, ...] = (1.0, 0.5, 0.25)
     """Fine-tuning: shares of the fine-tuned change the final weights may keep."""
     min_gain: float = 0.001
@@ -100,4 +102,5 @@ _FROM_SCRATCH = {
     "anchor_share": 0.0,
     "freeze_batch_norm": False,
     "tune_postprocessing": True,
+    "average_last": 0.0,
 }

@@ -197,47 +197,6 @@ def _random_crop(rng, plane: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(plane[y : y + size, x : x + size], dtype=np.float32)
 
 
-class WeightAverage:
-    """The running mean of snapshots of a model's weights (stochastic weight averaging).
-
-    Single fine-tuning runs on a few slices end in quite different places: on the
-    FIB-SEM-like proxy the far slices scored 0.869-0.881 with three seeds, one slice moving
-    by 0.12 between runs. The mean of the weights of the last epochs sits in the middle of
-    the region they wander through, which tends to generalise better (Izmailov et al. 2018;
-    here +0.006 on average, docs/design.md); the batch-norm statistics are frozen while
-    fine-tuning, so averaging them changes nothing.
-    """
-
-    def __init__(self):
-        self.total: list[np.ndarray] | None = None
-        self.count = 0
-
-    def add(self, weights: list) -> None:
-        if self.total is None:
-            self.total = [np.asarray(w, np.float64).copy() for w in weights]
-        else:
-            for total, w in zip(self.total, weights, strict=True):
-                total += w
-        self.count += 1
-
-    def mean(self, like: list) -> list:
-        """The mean of the snapshots, with the dtypes of ``like`` (``like`` when none)."""
-        if self.total is None:
-            return like
-        return [
-            (t / self.count).astype(np.asarray(w).dtype)
-            for t, w in zip(self.total, like, strict=True)
-        ]
-
-
-def averaged_from(epochs: int, share: float) -> int:
-    """The first epoch whose weights go into the average (``epochs + 1``: none do)."""
-    if share <= 0 or epochs <= 0:
-        return epochs + 1
-    averaged = int(np.ceil(epochs * min(share, 1.0) - 1e-9))
-    return max(1, epochs - averaged + 1)
-
-
 def blended(base_weights: list, tuned_weights: list, blend: float) -> list:
     """The base's weights plus ``blend`` of the fine-tuned change (0: base, 1: fine-tuned)."""
     return [b + blend * (t - b) for b, t in zip(base_weights, tuned_weights, strict=True)]

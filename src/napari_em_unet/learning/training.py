@@ -36,15 +36,14 @@ from ..segmentation.preprocessing import (
 from ..segmentation.tiling import predict_slice
 from ..segmentation.watershed import WatershedParams, instances_from_probability, tune_watershed
 from .augmentation import AugmentConfig, random_patch
+from .averaging import WeightAverage, averaged_from, recompute_batch_norm
 from .config import TrainConfig
 from .finetuning import (
     BaseComparison,
     LabelledPlane,
-    WeightAverage,
     adapt_batch_norm,
     anchor_patch_count,
     anchor_samples,
-    averaged_from,
     blended,
     freeze_batch_norm,
     model_scale_planes,
@@ -218,6 +217,11 @@ def _samples(
 
 
 # ----------------------------------------------------------------------------- the loop
+BATCH_NORM_BATCHES = 50
+"""Training batches whose mean batch-norm statistics the averaged weights get (400 patches
+of 256 x 256 by default: the statistics of a few batches would be noise)."""
+
+
 class _Trainer:
     """The optimiser, one training step, validation, and the best epoch so far."""
 
@@ -249,6 +253,9 @@ class _Trainer:
         self.done = 0
         self.best_epoch, self.best_weights, self.best_score = 0, None, None
         self.best_params = start.params
+        self.average = WeightAverage()
+        self.average_from = averaged_from(config.epochs, config.average_last)
+        self.averaged: dict | None = None
 
     def _traced_step(self):
         tf, model, optimizer = _tf(), self.model, self.optimizer
@@ -266,8 +273,9 @@ class _Trainer:
 
         return step_fn
 
-    def step(self) -> tuple[float, float | None]:
-        """One optimiser step; the mean loss of the corrected patches and of the anchors."""
+    def batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Inputs, targets and weights of one batch: augmented patches of the training
+        data, then of the anchors; and how many of them are training patches."""
         config = self.config
         corrected = config.batch_size - self.anchor_patches
         batch = [
@@ -290,6 +298,11 @@ class _Trainer:
             for _ in range(self.anchor_patches)
         ]
         x, y, w = (np.stack([b[i] for b in batch])[..., None] for i in range(3))
+        return x, y, w, corrected
+
+    def step(self) -> tuple[float, float | None]:
+        """One optimiser step; the mean loss of the corrected patches and of the anchors."""
+        x, y, w, corrected = self.batch()
         per_patch = np.asarray(self.step_fn(x, y, w))
         anchor = float(per_patch[corrected:].mean()) if self.anchor_patches else None
         return float(per_patch[:corrected].mean()), anchor
@@ -372,13 +385,18 @@ class _Trainer:
                 )
             if stopped and not losses:
                 return epoch - 1, True
+            if epoch >= self.average_from:
+                self.average.add(self.model.get_weights())
             yield self.end_epoch(epoch, losses, started)
             if stopped:
                 return epoch, True
         return epoch, False
 
     def restore_best(self) -> None:
-        if self.best_weights is not None:
+        """The final weights: the best epoch's, or the average of the last epochs when it
+        validates at least as well (or nothing validates)."""
+        averaged = self.average.count > 0 and self._average_wins()
+        if not averaged and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
         if not self.val_samples and self.config.tune_postprocessing:
             # No held-out data: tune on the training slices themselves (better than nothing).
@@ -386,6 +404,25 @@ class _Trainer:
             self.best_params, _ = tune_watershed(
                 probs, [s.labels for s in self.train_samples], self.best_params
             )
+
+    def _average_wins(self) -> bool:
+        """Try the mean of the snapshots (batch-norm statistics re-measured on training
+        batches); keep it when it validates at least as well as the best epoch."""
+        self.model.set_weights(self.average.mean(self.model.get_weights()))
+        recompute_batch_norm(self.model, (self.batch()[0] for _ in range(BATCH_NORM_BATCHES)))
+        _, score, tuned = self.evaluate(self.best_params)
+        first = self.average_from
+        kept = score is None or self.best_score is None or score >= self.best_score
+        self.averaged = {
+            "epochs": [first, first + self.average.count - 1],
+            "v_rand": score,
+            "kept": kept,
+        }
+        if not kept:
+            return False
+        self.best_epoch = first + self.average.count - 1
+        self.best_score, self.best_params = score, tuned
+        return True
 
 
 class _FineTuner(_Trainer):
@@ -407,8 +444,6 @@ class _FineTuner(_Trainer):
         self.base_weights = self.model.get_weights()
         self.best_params = comparison.params
         self.verdict: Verdict | None = None
-        self.average = WeightAverage()
-        self.average_from = averaged_from(config.epochs, config.average_last)
 
     def score_base(self) -> EpochProgress:
         before = self.comparison.base_v_rand
@@ -419,8 +454,6 @@ class _FineTuner(_Trainer):
         return EpochProgress(0, self.config.epochs, float("nan"), None, before, 0, 0.0, 0, 0.0)
 
     def end_epoch(self, epoch: int, losses: list[float], started: float) -> EpochProgress:
-        if epoch >= self.average_from:
-            self.average.add(self.model.get_weights())
         # A quick look (two check slices) to show progress; the verdict looks at all.
         score, change, _ = self.comparison.measure(self.model, checks=2)
         mean_loss = float(np.mean(losses))
@@ -616,6 +649,7 @@ def _run_record(source, slices, validation, pixel_size_nm, last_epoch, trainer) 
         "pixel_size_nm": pixel_size_nm,
         "epochs": last_epoch,
         "best_epoch": trainer.best_epoch,
+        **({"averaged": trainer.averaged} if trainer.averaged else {}),
     }
 
 
