@@ -11,16 +11,12 @@ from napari_em_unet.learning.config import TrainConfig
 from napari_em_unet.learning.training import train
 from napari_em_unet.model.unet import UNetConfig
 
+_NETWORK = UNetConfig(base_filters=4, depth=2)
 SCRATCH = TrainConfig(
-    epochs=3,
-    steps_per_epoch=4,
-    batch_size=2,
-    patch_size=64,
-    learning_rate=3e-3,
-    architecture=UNetConfig(base_filters=4, depth=2),
-    tune_postprocessing=False,
-    validation_fraction=0.0,
-    average_last=0.5,
+    epochs=3, steps_per_epoch=4, batch_size=2, patch_size=64, architecture=_NETWORK
+)
+SCRATCH = SCRATCH.replace(
+    learning_rate=3e-3, tune_postprocessing=False, validation_fraction=0.0, average_last=0.5
 )
 
 
