@@ -5,8 +5,10 @@ base model or a new network (:func:`_starting_point`), prepare the chosen slices
 (normalised, resampled to the model's pixel size, labels turned into membrane targets by
 :mod:`.targets`), then run epochs of random augmented patches (:class:`_Trainer`). After
 every epoch it predicts the validation data, tunes the watershed on it and scores V_rand;
-the weights of the best epoch are kept. Fine-tuning counts the base model as epoch 0, so
-the result is never worse than the base on the validation data.
+the weights of the best epoch are kept (or, with ``average_last``, the mean of the last
+epochs' weights when it validates at least as well: :mod:`.averaging`). Fine-tuning counts
+the base model as epoch 0, so the result is never worse than the base on the validation
+data.
 
 Stopping is cooperative: pass a ``threading.Event`` (or anything with ``is_set()``) as
 ``stop``; the generator finishes the current step, restores the best weights and returns.
