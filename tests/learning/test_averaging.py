@@ -100,3 +100,10 @@ def test_an_average_that_validates_worse_than_the_best_epoch_is_not_kept(small_s
     assert result.model.info.trained_on[-1]["averaged"]["kept"] is False
     for mine, best in zip(result.model.keras_model.get_weights(), kept["weights"], strict=True):
         np.testing.assert_array_equal(mine, best)
+
+
+def test_training_from_scratch_averages_the_last_11_of_30_epochs_by_default():
+    # the share docs/design.md reports for em-unet train ("epochs 20-30"); fine-tuning keeps half
+    config = TrainConfig.from_scratch()
+    assert averaging.averaged_from(config.epochs, config.average_last) == 20
+    assert averaging.averaged_from(10, TrainConfig().average_last) == 6
