@@ -103,7 +103,8 @@ def test_an_average_that_validates_worse_than_the_best_epoch_is_not_kept(small_s
 
 
 def test_training_from_scratch_averages_the_last_11_of_30_epochs_by_default():
-    # the share docs/design.md reports for em-unet train ("epochs 20-30"); fine-tuning keeps half
+    # the share docs/design.md reports for em-unet train ("epochs 20-30");
+    # fine-tuning averages its last half
     config = TrainConfig.from_scratch()
     assert averaging.averaged_from(config.epochs, config.average_last) == 20
     assert averaging.averaged_from(10, TrainConfig().average_last) == 6
