@@ -1,9 +1,12 @@
 """The mutex watershed: hand-made graphs and slices whose right answer is known."""
 
+from dataclasses import replace
+
 import numpy as np
 
 from napari_em_unet.segmentation.mutex import mutex_merges, mutex_watershed
 from napari_em_unet.segmentation.watershed import (
+    UNSEEN_DATA_MAX_MERGE,
     WatershedParams,
     instances_from_probability,
     merged_fragments_as_cells,
@@ -125,3 +128,29 @@ def test_the_instance_step_tuner_keeps_the_better_of_the_two_steps():
     params, score = tune_instance_step([probability], [truth])
     assert score == max(seeded[1], mutex[1])
     assert params == (mutex[0] if mutex[1] > seeded[1] else seeded[0])
+
+
+def test_parameters_for_unseen_data_do_not_merge_above_0_7_where_tuning_slices_would():
+    # One cell crossed by a line of 0.72: merging below 0.75 joins it and scores 1 on this
+    # slice, but such borders part true cells on data the network was not trained on.
+    probability = np.full((64, 128), 0.05, np.float32)
+    probability[[0, -1], :] = 1.0
+    probability[:, 63:65] = 0.72
+    truth = np.zeros(probability.shape, np.uint8)
+    truth[1:-1, :] = 255
+    free, score = tune_watershed([probability], [truth], mutex=True)
+    assert free.merge_below == 0.75 and score > 0.99
+    capped, _ = tune_watershed([probability], [truth], mutex=True, max_merge=UNSEEN_DATA_MAX_MERGE)
+    assert capped.mutex and capped.merge_below == 0.7
+    assert instances_from_probability(probability, capped).max() == 2
+    assert instances_from_probability(probability, replace(capped, merge_below=0.75)).max() == 1
+
+
+def test_a_base_merging_above_the_cap_is_tuned_from_the_cap():
+    probability = two_cells_with_a_gap()
+    truth = np.zeros(probability.shape, np.uint8)
+    truth[1:-1, :63] = 255
+    truth[1:-1, 65:] = 255
+    base = WatershedParams(mutex=True, merge_below=0.8, seed_spacing=24, sigma=0.0)
+    params, _ = tune_watershed([probability], [truth], base, max_merge=0.7)
+    assert params.mutex and params.merge_below <= 0.7

@@ -353,6 +353,7 @@ def tune_watershed(
     *,
     cut_seeds: bool = False,
     mutex: bool = False,
+    max_merge: float = 1.0,
 ) -> tuple[WatershedParams, float]:
     """Pick the watershed parameters with the best mean official V_rand on labelled slices.
 
@@ -361,7 +362,9 @@ def tune_watershed(
     nothing improves, at most 3 rounds of 26 values) needs a few dozen watersheds per slice
     instead of a full grid's 3 150. ``mutex``: tune the mutex watershed instead
     (:attr:`WatershedParams.mutex`), from ``MUTEX_START`` over its own values; a ``base``
-    that is a mutex watershed is tuned over those values from where it is.
+    that is a mutex watershed is tuned over those values from where it is. ``max_merge``:
+    no ``merge_below`` above it, for parameters meant for data nobody tuned on
+    (:data:`UNSEEN_DATA_MAX_MERGE`).
     """
     from ..learning.metrics import prepare_truth, score_slice
 
@@ -383,6 +386,7 @@ def tune_watershed(
         return cache[params]
 
     best = MUTEX_START if mutex and not base.mutex else base
+    best = replace(best, merge_below=min(best.merge_below, max_merge))
     best_score = evaluate(best)
     for _ in range(3):
         improved = False
@@ -391,7 +395,10 @@ def tune_watershed(
                 continue  # 3-4x the tuning time, and the slowest watershed
             for value in values:
                 candidate = replace(best, **_changes(names, value))
-                if candidate.seed_threshold >= candidate.threshold:
+                if (
+                    candidate.seed_threshold >= candidate.threshold
+                    or candidate.merge_below > max_merge
+                ):
                     continue
                 score = evaluate(candidate)
                 if score > best_score + 1e-6:
@@ -402,18 +409,29 @@ def tune_watershed(
 
 
 def tune_instance_step(
-    probabilities: list[np.ndarray], ground_truths: list[np.ndarray], *, cut_seeds: bool = False
+    probabilities: list[np.ndarray],
+    ground_truths: list[np.ndarray],
+    *,
+    cut_seeds: bool = False,
+    max_merge: float = 1.0,
 ) -> tuple[WatershedParams, float]:
     """The better on these slices of the seeded watershed and the mutex watershed, each
     tuned (:func:`tune_watershed`). Neither wins on every network's maps: on held-out ISBI
     the mutex one gained 0.005-0.012 on three fold-model pairs and lost 0.003 on a fourth
     (docs/design.md, "A mutex watershed")."""
-    seeded = tune_watershed(probabilities, ground_truths, cut_seeds=cut_seeds)
-    mutex = tune_watershed(probabilities, ground_truths, mutex=True)
+    seeded = tune_watershed(probabilities, ground_truths, cut_seeds=cut_seeds, max_merge=max_merge)
+    mutex = tune_watershed(probabilities, ground_truths, mutex=True, max_merge=max_merge)
     return mutex if mutex[1] > seeded[1] else seeded
 
 
 _CUT_SEEDS = ("seed_spacing", "rejoin_below")
+
+UNSEEN_DATA_MAX_MERGE = 0.7
+"""The highest ``merge_below`` for parameters a model stores, which meet data nobody tuned
+on: a network's borders are fainter on data unlike its training data, and the mutex's
+merging below 0.75-0.8, which ISBI's tuning slices sometimes prefer by 0.002-0.003, joined
+true cells there (FIB-SEM-like proxy out of the box, the same networks: 0.58-0.73 against
+0.67-0.81; docs/design.md, "Merging above 0.7")."""
 
 
 def _changes(names: str | tuple[str, ...], value) -> dict:
