@@ -31,7 +31,7 @@ medians of ``--repeats`` alternating rounds.
 
     python benchmarks/benchmark.py --folds F0.keras F1.keras [--holdouts 0-9 10-19] \\
         [--first-stage S0.keras S1.keras] [--model M.keras] [--write-postprocessing P.json] \\
-        [--cache DIR] [--repeats 2]
+        [--more-folds F0b.keras F1b.keras ...] [--cache DIR] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ def arguments():
     )
     p.add_argument("--model", default=None, help="the shipped model (default: bundled)")
     p.add_argument("--write-postprocessing", default=None)
+    p.add_argument(
+        "--more-folds",
+        nargs="+",
+        default=[],
+        help="more fold models of the same recipe (other seeds), one set per --folds set in "
+        "the same order; their out-of-fold maps join the tuning of the stored parameters "
+        "only (the held-out rows are --folds')",
+    )
     p.add_argument(
         "--stored-max-merge",
         type=float,
@@ -151,6 +159,8 @@ def set_folds(args) -> None:
         HOLDOUTS.extend(list(range(k, k + size)) for k in range(0, ISBI_SLICES, size))
     if len(HOLDOUTS) != len(args.folds):
         sys.exit("error: one --holdouts range per fold model")
+    if len(args.more_folds) % len(args.folds):
+        sys.exit(f"error: --more-folds takes whole sets of {len(args.folds)} fold models")
     covered = sorted(s for held in HOLDOUTS for s in held)
     FOLDS.extend(covered[i : i + BLOCK] for i in range(0, len(covered), BLOCK))
 
@@ -305,21 +315,36 @@ def accuracy(args, tmp: Path) -> dict:
         args, "previous_scores.json", lambda: previous_model_scores(previous, image, truth, vnc)
     )
     every = sorted(oof["new"])
+    pooled = [oof["new"]] + more_out_of_fold_maps(args, image)
     params, score = tuned(
-        [oof["new"][s] for s in every],
-        [truth[s] for s in every],
+        [maps[s] for maps in pooled for s in every],
+        [truth[s] for _ in pooled for s in every],
         args.instance_step,
         args.cut_seeds,
         args.stored_max_merge,
     )
     results["shipped_postprocessing"] = {
         "params": params.to_dict(),
-        "tuned_on": f"out-of-fold maps of ISBI {every}",
+        "tuned_on": f"out-of-fold maps of ISBI {every} from {len(pooled)} set(s) of fold models",
         "v_rand_on_them": score,
     }
     if args.write_postprocessing:
         Path(args.write_postprocessing).write_text(json.dumps(params.to_dict()))
     return results
+
+
+def more_out_of_fold_maps(args, image) -> list[dict]:
+    """The out-of-fold maps of each ``--more-folds`` set: the stored parameters tuned on
+    several runs of the recipe depend less on one run's few large-cell decisions."""
+    n = len(args.folds)
+    sets = [args.more_folds[i : i + n] for i in range(0, len(args.more_folds), n)]
+    out = []
+    for paths in sets:
+        maps = {}
+        for path, held in zip(paths, HOLDOUTS, strict=True):
+            maps.update(unet_probabilities(path, image, held))
+        out.append(maps)
+    return out
 
 
 def time_cli(model: Path | None, volume: Path, out: Path, *extra) -> float:
