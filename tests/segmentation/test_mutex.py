@@ -52,6 +52,14 @@ def two_cells_with_a_gap(gap: slice = slice(28, 37)) -> np.ndarray:
     return probability
 
 
+def two_cells_truth() -> np.ndarray:
+    """The ground truth of :func:`two_cells_with_a_gap`: two cells, the membrane between."""
+    truth = np.zeros((64, 128), np.uint8)
+    truth[1:-1, :63] = 255
+    truth[1:-1, 65:] = 255
+    return truth
+
+
 def test_cut_seeds_and_the_mutex_part_two_cells_a_gap_in_their_membrane_joins():
     probability = two_cells_with_a_gap()
     classic = WatershedParams(threshold=0.9, seed_threshold=0.2, sigma=0.0)
@@ -97,9 +105,7 @@ def test_pixels_without_data_stay_unlabelled():
 
 def test_the_tuner_can_tune_the_mutex_watershed():
     probability = two_cells_with_a_gap()
-    truth = np.zeros(probability.shape, np.uint8)
-    truth[1:-1, :63] = 255
-    truth[1:-1, 65:] = 255
+    truth = two_cells_truth()
     params, score = tune_watershed([probability], [truth], mutex=True)
     assert params.mutex and score > 0.99
     labels = instances_from_probability(probability, params)
@@ -109,9 +115,7 @@ def test_the_tuner_can_tune_the_mutex_watershed():
 def test_a_mutex_base_is_tuned_as_a_mutex_watershed():
     # Fine-tuning re-tunes from the base model's parameters: a mutex model stays one.
     probability = two_cells_with_a_gap()
-    truth = np.zeros(probability.shape, np.uint8)
-    truth[1:-1, :63] = 255
-    truth[1:-1, 65:] = 255
+    truth = two_cells_truth()
     base = WatershedParams(mutex=True, merge_below=0.7, seed_spacing=24, sigma=0.0)
     params, score = tune_watershed([probability], [truth], base)
     assert params.mutex and params.merge_below in (0.6, 0.65, 0.7, 0.75, 0.8)
@@ -120,9 +124,7 @@ def test_a_mutex_base_is_tuned_as_a_mutex_watershed():
 
 def test_the_instance_step_tuner_keeps_the_better_of_the_two_steps():
     probability = two_cells_with_a_gap()
-    truth = np.zeros(probability.shape, np.uint8)
-    truth[1:-1, :63] = 255
-    truth[1:-1, 65:] = 255
+    truth = two_cells_truth()
     seeded = tune_watershed([probability], [truth])
     mutex = tune_watershed([probability], [truth], mutex=True)
     params, score = tune_instance_step([probability], [truth])
@@ -148,9 +150,7 @@ def test_parameters_for_unseen_data_do_not_merge_above_0_7_where_tuning_slices_w
 
 def test_a_base_merging_above_the_cap_is_tuned_from_the_cap():
     probability = two_cells_with_a_gap()
-    truth = np.zeros(probability.shape, np.uint8)
-    truth[1:-1, :63] = 255
-    truth[1:-1, 65:] = 255
+    truth = two_cells_truth()
     base = WatershedParams(mutex=True, merge_below=0.8, seed_spacing=24, sigma=0.0)
     params, _ = tune_watershed([probability], [truth], base, max_merge=0.7)
     assert params.mutex and params.merge_below <= 0.7
