@@ -430,7 +430,7 @@ UNSEEN_DATA_MAX_MERGE = 0.7
 """The highest ``merge_below`` for parameters a model stores, which meet data nobody tuned
 on: a network's borders are fainter on data unlike its training data, and the mutex's
 merging below 0.75-0.8, which ISBI's tuning slices sometimes prefer by 0.002-0.003, joined
-true cells there (FIB-SEM-like proxy out of the box, the same networks: 0.58-0.73 against
+true cells there (FIB-SEM-like proxy out of the box, the same networks: 0.48-0.76 against
 0.67-0.81; docs/design.md, "Merging above 0.7")."""
 
 
