@@ -1,212 +1,193 @@
-"""Would a learned edge classifier beat the mutex watershed's mean-border rule? (issue 8)
+"""The learned edge rule for the mutex watershed, held out as the README protocol (issue 8).
 
-The shipped instance step cuts seeds at their distance peaks, floods the slice into
-fragments and lets a mutex watershed decide which touching fragments are one cell, from
-each border's mean membrane probability (``segmentation/mutex.py``). This script keeps
-those fragments and replaces the rule by a gradient-boosted classifier (scikit-learn) of
-border and region features from the probability map and the image, trained on the
-fragments of the *other* blocks' out-of-fold maps; the mutex weight is its logit plus a
-bias tuned on those blocks too. Printed side by side in one run, ISBI blocks of 5:
+The mutex step decides which touching fragments are one cell from each border's mean
+probability (``segmentation/mutex.py``); the learned rule (``segmentation/edge_rule.py``)
+decides from 15 measurements of the border and its two fragments on the same map. This
+script fits the rule and measures it on ISBI slices no fitting saw. Fold-model pairs
+(``--folds`` and any ``--more-folds``) give out-of-fold maps; with ``--context-scale``
+each map is the product's two-view map (the slice, and the slice shrunk by that factor,
+averaged). For each ISBI block of 5, on the other blocks' maps of every pair: the mutex
+watershed is tuned (fragments, threshold, dark cells), the trees are fitted on the edges
+whose two sides lie in known ground-truth cells, and the rule's bias is tuned; then the
+block is segmented with them. Printed side by side, per pair: the mutex step with its
+border rule (tuned the same way) and with the learned rule. scikit-learn is needed here
+(``pip install scikit-learn``), not in the product.
 
-* the shipped mutex step, tuned per block on the other blocks (``benchmark.py``'s rule);
-* the learned edges, held out the same way;
-* the ceiling of the fragments: every edge whose two sides lie in known ground-truth
-  cells decided by the truth (not a held-out figure; it says how much the rule can gain).
+``--score-only`` pairs are scored with the steps fitted on the others and take no part in
+fitting (a pair trained after the rule was chosen: the clean figure). ``--write-postprocessing
+P.json`` stores the instance step fitted on all the maps (what
+``scripts/train_bundled_model.py --set-postprocessing`` puts in the bundled model).
 
-Fragments, membrane threshold and dark cells are the shipped model's stored values, which
-were tuned on all 20 out-of-fold maps of the seed-0 fold models: with those fold models
-the rows are slightly optimistic alike; with the seed-1 ones they are clean.
-
-    python benchmarks/learned_edges.py --folds F0.keras F1.keras [--holdouts 0-9 10-19] \\
-        [--cache DIR] [--no-image]
+    python benchmarks/learned_edges.py --folds F0.keras F1.keras [--more-folds ...] \\
+        --holdouts 0-9 10-19 [--score-only G0.keras G1.keras] [--context-scale 0.67] \\
+        [--cache DIR] [--write-postprocessing P]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from _common import ISBI, require_data
-from benchmark import FOLDS, HOLDOUTS, cached, cross_validate, set_folds, unet_probabilities
+from benchmark import FOLDS, HOLDOUTS, cached, set_folds, tuned
 
 from napari_em_unet.io.tiff import read_tiff
 from napari_em_unet.learning.metrics import objects, score_slice
-from napari_em_unet.segmentation.agglomeration import pixel_pairs_across_borders
-from napari_em_unet.segmentation.mutex import mutex_watershed
+from napari_em_unet.segmentation.edge_rule import EdgeRule, edge_features
 from napari_em_unet.segmentation.watershed import (
+    EDGE_BIASES,
     WatershedParams,
-    merged_fragments_as_cells,
+    instances_from_probability,
     mutex_fragments,
-    without_small_cells,
 )
 
-SHIPPED = WatershedParams(
-    threshold=0.9,
-    seed_threshold=0.1,
-    sigma=1.0,
-    seed_spacing=24,
-    merge_below=0.7,
-    dark_cell_radius=8,
-    mutex=True,
-)
-BIASES = (-1.0, -0.5, 0.0, 0.5, 1.0)
+TREES = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 20}
 
 
-def _per_edge(frag, values, combine):
-    """Edges (u, v, n) and, per edge, its pixel pairs' values grouped and sorted."""
-    n = int(frag.max()) + 1
-    low, high, val = pixel_pairs_across_borders(frag, values, combine)
-    keys, inv = np.unique(low * n + high, return_inverse=True)
-    order = np.lexsort((val, inv))
-    return keys // n, keys % n, n, inv, val.astype(np.float64), order
+def two_view_maps(path: str, image, slices, context_scale: float) -> dict[int, np.ndarray]:
+    from napari_em_unet.model.files import load_model
+    from napari_em_unet.segmentation.tiling import predict_stack
+
+    model = load_model(path)
+    model.info.context_scale = context_scale
+    return {
+        r.index: r.probability
+        for r in predict_stack(model, image, slices=slices, pixel_size_nm=4.0)
+    }
 
 
-def edge_features(frag, prob, image=None):
-    """Per edge: border statistics (mean, spread, quantiles, length), the two regions'
-    sizes and mean probabilities, and with ``image`` the border's and regions' grey."""
-    u, v, n, inv, val, order = _per_edge(frag, prob, np.maximum)
-    count = np.bincount(inv)
-    mean = np.bincount(inv, val) / count
-    std = np.sqrt(np.maximum(np.bincount(inv, val**2) / count - mean**2, 0))
-    starts = np.concatenate([[0], np.cumsum(count)[:-1]])
-    quant = [
-        val[order][starts + np.floor(q * (count - 1)).astype(int)]
-        for q in (0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
-    ]
-    size = np.bincount(frag.ravel(), minlength=n).astype(float)
-    rmean = np.bincount(frag.ravel(), prob.ravel().astype(float), minlength=n) / np.maximum(size, 1)
-    small, large = np.minimum(size[u], size[v]), np.maximum(size[u], size[v])
-    feats = [
-        mean,
-        std,
-        *quant,
-        np.log(count),
-        np.log1p(small),
-        np.log1p(large),
-        np.minimum(rmean[u], rmean[v]),
-        np.maximum(rmean[u], rmean[v]),
-        np.log(count) - 0.5 * np.log1p(small),
-    ]
-    if image is not None:
-        _, _, _, inv2, grey, _ = _per_edge(frag, image, np.minimum)
-        border = np.bincount(inv2, grey) / np.bincount(inv2)
-        inside = np.bincount(frag.ravel(), image.ravel().astype(float), minlength=n)
-        inside = inside / np.maximum(size, 1)
-        feats += [
-            border,
-            np.minimum(inside[u], inside[v]) - border,
-            np.maximum(inside[u], inside[v]) - border,
-        ]
-    return u, v, n, np.stack(feats, 1), mean
-
-
-def edge_truth(frag, truth, u, v):
-    """Per edge: one cell (1) or two (0) by the fragments' majority ground-truth object,
-    and whether both sides lie in some object at all."""
+def known_edges(params, prob: np.ndarray, truth: np.ndarray):
+    """The rule's measurements of every edge whose two fragments lie mostly in ground-truth
+    cells, and whether those are one cell (1) or two (0)."""
+    frag = mutex_fragments(prob, params).labels
+    u, v, _, x = edge_features(frag, np.where(np.isnan(prob), 1.0, prob))
     gt = objects(truth)
-    fg = gt > 0
+    inside = gt > 0
     m = int(gt.max()) + 1
-    keys, counts = np.unique(frag[fg].astype(np.int64) * m + gt[fg], return_counts=True)
+    keys, counts = np.unique(frag[inside].astype(np.int64) * m + gt[inside], return_counts=True)
     majority = np.zeros(int(frag.max()) + 1, np.int64)
     order = np.argsort(counts)  # the largest share is written last
     majority[keys[order] // m] = keys[order] % m
     known = (majority[u] > 0) & (majority[v] > 0)
-    return (majority[u] == majority[v]).astype(float), known
+    return x[known], (majority[u] == majority[v])[known].astype(int)
 
 
-def segment(slice_: dict, weight: np.ndarray, p: WatershedParams = SHIPPED) -> np.ndarray:
-    lut = mutex_watershed(slice_["n"], slice_["u"], slice_["v"], weight)
-    pieces = slice_["pieces"]
-    labels = merged_fragments_as_cells(lut[pieces.labels], pieces, p)
-    return without_small_cells(labels, p.min_size)
+def rule_from_trees(classifier) -> EdgeRule:
+    """A fitted ``HistGradientBoostingClassifier`` as the product's :class:`EdgeRule`."""
+    trees = [predictors[0].nodes for predictors in classifier._predictors]
+    width = max(len(t) for t in trees)
+
+    def padded(name, dtype):
+        out = np.zeros((len(trees), width), dtype)
+        for i, tree in enumerate(trees):
+            out[i, : len(tree)] = tree[name]
+        return out
+
+    leaf = padded("is_leaf", bool) | (np.arange(width) >= np.array([[len(t)] for t in trees]))
+    return EdgeRule(
+        float(np.ravel(classifier._baseline_prediction)[0]),
+        np.where(leaf, 0, padded("feature_idx", np.int64)),
+        np.where(leaf, 0.0, padded("num_threshold", np.float64)),
+        np.where(leaf, 0, padded("left", np.int64)),
+        np.where(leaf, 0, padded("right", np.int64)),
+        np.where(leaf, padded("value", np.float64), 0.0),
+    )
 
 
-def classifier(train: list[dict]):
+def fitted_step(maps: list, truths: list):
+    """The mutex step tuned on ``maps``, the rule fitted on them, its bias tuned; and the
+    border rule's parameters for comparison."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    x = np.concatenate([s["x"][s["known"]] for s in train])
-    y = np.concatenate([s["y"][s["known"]] for s in train])
-    clf = HistGradientBoostingClassifier(
-        max_iter=200, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=20, random_state=0
-    ).fit(x, y)
+    params, _ = tuned(maps, truths, "mutex")
+    edges = [known_edges(params, p, t) for p, t in zip(maps, truths, strict=True)]
+    x = np.concatenate([e[0] for e in edges])
+    y = np.concatenate([e[1] for e in edges])
+    rule = rule_from_trees(HistGradientBoostingClassifier(**TREES, random_state=0).fit(x, y))
 
-    def logit(x):
-        p = np.clip(clf.predict_proba(x)[:, 1], 1e-4, 1 - 1e-4)
-        return np.log(p / (1 - p))
+    def mean_score(bias):
+        step = replace(params, edge_rule=rule, edge_bias=bias)
+        return np.mean([v_rand(step, p, t) for p, t in zip(maps, truths, strict=True)])
 
-    return logit
+    bias = max(EDGE_BIASES, key=mean_score)
+    return replace(params, edge_rule=rule, edge_bias=bias), params
 
 
-def learned_edges(slices: dict[int, dict], truth: np.ndarray) -> dict[int, float]:
-    scores = {}
-    for block in FOLDS:
-        train = [s for k, s in slices.items() if k not in block]
-        logit = classifier(train)
+def v_rand(params, prob, truth) -> float:
+    return score_slice(instances_from_probability(prob, params), truth, grown=False).v_rand
 
-        def mean_score(items, bias, logit=logit):
-            return np.mean(
-                [
-                    score_slice(segment(s, logit(s["x"]) + bias), truth[s["k"]], grown=False).v_rand
-                    for s in items
-                ]
-            )
 
-        bias = max(BIASES, key=lambda b: mean_score(train, b))
-        for k in block:
-            scores[k] = mean_score([slices[k]], bias)
-        print(
-            f"block {block[0]}-{block[-1]}: bias {bias}, {np.mean([scores[k] for k in block]):.4f}",
-            flush=True,
-        )
-    return scores
+def pair_maps(args, pair: list[str], image) -> dict[int, np.ndarray]:
+    """The out-of-fold maps of one pair of fold models (cached)."""
+    name = "oof2_" + "_".join(Path(p).stem for p in pair) + f"_c{args.context_scale:g}.npz"
+    return cached(
+        args,
+        name,
+        lambda: {
+            s: m
+            for path, held in zip(pair, HOLDOUTS, strict=True)
+            for s, m in two_view_maps(path, image, held, args.context_scale).items()
+        },
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--folds", nargs="+", required=True)
+    ap.add_argument("--more-folds", nargs="*", default=[])
+    ap.add_argument("--score-only", nargs="*", default=[])
     ap.add_argument("--holdouts", nargs="+")
+    ap.add_argument("--context-scale", type=float, default=0.0)
     ap.add_argument("--cache", help="folder for the out-of-fold maps")
-    ap.add_argument("--no-image", action="store_true", help="probability features only")
+    ap.add_argument("--write-postprocessing", metavar="JSON")
     args = ap.parse_args()
     require_data()
     set_folds(args)
     image = np.asarray(read_tiff(ISBI / "train-volume.tif").data)
     truth = np.asarray(read_tiff(ISBI / "train-labels.tif").data)
-    name = "oof_" + "_".join(p.split("/")[-1].removesuffix(".keras") for p in args.folds)
-    maps = cached(
-        args,
-        name + ".npz",
-        lambda: {
-            s: m
-            for path, held in zip(args.folds, HOLDOUTS, strict=True)
-            for s, m in unet_probabilities(path, image, held).items()
-        },
-    )
-    grey = image.astype(np.float32) / 255
-    slices = {}
-    for k, prob in maps.items():
-        pieces = mutex_fragments(prob, SHIPPED)
-        frag = pieces.labels
-        u, v, n, x, mean = edge_features(frag, prob, None if args.no_image else grey[k])
-        y, known = edge_truth(frag, truth[k], u, v)
-        slices[k] = {"k": k, "pieces": pieces, "u": u, "v": v, "n": n}
-        slices[k] |= {"x": x, "y": y, "known": known, "mean": mean}
-    rule = cross_validate(maps, truth, step="mutex")["per_slice_v_rand"]
-    learned = learned_edges(slices, truth)
-    ceiling = {  # known edges by the truth, the others by the shipped rule
-        k: score_slice(
-            segment(s, np.where(s["known"], 2 * s["y"] - 1, 0.7 - s["mean"])), truth[k], grown=False
-        ).v_rand
-        for k, s in slices.items()
-    }
-    every = sorted(maps)
-    print(f"\n{'slice':>5} {'mutex rule':>10} {'learned':>8} {'ceiling':>8}")
-    for i, k in enumerate(every):
-        print(f"{k:>5} {rule[i]:>10.3f} {learned[k]:>8.3f} {ceiling[k]:>8.3f}")
-    print(
-        f"{'mean':>5} {np.mean(rule):>10.4f} {np.mean([learned[k] for k in every]):>8.4f} "
-        f"{np.mean([ceiling[k] for k in every]):>8.4f}"
-    )
+    paths = args.folds + args.more_folds
+    size = len(args.folds)
+    pairs = [paths[i : i + size] for i in range(0, len(paths), size)]
+    extra = [args.score_only[i : i + size] for i in range(0, len(args.score_only), size)]
+    sets = [pair_maps(args, pair, image) for pair in pairs]
+    scored = sets + [pair_maps(args, pair, image) for pair in extra]
+    rows = {"border rule": [{} for _ in scored], "learned rule": [{} for _ in scored]}
+    fitted_on = "_".join(Path(p).stem for p in paths) + f"_c{args.context_scale:g}"
+    for block in FOLDS:
+        others = [s for s in sorted(sets[0]) if s not in block]
+        steps = cached(
+            args,
+            f"steps_{fitted_on}_{block[0]}.json",
+            lambda others=others: [
+                step.to_dict()
+                for step in fitted_step(
+                    [m[s] for m in sets for s in others], [truth[s] for _ in sets for s in others]
+                )
+            ],
+        )
+        learned, border = (WatershedParams.from_dict(d) for d in steps)
+        print(f"block {block[0]}-{block[-1]}: {learned}, bias {learned.edge_bias}", flush=True)
+        for i, maps in enumerate(scored):
+            for s in block:
+                rows["border rule"][i][s] = v_rand(border, maps[s], truth[s])
+                rows["learned rule"][i][s] = v_rand(learned, maps[s], truth[s])
+    every = sorted(s for block in FOLDS for s in block)
+    for name, per_pair in rows.items():
+        figures = [np.mean([scores[s] for s in every]) for scores in per_pair]
+        print(
+            f"\n{name}: " + " / ".join(f"{f:.4f}" for f in figures), f"mean {np.mean(figures):.4f}"
+        )
+        for pair, scores in zip(pairs + extra, per_pair, strict=True):
+            print(f"  {Path(pair[0]).stem}: " + " ".join(f"{scores[s]:.3f}" for s in every))
+    if args.write_postprocessing:
+        learned, _ = fitted_step(
+            [m[s] for m in sets for s in every], [truth[s] for _ in sets for s in every]
+        )
+        Path(args.write_postprocessing).write_text(json.dumps(learned.to_dict()))
+        print(f"wrote {args.write_postprocessing}: bias {learned.edge_bias}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ benchmarks/benchmark.py). The git commit of the code is recorded in the model.
     python scripts/train_bundled_model.py --holdout 0-9 -o /work/ml-artifacts/fold0.keras
     python scripts/train_bundled_model.py --warm-start fold0.keras --no-vnc --steps 500 \\
         --learning-rate 2e-4 --seed 1 --holdout 0-9 -o fold0-stage2.keras
-    python scripts/train_bundled_model.py --set-postprocessing P.json -o M.keras  # no training
+    python scripts/train_bundled_model.py --set-postprocessing P.json [--context-scale 0.67] \
+        -o M.keras  # no training
 """
 
 from __future__ import annotations
@@ -106,21 +107,30 @@ def arguments(argv=None):
         metavar="JSON",
         help="do not train: store these watershed parameters in the -o model",
     )
+    p.add_argument(
+        "--context-scale",
+        type=float,
+        default=None,
+        help="with --set-postprocessing: also store this second view's scale (0: none)",
+    )
     return p.parse_args(argv)
 
 
-def set_postprocessing(model_path: str, params_path: str) -> int:
-    """Store cross-validation's watershed parameters in an already trained model."""
+def set_postprocessing(model_path: str, params_path: str, context_scale=None) -> int:
+    """Store cross-validation's instance step (and second view) in an already trained model."""
     from napari_em_unet.model.files import load_model, save_model
 
     model = load_model(model_path)
     model.info.postprocessing = json.loads(Path(params_path).read_text())
     model.info.trained_on[-1]["postprocessing"] = (
         "tuned on out-of-fold predictions (ISBI slices no fold model saw) by "
-        "benchmarks/benchmark.py"
+        "benchmarks/benchmark.py or benchmarks/learned_edges.py"
     )
+    if context_scale is not None:
+        model.info.context_scale = context_scale
     save_model(model.keras_model, model.info, model_path)
-    print(f"stored {model.info.postprocessing} in {model_path}")
+    shown = {k: v for k, v in model.info.postprocessing.items() if k != "edge_rule"}
+    print(f"stored {shown} (context scale {model.info.context_scale}) in {model_path}")
     return 0
 
 
@@ -132,7 +142,7 @@ def main(argv=None) -> int:
 
     args = arguments(argv)
     if args.set_postprocessing:
-        return set_postprocessing(args.output, args.set_postprocessing)
+        return set_postprocessing(args.output, args.set_postprocessing, args.context_scale)
     version = code_version()  # now: the checkout may change while this trains
     isbi = read_tiff(DATA / "isbi2012" / "train-volume.tif")
     isbi_labels = np.asarray(read_tiff(DATA / "isbi2012" / "train-labels.tif").data)

@@ -130,3 +130,22 @@ def test_a_black_section_gets_no_cells(tiny_model, small_stack):
     for r in results[1:3]:
         assert not r.result.any() and np.isnan(r.probability).all()
     assert all(np.isfinite(r.probability).all() for r in (results[0], results[3]))
+
+
+def test_a_second_wider_view_is_averaged_in(tiny_model, small_stack):
+    from dataclasses import replace
+
+    from napari_em_unet.segmentation.preprocessing import scaled_shape, zoom_to
+    from napari_em_unet.segmentation.tiling import SlicePredictor
+
+    raw = small_stack[0][0]
+    plane = normalize(raw)
+    net = tiny_model.keras_model
+    small = zoom_to(plane, scaled_shape(plane.shape, 0.5), order=1)
+    wide = zoom_to(predict_slice(net, small), plane.shape, order=1)
+    expected = (predict_slice(net, plane) + wide) / 2
+    model = replace(tiny_model, info=replace(tiny_model.info, context_scale=0.5))
+    prob, _ = SlicePredictor(model)(raw)
+    assert np.allclose(prob, expected, atol=1e-6)
+    plain, _ = SlicePredictor(tiny_model)(raw)
+    assert np.abs(prob - plain).max() > 1e-3  # the wider view does change the map

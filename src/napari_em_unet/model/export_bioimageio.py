@@ -67,6 +67,15 @@ def _file_stem(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:64] or "model"
 
 
+def _shown(info: ModelInfo) -> dict:
+    """The watershed parameters for the README; a learned edge rule's trees are named, not
+    listed."""
+    shown = dict(info.postprocessing)
+    if shown.get("edge_rule"):
+        shown["edge_rule"] = "learned (boosted trees, in the keras_v3 file)"
+    return shown
+
+
 def _readme(info: ModelInfo, formats: tuple[str, ...], multiple: int) -> str:
     px = f"{info.pixel_size_nm:g} nm" if info.pixel_size_nm else "not recorded"
     low, high = info.percentiles
@@ -92,7 +101,7 @@ A 2D U-Net that predicts the **membrane probability** of electron-microscopy sli
 
 ## Output
 - Membrane probability in [0, 1] (sigmoid), same shape as the input.
-- napari-em-unet turns it into cells with a watershed: `{json.dumps(info.postprocessing)}`.
+- napari-em-unet turns it into cells with a watershed: `{json.dumps(_shown(info))}`.
 
 ## Weights
 {", ".join(formats)}. The `keras_v3` file is the original; the others are conversions of it.

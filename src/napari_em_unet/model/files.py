@@ -63,6 +63,7 @@ def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
             f"{path.name} was written by a newer napari-em-unet (model format "
             f"{info.format_version}); please upgrade the package"
         )
+    _check_postprocessing(info, path)
     if not package.is_package(path):
         return LoadedModel(_load_keras(path, path.name), info, path)
     with package.extracted_keras(path) as (inner, member):
@@ -138,6 +139,17 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def _check_postprocessing(info: ModelInfo, path: Path) -> None:
+    """A damaged instance step (say, a truncated edge rule) fails here, at loading, in one
+    sentence, not halfway through a stack."""
+    from ..segmentation.watershed import WatershedParams
+
+    try:
+        WatershedParams.from_dict(info.postprocessing)
+    except ValueError as exc:
+        raise ModelFileError(f"{path.name} has a damaged instance step ({exc})") from None
 
 
 def existing_model_path(path) -> Path:

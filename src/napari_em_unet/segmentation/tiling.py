@@ -200,6 +200,9 @@ class SlicePredictor:
         flips: bool = False,
     ):
         self.factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
+        self.factors = [self.factor]
+        if 0 < model.info.context_scale < 1:
+            self.factors.append(self.factor * model.info.context_scale)
         self.percentiles = model.info.percentiles
         self.network = inference_model(model)
         # Traced here, in the caller's thread: tracing goes through Keras' thread-local
@@ -220,15 +223,18 @@ class SlicePredictor:
             # A lost section: say nothing rather than invent cells (NaN -> no labels).
             return np.full(original_shape, np.nan, dtype=np.float32), True
         plane = normalize(raw, self.percentiles)
-        if self.factor != 1.0:
-            plane = zoom_to(plane, scaled_shape(original_shape, self.factor), order=1)
-        prob = predict_slice(self.network, plane, **self.options)
-        if self.factor != 1.0:
-            prob = zoom_to(prob, original_shape, order=1)
-        prob = np.clip(prob, 0.0, 1.0)
+        views = [self._view(plane, factor) for factor in self.factors]
+        prob = np.clip(views[0] if len(views) == 1 else np.mean(views, axis=0), 0.0, 1.0)
         if missing is not None and missing.any():
             prob[missing] = np.nan  # no data there: no prediction either
         return prob, False
+
+    def _view(self, plane: np.ndarray, factor: float) -> np.ndarray:
+        """The probability of ``plane`` predicted at ``factor`` times its size, at its size."""
+        if factor == 1.0:
+            return predict_slice(self.network, plane, **self.options)
+        small = zoom_to(plane, scaled_shape(plane.shape, factor), order=1)
+        return zoom_to(predict_slice(self.network, small, **self.options), plane.shape, order=1)
 
 
 def read_slices(image, slices: Iterable[int] | None = None) -> tuple[int, Iterator]:

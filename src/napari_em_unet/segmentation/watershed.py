@@ -14,11 +14,12 @@ slices.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
 
+from .edge_rule import EdgeRule
 from .morphology import dilate, erode
 
 
@@ -64,16 +65,35 @@ class WatershedParams:
     border's mean probability is below ``merge_below`` join, most certain first, unless a
     darker border already parts them; then everything at or above ``threshold`` is
     membrane. Held-out ISBI: official V_rand 0.970 against 0.9654 (docs/design.md)."""
+    edge_rule: EdgeRule | None = field(default=None, compare=False, repr=False)
+    """With ``mutex``: a learned rule (:mod:`.edge_rule`) decides which touching regions
+    are one cell instead of ``merge_below``; its weights are shifted by ``edge_bias``."""
+    edge_bias: float = 0.0
+    """With ``edge_rule``: added to the rule's logit (higher: more merging)."""
+    edge_scale: float = 1.0
+    """With ``edge_rule``: how many model pixels one data pixel is (set by :meth:`at_scale`)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(replace(self, edge_rule=None))
+        del data["edge_rule"]
+        if self.edge_rule is not None:
+            data["edge_rule"] = self.edge_rule.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict | None) -> WatershedParams:
+        """Parameters from a model file's ``postprocessing``; ValueError when they are
+        not parameters (a damaged file)."""
         if not data:
             return cls()
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        values = {k: v for k, v in data.items() if k in names}
+        if values.get("edge_rule") is not None:
+            values["edge_rule"] = EdgeRule.from_dict(values["edge_rule"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ValueError(f"unusable watershed parameters ({exc})") from None
 
     def at_scale(self, factor: float) -> WatershedParams:
         """These parameters, chosen at the model's pixel size, for data whose pixels are
@@ -91,6 +111,7 @@ class WatershedParams:
             dark_cell_radius=(
                 max(1, round(self.dark_cell_radius / factor)) if self.dark_cell_radius else 0
             ),
+            edge_scale=self.edge_scale * factor,
         )
 
 
@@ -128,10 +149,8 @@ def watershed_labels(
     bands it spans are joined (:mod:`.stitching`).
     """
     if params.mutex:
-        from .mutex import mutex_merges
-
         pieces = mutex_fragments(probability, params)
-        merged = mutex_merges(pieces.labels, pieces.probability, params.merge_below)
+        merged = _mutex_lookup(pieces, params)
         return merged_fragments_as_cells(merged[pieces.labels], pieces, params)
     probability, missing = _with_missing_as_membrane(probability)
     smooth = _smooth(probability, params.sigma)
@@ -139,6 +158,20 @@ def watershed_labels(
     if params.dark_cell_radius > 0:
         labels = _with_dark_cells(labels, params.dark_cell_radius, missing)
     return labels
+
+
+def _mutex_lookup(pieces: Fragments, params: WatershedParams) -> np.ndarray:
+    """Which region each region of ``pieces`` ends in: by the learned edge rule when the
+    parameters carry one, else by the border's mean probability."""
+    if params.edge_rule is not None:
+        from .edge_rule import learned_merges
+
+        return learned_merges(
+            pieces.labels, pieces.probability, params.edge_rule, params.edge_bias, params.edge_scale
+        )
+    from .mutex import mutex_merges
+
+    return mutex_merges(pieces.labels, pieces.probability, params.merge_below)
 
 
 class Fragments(NamedTuple):
@@ -390,7 +423,7 @@ def tune_watershed(
     best_score = evaluate(best)
     for _ in range(3):
         improved = False
-        for names, values in (_MUTEX_VALUES if best.mutex else _TUNING_VALUES).items():
+        for names, values in _tuned_values(best).items():
             if names == _CUT_SEEDS and not cut_seeds:
                 continue  # 3-4x the tuning time, and the slowest watershed
             for value in values:
@@ -432,6 +465,21 @@ on: a network's borders are fainter on data unlike its training data, and the mu
 merging below 0.75-0.8, which ISBI's tuning slices sometimes prefer by 0.002-0.003, joined
 true cells there (FIB-SEM-like proxy out of the box, the same networks: 0.48-0.76 against
 0.67-0.81; docs/design.md, "Merging above 0.7")."""
+
+
+def _tuned_values(params: WatershedParams) -> dict:
+    """The values the tuner tries from ``params``: a learned edge rule is shifted by its
+    bias where the border rule moves ``merge_below``."""
+    if not params.mutex:
+        return _TUNING_VALUES
+    if params.edge_rule is None:
+        return _MUTEX_VALUES
+    others = {k: v for k, v in _MUTEX_VALUES.items() if k != "merge_below"}
+    return {"edge_bias": EDGE_BIASES} | others
+
+
+EDGE_BIASES = (-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
+"""The biases tried for a learned edge rule (docs/design.md, "A learned edge rule")."""
 
 
 def _changes(names: str | tuple[str, ...], value) -> dict:
