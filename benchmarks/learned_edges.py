@@ -4,14 +4,14 @@ The mutex step decides which touching fragments are one cell from each border's 
 probability (``segmentation/mutex.py``); the learned rule (``segmentation/edge_rule.py``)
 decides from 15 measurements of the border and its two fragments on the same map. This
 script fits the rule and measures it on ISBI slices no fitting saw. Fold-model pairs
-(``--folds`` and any ``--more-folds``) give out-of-fold maps; with ``--context-scale``
-each map is the product's two-view map (the slice, and the slice shrunk by that factor,
-averaged). For each ISBI block of 5, on the other blocks' maps of every pair: the mutex
-watershed is tuned (fragments, threshold, dark cells), the trees are fitted on the edges
-whose two sides lie in known ground-truth cells, and the rule's bias is tuned; then the
-block is segmented with them. Printed side by side, per pair: the mutex step with its
-border rule (tuned the same way) and with the learned rule. scikit-learn is needed here
-(``pip install scikit-learn``), not in the product.
+(``--folds`` and any ``--more-folds``) give out-of-fold maps, each predicted at the
+``--views`` scales and averaged as the product does (``ModelInfo.view_scales``; ``1
+0.67``: the slice and the slice shrunk to 0.67). For each ISBI block of 5, on the other
+blocks' maps of every pair: the mutex watershed is tuned (fragments, threshold, dark
+cells), the trees are fitted on the edges whose two sides lie in known ground-truth cells,
+and the rule's bias is tuned; then the block is segmented with them. Printed side by side,
+per pair: the mutex step with its border rule (tuned the same way) and with the learned
+rule. scikit-learn is needed here (``pip install scikit-learn``), not in the product.
 
 ``--score-only`` pairs are scored with the steps fitted on the others and take no part in
 fitting (a pair trained after the rule was chosen: the clean figure). ``--write-postprocessing
@@ -19,7 +19,7 @@ P.json`` stores the instance step fitted on all the maps (what
 ``scripts/train_bundled_model.py --set-postprocessing`` puts in the bundled model).
 
     python benchmarks/learned_edges.py --folds F0.keras F1.keras [--more-folds ...] \\
-        --holdouts 0-9 10-19 [--score-only G0.keras G1.keras] [--context-scale 0.67] \\
+        --holdouts 0-9 10-19 [--score-only G0.keras G1.keras] [--views 1 0.67] \\
         [--cache DIR] [--write-postprocessing P]
 """
 
@@ -47,12 +47,12 @@ from napari_em_unet.segmentation.watershed import (
 TREES = {"max_iter": 200, "learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 20}
 
 
-def two_view_maps(path: str, image, slices, context_scale: float) -> dict[int, np.ndarray]:
+def view_maps(path: str, image, slices, views: list[float]) -> dict[int, np.ndarray]:
     from napari_em_unet.model.files import load_model
     from napari_em_unet.segmentation.tiling import predict_stack
 
     model = load_model(path)
-    model.info.context_scale = context_scale
+    model.info.view_scales = list(views)
     return {
         r.index: r.probability
         for r in predict_stack(model, image, slices=slices, pixel_size_nm=4.0)
@@ -120,16 +120,20 @@ def v_rand(params, prob, truth) -> float:
     return score_slice(instances_from_probability(prob, params), truth, grown=False).v_rand
 
 
+def views_tag(args) -> str:
+    return "-".join(f"{v:g}" for v in args.views)
+
+
 def pair_maps(args, pair: list[str], image) -> dict[int, np.ndarray]:
     """The out-of-fold maps of one pair of fold models (cached)."""
-    name = "oof2_" + "_".join(Path(p).stem for p in pair) + f"_c{args.context_scale:g}.npz"
+    name = "oof2_" + "_".join(Path(p).stem for p in pair) + f"_v{views_tag(args)}.npz"
     return cached(
         args,
         name,
         lambda: {
             s: m
             for path, held in zip(pair, HOLDOUTS, strict=True)
-            for s, m in two_view_maps(path, image, held, args.context_scale).items()
+            for s, m in view_maps(path, image, held, args.views).items()
         },
     )
 
@@ -140,7 +144,7 @@ def main() -> None:
     ap.add_argument("--more-folds", nargs="*", default=[])
     ap.add_argument("--score-only", nargs="*", default=[])
     ap.add_argument("--holdouts", nargs="+")
-    ap.add_argument("--context-scale", type=float, default=0.0)
+    ap.add_argument("--views", type=float, nargs="+", default=[1.0])
     ap.add_argument("--cache", help="folder for the out-of-fold maps")
     ap.add_argument("--write-postprocessing", metavar="JSON")
     args = ap.parse_args()
@@ -155,7 +159,7 @@ def main() -> None:
     sets = [pair_maps(args, pair, image) for pair in pairs]
     scored = sets + [pair_maps(args, pair, image) for pair in extra]
     rows = {"border rule": [{} for _ in scored], "learned rule": [{} for _ in scored]}
-    fitted_on = "_".join(Path(p).stem for p in paths) + f"_c{args.context_scale:g}"
+    fitted_on = "_".join(Path(p).stem for p in paths) + f"_v{views_tag(args)}"
     for block in FOLDS:
         others = [s for s in sorted(sets[0]) if s not in block]
         steps = cached(

@@ -18,7 +18,7 @@ benchmarks/benchmark.py). The git commit of the code is recorded in the model.
     python scripts/train_bundled_model.py --holdout 0-9 -o /work/ml-artifacts/fold0.keras
     python scripts/train_bundled_model.py --warm-start fold0.keras --no-vnc --steps 500 \\
         --learning-rate 2e-4 --seed 1 --holdout 0-9 -o fold0-stage2.keras
-    python scripts/train_bundled_model.py --set-postprocessing P.json [--context-scale 0.67] \
+    python scripts/train_bundled_model.py --set-postprocessing P.json [--views 1 0.67] \
         -o M.keras  # no training
 """
 
@@ -108,15 +108,16 @@ def arguments(argv=None):
         help="do not train: store these watershed parameters in the -o model",
     )
     p.add_argument(
-        "--context-scale",
+        "--views",
         type=float,
+        nargs="+",
         default=None,
-        help="with --set-postprocessing: also store this second view's scale (0: none)",
+        help="with --set-postprocessing: also store these view scales (ModelInfo.view_scales)",
     )
     return p.parse_args(argv)
 
 
-def set_postprocessing(model_path: str, params_path: str, context_scale=None) -> int:
+def set_postprocessing(model_path: str, params_path: str, views=None) -> int:
     """Store cross-validation's instance step (and second view) in an already trained model."""
     from napari_em_unet.model.files import load_model, save_model
 
@@ -126,11 +127,11 @@ def set_postprocessing(model_path: str, params_path: str, context_scale=None) ->
         "tuned on out-of-fold predictions (ISBI slices no fold model saw) by "
         "benchmarks/benchmark.py or benchmarks/learned_edges.py"
     )
-    if context_scale is not None:
-        model.info.context_scale = context_scale
+    if views is not None:
+        model.info.view_scales = list(views)
     save_model(model.keras_model, model.info, model_path)
     shown = {k: v for k, v in model.info.postprocessing.items() if k != "edge_rule"}
-    print(f"stored {shown} (context scale {model.info.context_scale}) in {model_path}")
+    print(f"stored {shown} (views {model.info.view_scales}) in {model_path}")
     return 0
 
 
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
 
     args = arguments(argv)
     if args.set_postprocessing:
-        return set_postprocessing(args.output, args.set_postprocessing, args.context_scale)
+        return set_postprocessing(args.output, args.set_postprocessing, args.views)
     version = code_version()  # now: the checkout may change while this trains
     isbi = read_tiff(DATA / "isbi2012" / "train-volume.tif")
     isbi_labels = np.asarray(read_tiff(DATA / "isbi2012" / "train-labels.tif").data)

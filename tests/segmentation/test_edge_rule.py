@@ -118,3 +118,14 @@ def test_a_model_with_a_damaged_rule_is_refused_in_one_sentence(tiny_model, tmp_
     path = save_model(tiny_model.keras_model, info, tmp_path / "damaged.keras")
     with pytest.raises(ModelFileError, match="damaged instance step"):
         load_model(path)
+
+
+def test_a_model_with_unusable_view_scales_is_refused(tiny_model, tmp_path):
+    from napari_em_unet.errors import ModelFileError
+    from napari_em_unet.model.files import load_model, save_model
+
+    for scales in ([], [0.0], ["big"], 0.67):
+        info = replace(tiny_model.info, view_scales=scales)
+        path = save_model(tiny_model.keras_model, info, tmp_path / "views.keras")
+        with pytest.raises(ModelFileError, match="view scales"):
+            load_model(path)

@@ -144,8 +144,10 @@ def test_a_second_wider_view_is_averaged_in(tiny_model, small_stack):
     small = zoom_to(plane, scaled_shape(plane.shape, 0.5), order=1)
     wide = zoom_to(predict_slice(net, small), plane.shape, order=1)
     expected = (predict_slice(net, plane) + wide) / 2
-    model = replace(tiny_model, info=replace(tiny_model.info, context_scale=0.5))
+    model = replace(tiny_model, info=replace(tiny_model.info, view_scales=[1.0, 0.5]))
     prob, _ = SlicePredictor(model)(raw)
     assert np.allclose(prob, expected, atol=1e-6)
     plain, _ = SlicePredictor(tiny_model)(raw)
     assert np.abs(prob - plain).max() > 1e-3  # the wider view does change the map
+    alone = replace(tiny_model, info=replace(tiny_model.info, view_scales=[0.5]))
+    assert np.allclose(SlicePredictor(alone)(raw)[0], wide, atol=1e-6)

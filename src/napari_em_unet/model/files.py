@@ -63,7 +63,7 @@ def load_model(path: str | os.PathLike | None = None) -> LoadedModel:
             f"{path.name} was written by a newer napari-em-unet (model format "
             f"{info.format_version}); please upgrade the package"
         )
-    _check_postprocessing(info, path)
+    _check_inference(info, path)
     if not package.is_package(path):
         return LoadedModel(_load_keras(path, path.name), info, path)
     with package.extracted_keras(path) as (inner, member):
@@ -141,15 +141,22 @@ def save_model(model, info: ModelInfo, path: str | os.PathLike) -> Path:
     return path
 
 
-def _check_postprocessing(info: ModelInfo, path: Path) -> None:
-    """A damaged instance step (say, a truncated edge rule) fails here, at loading, in one
-    sentence, not halfway through a stack."""
+def _check_inference(info: ModelInfo, path: Path) -> None:
+    """A damaged instance step (say, a truncated edge rule) or view list fails here, at
+    loading, in one sentence, not halfway through a stack."""
     from ..segmentation.watershed import WatershedParams
 
     try:
         WatershedParams.from_dict(info.postprocessing)
     except ValueError as exc:
         raise ModelFileError(f"{path.name} has a damaged instance step ({exc})") from None
+    scales = info.view_scales
+    if not (
+        isinstance(scales, list)
+        and scales
+        and all(isinstance(s, int | float) and 0.25 <= s <= 4 for s in scales)
+    ):
+        raise ModelFileError(f"{path.name} has unusable view scales ({scales!r})")
 
 
 def existing_model_path(path) -> Path:

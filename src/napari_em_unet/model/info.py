@@ -35,10 +35,10 @@ class ModelInfo:
     )
     membrane_width_px: float = 3.0
     postprocessing: dict = field(default_factory=dict)
-    context_scale: float = 0.0
-    """When set (0 < s < 1), each slice is also predicted shrunk by this factor, where the
-    network sees more of a large cell, and the two maps are averaged (docs/design.md,
-    "A second, wider view")."""
+    view_scales: list = field(default_factory=lambda: [1.0])
+    """The sizes, relative to the model's pixel size, at which each slice is predicted;
+    the maps are averaged. A slice shrunk to 0.67 shows the network more of a large cell
+    (docs/design.md, "A second, wider view and a learned edge rule")."""
     trained_on: list = field(default_factory=list)
     base_model: str | None = None
     epochs: int = 0

@@ -200,9 +200,7 @@ class SlicePredictor:
         flips: bool = False,
     ):
         self.factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
-        self.factors = [self.factor]
-        if 0 < model.info.context_scale < 1:
-            self.factors.append(self.factor * model.info.context_scale)
+        self.factors = [self.factor * float(scale) for scale in model.info.view_scales]
         self.percentiles = model.info.percentiles
         self.network = inference_model(model)
         # Traced here, in the caller's thread: tracing goes through Keras' thread-local
@@ -231,7 +229,7 @@ class SlicePredictor:
 
     def _view(self, plane: np.ndarray, factor: float) -> np.ndarray:
         """The probability of ``plane`` predicted at ``factor`` times its size, at its size."""
-        if factor == 1.0:
+        if abs(factor - 1.0) < 1e-9:
             return predict_slice(self.network, plane, **self.options)
         small = zoom_to(plane, scaled_shape(plane.shape, factor), order=1)
         return zoom_to(predict_slice(self.network, small, **self.options), plane.shape, order=1)
