@@ -108,6 +108,8 @@ def test_a_rule_travels_in_the_parameters_and_a_damaged_one_is_refused():
         one_split(N_FEATURES, 0.5, 1.0, -1.0)
     with pytest.raises(ValueError, match="children"):
         EdgeRule(0.0, [[MEAN, 0, 0]], [[0.5, 0, 0]], [[1, 0, 0]], [[3, 0, 0]], [[0, 1.0, -1.0]])
+    with pytest.raises(ValueError, match="loop"):  # node 1 leads back to the root
+        EdgeRule(0.0, [[MEAN, MEAN, 0]], [[0.5, 0.5, 0]], [[1, 0, 0]], [[2, 2, 0]], [[0, 0, 1.0]])
 
 
 def test_a_model_with_a_damaged_rule_is_refused_in_one_sentence(tiny_model, tmp_path):

@@ -117,11 +117,12 @@ class EdgeRule:
         self._feature = np.where(leaf, 0, self.feature).ravel()
         self._threshold = self.threshold.ravel()
         self._value = self.value.ravel()
+        flat_leaf = leaf.ravel()
         node, self._depth = offset.ravel(), 0
-        while not leaf.ravel()[node].all():
+        while (inner := node[~flat_leaf[node]]).size:
             if self._depth > width:
                 raise ValueError("an edge rule's trees must not loop")
-            node = np.concatenate([self._left[node], self._right[node]])
+            node = np.concatenate([self._left[inner], self._right[inner]])
             self._depth += 1
 
     def to_dict(self) -> dict:
