@@ -62,8 +62,9 @@ def view_maps(path: str, image, slices, views: list[float]) -> dict[int, np.ndar
 def known_edges(params, prob: np.ndarray, truth: np.ndarray):
     """The rule's measurements of every edge whose two fragments lie mostly in ground-truth
     cells, and whether those are one cell (1) or two (0)."""
-    frag = mutex_fragments(prob, params).labels
-    u, v, _, x = edge_features(frag, np.where(np.isnan(prob), 1.0, prob))
+    pieces = mutex_fragments(prob, params)
+    frag = pieces.labels
+    u, v, _, x = edge_features(frag, pieces.probability)
     gt = objects(truth)
     inside = gt > 0
     m = int(gt.max()) + 1
