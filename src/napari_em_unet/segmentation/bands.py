@@ -36,12 +36,12 @@ from .tiling import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
     IMAGE_MARGIN,
-    _forward,
     _predict_tiles,
     _size_multiple,
     _tile_length,
     _tile_starts,
     _window,
+    network_forward,
 )
 
 READ_ROWS = 256
@@ -284,7 +284,8 @@ class TileRows:
     ) -> Iterator[int]:
         """Push probability rows (the image's, margin removed) into ``sink`` as each row of
         tiles is finished; yield the number of tiles predicted after every batch."""
-        forward, done = _forward(self.keras_model), 0
+        # One slice at a time here, every core on it (memory).
+        forward, done = network_forward(self.keras_model, workers=1), 0
         total = np.zeros((self.tile_h, self.core_w), dtype=np.float32)
         for i, top in enumerate(self.starts_h):
             padded = self._padded(source, top)

@@ -76,7 +76,9 @@ def segment_stack(
     params = params or params_for_data(
         model.info.postprocessing, model.info.pixel_size_nm, pixel_size_nm
     )
-    predictor = SlicePredictor(model, pixel_size_nm=pixel_size_nm, **predict_options)
+    predictor = SlicePredictor(
+        model, pixel_size_nm=pixel_size_nm, workers=workers, **predict_options
+    )
     total, raw_slices = read_slices(image, slices)
 
     def work(item):
