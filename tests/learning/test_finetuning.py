@@ -335,3 +335,37 @@ def test_the_fine_tuned_weights_are_the_mean_of_the_last_epochs(tiny_model, stac
     # The result is their mean, not the last epoch's weights.
     for mine, first, second in zip(tuned.get_weights(), *snapshots, strict=True):
         np.testing.assert_allclose(mine, (first + second) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_validation_and_checks_see_the_maps_segmentation_makes(
+    dark_is_membrane, stack, monkeypatch
+):
+    """A model averaging two views is validated on averaged maps, not on its first view."""
+    from dataclasses import replace
+
+    from napari_em_unet.learning import finetuning
+
+    image, labels = stack
+    base = replace(dark_is_membrane, info=replace(dark_is_membrane.info, view_scales=[1.0, 0.5]))
+    seen = []
+
+    def recorded(model, plane, factors, **options):
+        seen.append(list(factors))
+        return real(model, plane, factors, **options)
+
+    real = finetuning.predict_views
+    monkeypatch.setattr(finetuning, "predict_views", recorded)
+    result = drain(
+        train(
+            image,
+            labels,
+            base=base,
+            slices=[1, 2],
+            validation_slices=[5],
+            check_slices=[6],
+            pixel_size_nm=4.0,
+            config=QUICK.replace(epochs=1),
+        )
+    )
+    assert seen and all(factors == [1.0, 0.5] for factors in seen)
+    assert result.model.info.view_scales == [1.0, 0.5]  # kept by the fine-tuned model

@@ -198,3 +198,21 @@ def test_mirror_indices_are_numpys_symmetric_padding():
                 np.arange(length)[_mirror(positions, length)],
                 np.pad(np.arange(length), (before, after), mode="symmetric"),
             )
+
+
+@pytest.mark.parametrize("pixel_size", [None, 5.3])
+def test_a_model_with_two_views_in_rows_equals_the_whole_slice(tiny_model, pixel_size, tmp_path):
+    from dataclasses import replace
+
+    model = replace(tiny_model, info=replace(tiny_model.info, view_scales=[1.0, 0.6]))
+    volume = open_volume(_with_holes(_image((150, 130))))
+    options = {"pixel_size_nm": pixel_size, "tile_size": 64, "overlap": 16}
+    expected = next(predict_stack(model, volume, **options)).probability
+    one_view = next(predict_stack(tiny_model, volume, **options)).probability
+    sink = Rows()
+    records = list(predict_rows(model, volume, 0, sink, scratch_dir=tmp_path, **options))
+    np.testing.assert_allclose(sink.array, expected, atol=1e-6, equal_nan=True)
+    assert np.nanmax(np.abs(sink.array - one_view)) > 1e-3  # the second view is in it
+    tiles = [total for _, total in records]
+    assert records[-1][0] == tiles[0] and len(set(tiles)) == 1  # one count over both views
+    assert list(tmp_path.iterdir()) == []  # the running sum's scratch file is gone

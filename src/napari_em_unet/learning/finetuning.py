@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..segmentation.preprocessing import normalize, scaled_shape, zoom_to
-from ..segmentation.tiling import predict_slice
+from ..segmentation.tiling import predict_views
 from ..segmentation.watershed import WatershedParams, instances_from_probability, tune_watershed
 from .config import TrainConfig
 from .metrics import score_slice
@@ -234,6 +234,8 @@ class BaseComparison:
         Held-out corrected data; the whole corrected slices (to see how familiar they are).
     check : list of np.ndarray
         Uncorrected planes at the model's scale.
+    views : list of float
+        The model's ``view_scales``: every map here is averaged over them, as the segmentation's.
     """
 
     def __init__(
@@ -244,16 +246,18 @@ class BaseComparison:
         corrected: list[LabelledPlane],
         check: list[np.ndarray],
         config: TrainConfig,
+        views: list[float] | tuple[float, ...] = (1.0,),
     ):
         self.params, self.validation, self.check, self.config = params, validation, check, config
+        self.views = list(views)
         self.base_check = [
-            instances_from_probability(predict_slice(base_model, c), params) for c in check
+            instances_from_probability(self.predict(base_model, c), params) for c in check
         ]
         self.base_v_rand = _v_rand(
-            [predict_slice(base_model, v.image) for v in validation], validation, params
+            [self.predict(base_model, v.image) for v in validation], validation, params
         )
         self.base_corrected_v_rand = _v_rand(
-            [predict_slice(base_model, c.image) for c in corrected], corrected, params
+            [self.predict(base_model, c.image) for c in corrected], corrected, params
         )
         self.familiar = (
             self.base_corrected_v_rand is not None
@@ -261,17 +265,20 @@ class BaseComparison:
         )
         self.change_budget = config.change_budget if self.familiar else None
 
+    def predict(self, model, plane: np.ndarray) -> np.ndarray:
+        return predict_views(model, plane, self.views)
+
     def measure(
         self, model, params: WatershedParams | None = None, checks: int | None = None
     ) -> tuple[float | None, float | None, list]:
         """Validation V_rand, largest change on the first ``checks`` check slices (all by
         default), and the validation probabilities (for tuning the watershed)."""
         params = params or self.params
-        probabilities = [predict_slice(model, v.image) for v in self.validation]
+        probabilities = [self.predict(model, v.image) for v in self.validation]
         count = len(self.check) if checks is None else min(checks, len(self.check))
         changes = [
             1.0
-            - score_slice(instances_from_probability(predict_slice(model, c), params), base).v_rand
+            - score_slice(instances_from_probability(self.predict(model, c), params), base).v_rand
             for c, base in zip(self.check[:count], self.base_check[:count], strict=True)
         ]
         return (

@@ -536,6 +536,7 @@ def _fine_tuner(
         [LabelledPlane(s.image, s.labels) for s in whole],
         check_planes,
         config,
+        views=base.info.view_scales,
     )
     anchors = []
     if comparison.familiar and config.anchor_share > 0:

@@ -327,12 +327,15 @@ def predict_rows(
     overlap: int = DEFAULT_OVERLAP,
     batch_size: int = DEFAULT_BATCH,
     flips: bool = False,
+    scratch_dir=None,
 ) -> Iterator[tuple[int, int]]:
     """Push the membrane probability of slice ``index`` of ``volume`` into ``sink``, in rows.
 
     Equal to ``predict_stack(model, volume, slices=[index], ...)`` within float rounding,
-    with only a row of tiles in memory. Yields ``(tiles done, tiles)`` after every batch;
-    only ``(0, 0)`` for a slice that shows nothing (all NaN, as in the whole-slice path).
+    with only a row of tiles in memory (and, for a model with several views, their running
+    sum in a file in ``scratch_dir``, default the temporary folder). Yields ``(tiles done,
+    tiles)`` after every batch, over all views; only ``(0, 0)`` for a slice that shows
+    nothing (all NaN, as in the whole-slice path).
     """
     height, width = volume.shape[1:]
     levels = slice_levels(volume, index, model.info.percentiles)
@@ -344,11 +347,60 @@ def predict_rows(
         yield 0, 0
         return
     factor = resample_factor(pixel_size_nm, model.info.pixel_size_nm)
-    shape = scaled_shape((height, width), factor) if factor != 1.0 else (height, width)
-    if shape != (height, width):
-        out = ZoomSink(out, shape, (height, width))
-    grid = TileRows(inference_model(model), shape, tile_size, overlap)
-    source = RowBuffer(_model_scale_rows(volume, index, levels, shape, READ_ROWS), shape[1])
-    for done in grid.predict(source, out, batch_size, flips):
-        yield done, grid.tiles
-    out.close()
+    network, full = inference_model(model), (height, width)
+    factors = [factor * float(scale) for scale in model.info.view_scales]
+    shapes = [full if abs(f - 1.0) < 1e-9 else scaled_shape(full, f) for f in factors]
+    grids = [TileRows(network, shape, tile_size, overlap) for shape in shapes]
+    tiles, before = sum(grid.tiles for grid in grids), 0
+    with _ViewMean(out, len(grids), full, scratch_dir) as views:
+        for grid, view in zip(grids, views, strict=True):
+            into = view if grid.shape == full else ZoomSink(view, grid.shape, full)
+            chunks = _model_scale_rows(volume, index, levels, grid.shape, READ_ROWS)
+            for done in grid.predict(RowBuffer(chunks, grid.shape[1]), into, batch_size, flips):
+                yield before + done, tiles
+            before += grid.tiles
+            into.close()
+
+
+class _ViewMean:
+    """Sinks, one per view of a slice (``ModelInfo.view_scales``), that push the views'
+    mean into ``out``: every view but the last is added up in a scratch file on disk (the
+    slice may not fit in memory), the last one's rows leave averaged. One view: ``out``."""
+
+    def __init__(self, out, count: int, shape: tuple[int, int], folder=None):
+        from ..io.scratch import ScratchRows
+
+        self.out, self.count = out, count
+        self.store = ScratchRows(shape, np.float32, folder) if count > 1 else None
+
+    def __enter__(self) -> list:
+        if self.store is None:
+            return [self.out]
+        return [_AddedUp(self.store) for _ in range(self.count - 1)] + [
+            _AddedUp(self.store, then=self.out, divide=self.count)
+        ]
+
+    def __exit__(self, *exc) -> bool:
+        if self.store is not None:
+            self.store.close()
+        return False
+
+
+class _AddedUp:
+    """Adds rows pushed in order to those of ``store``; with ``then``, pushes the sums
+    divided by ``divide`` on instead of storing them."""
+
+    def __init__(self, store, then=None, divide: int = 1):
+        self.store, self.then, self.divide, self.row = store, then, divide, 0
+
+    def push(self, rows: np.ndarray) -> None:
+        start, self.row = self.row, self.row + len(rows)
+        total = self.store.read(start, self.row) + rows
+        if self.then is None:
+            self.store.write(start, total)
+        else:
+            self.then.push(total / np.float32(self.divide))
+
+    def close(self) -> None:
+        if self.then is not None:
+            self.then.close()

@@ -139,6 +139,7 @@ def segment_slice_in_bands(
         "tile_size": bands.tile_size,
         **predict_kwargs,
         "pixel_size_nm": pixel_size_nm,
+        "scratch_dir": scratch_dir,
     }
 
     def record(stage, tiles=(0, 0), band_count=(0, 0), written=0) -> BandProgress:

@@ -196,6 +196,21 @@ def _reflect_pad(image: np.ndarray, out_h: int, out_w: int, margin: int) -> np.n
     return np.pad(image, pad, mode="symmetric")
 
 
+def predict_views(keras_model, plane: np.ndarray, factors, **options) -> np.ndarray:
+    """The probability of one normalised slice averaged over its views: ``plane`` predicted
+    at each of ``factors`` times its size (a model's ``view_scales``), each brought back to
+    its size. ``options``: those of :func:`predict_slice`."""
+    views = [_view(keras_model, plane, float(factor), options) for factor in factors]
+    return views[0] if len(views) == 1 else np.mean(views, axis=0)
+
+
+def _view(keras_model, plane: np.ndarray, factor: float, options: dict) -> np.ndarray:
+    if abs(factor - 1.0) < 1e-9:
+        return predict_slice(keras_model, plane, **options)
+    small = zoom_to(plane, scaled_shape(plane.shape, factor), order=1)
+    return zoom_to(predict_slice(keras_model, small, **options), plane.shape, order=1)
+
+
 class SlicePredictor:
     """The per-slice step of :func:`predict_stack`: one raw slice in, its probability out.
 
@@ -236,18 +251,10 @@ class SlicePredictor:
             # A lost section: say nothing rather than invent cells (NaN -> no labels).
             return np.full(original_shape, np.nan, dtype=np.float32), True
         plane = normalize(raw, self.percentiles)
-        views = [self._view(plane, factor) for factor in self.factors]
-        prob = np.clip(views[0] if len(views) == 1 else np.mean(views, axis=0), 0.0, 1.0)
+        prob = np.clip(predict_views(self.network, plane, self.factors, **self.options), 0, 1)
         if missing is not None and missing.any():
             prob[missing] = np.nan  # no data there: no prediction either
         return prob, False
-
-    def _view(self, plane: np.ndarray, factor: float) -> np.ndarray:
-        """The probability of ``plane`` predicted at ``factor`` times its size, at its size."""
-        if abs(factor - 1.0) < 1e-9:
-            return predict_slice(self.network, plane, **self.options)
-        small = zoom_to(plane, scaled_shape(plane.shape, factor), order=1)
-        return zoom_to(predict_slice(self.network, small, **self.options), plane.shape, order=1)
 
 
 def read_slices(image, slices: Iterable[int] | None = None) -> tuple[int, Iterator]:
