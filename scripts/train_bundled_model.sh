@@ -10,7 +10,7 @@
 #   3. benchmarks/benchmark.py: cross-validated scores of the first pair, and the instance
 #      step tuned on all three pairs' out-of-fold maps (the seeded or the mutex watershed,
 #      whichever scores better there: the mutex one since 2026-12-05; merging capped at
-#      0.7), which is stored in the shipped model (since 2026-12-06: one pair before).
+#      0.7), which was stored in the shipped model until step 4 replaced it;
 # A CPU run is not bit for bit repeatable: a rebuild is the same recipe, not the same bytes.
 # Fold models and parameters live outside the repository ($WORK).
 set -euo pipefail
@@ -31,5 +31,13 @@ done
 python benchmarks/benchmark.py --folds "${FOLDS[@]:0:2}" --more-folds "${FOLDS[@]:2}" \
   --holdouts 0-9 10-19 --cache "$WORK/bench_cache" --skip-speed \
   --write-postprocessing "$WORK/cv/postprocessing.json"
+# 4. since 2026-12-06 (docs/design.md, "A second, wider view and a learned edge rule"): the
+#    instance step on two-view maps (the slice and the slice shrunk to 0.67, averaged), its
+#    borders decided by boosted trees fitted on the same 60 out-of-fold maps; it replaces
+#    step 3's parameters in the model (scikit-learn is needed here: pip install scikit-learn).
+python benchmarks/learned_edges.py --folds "${FOLDS[@]:0:2}" --more-folds "${FOLDS[@]:2}" \
+  --holdouts 0-9 10-19 --views 1 0.67 --cache "$WORK/le_cache" \
+  --write-postprocessing "$WORK/cv/instance_step.json"
 cp "$WORK/final_all.keras" "$MODEL"
-python scripts/train_bundled_model.py --set-postprocessing "$WORK/cv/postprocessing.json" -o "$MODEL"
+python scripts/train_bundled_model.py --set-postprocessing "$WORK/cv/instance_step.json" \
+  --views 1 0.67 -o "$MODEL"
