@@ -18,8 +18,9 @@ def test_import_and_tiff_reading_do_not_import_tensorflow(tmp_path):
         from napari_em_unet.analysis import measure, proofread
         from napari_em_unet.io import voxel_size
         from napari_em_unet.model.files import read_info, bundled_model_path
+        from napari_em_unet.segmentation import tiling, pipeline
         tiff_io.read_tiff({str(tmp_path / "x.tif")!r})
-        heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
+        heavy = [m for m in ("tensorflow", "keras", "openvino") if m in sys.modules]
         print(",".join(heavy) or "clean")
         """
     )

@@ -70,3 +70,21 @@ def test_a_conversion_that_disagrees_is_not_used(openvino_on, monkeypatch, tiny_
     traced = _forward(network)
     monkeypatch.setattr(openvino_runtime, "MEAN_TOLERANCE", -1.0)
     assert openvino_runtime.bfloat16_forward(network, traced, streams=5) is None
+
+
+def test_em_unet_segment_says_how_the_network_ran(tiny_model_path, small_stack, tmp_path, capsys):
+    import tifffile
+
+    from napari_em_unet.cli import main
+
+    image = tmp_path / "stack.tif"
+    tifffile.imwrite(image, small_stack[0])
+    for runtime, said in (("openvino", "bfloat16 (OpenVINO)"), ("tensorflow", "float32")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(openvino_runtime.RUNTIME_ENV, runtime)
+            out = tmp_path / f"{runtime}.tif"
+            assert (
+                main(["segment", str(image), "-o", str(out), "--model", str(tiny_model_path)]) == 0
+            )
+        assert f"network in {said}" in capsys.readouterr().err
+        assert tifffile.imread(out).shape == small_stack[0].shape

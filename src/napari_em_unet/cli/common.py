@@ -96,6 +96,15 @@ def where_run(args) -> str:
     )
 
 
+def network_note(args) -> str:
+    """How this process ran the network, for a segmenting command's summary ("" on workers)."""
+    if args.scheduler or args.workers:
+        return ""
+    from ..model.openvino_runtime import in_use
+
+    return ", network in " + ("bfloat16 (OpenVINO)" if in_use() else "float32 (TensorFlow)")
+
+
 def warn_no_signal(slices: list[int]) -> None:
     if slices:
         from ..slices import format_slices

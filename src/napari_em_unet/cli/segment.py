@@ -6,7 +6,7 @@ import sys
 
 from ..errors import InputError
 from ..outputs import check_output
-from .common import progress_bar, warn_no_signal, where_run
+from .common import network_note, progress_bar, warn_no_signal, where_run
 from .link import drive_link, link_params, link_voxel_size
 
 
@@ -41,7 +41,7 @@ def cmd_segment(args) -> int:
     )
     print(
         f"wrote {args.output} ({output.value}, shape {output_shape(volume)}, {where_run(args)}"
-        f"{rate}; {time.perf_counter() - started:.1f} s in all)",
+        f"{network_note(args)}{rate}; {time.perf_counter() - started:.1f} s in all)",
         file=sys.stderr,
     )
     return 0
@@ -154,7 +154,8 @@ def _segment_and_link(args, volume, output, predict, started) -> int:
         first_kind=lambda r: not isinstance(r, LinkProgress),
     )
     print(
-        f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {where_run(args)}; "
+        f"wrote {args.output} (3D objects, shape {output_shape(volume)}, {where_run(args)}"
+        f"{network_note(args)}; "
         f"{result}; voxel {voxel_text}; {time.perf_counter() - started:.1f} s in all)",
         file=sys.stderr,
     )

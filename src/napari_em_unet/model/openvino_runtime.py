@@ -33,6 +33,7 @@ MEAN_TOLERANCE = 0.02
 
 _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
+_last = [False]
 
 
 def wanted() -> bool:
@@ -44,13 +45,18 @@ def bfloat16_forward(network, tf_forward, streams: int) -> Callable | None:
     ``network`` on OpenVINO in bfloat16 with ``streams`` requests at once, or None when
     TensorFlow should predict (see the module's docstring). ``tf_forward`` is the traced
     TensorFlow function of ``network``, which OpenVINO converts."""
-    if not wanted():
-        return None
     with _lock:
-        per_streams = _compiled.setdefault(network, {})
+        per_streams = _compiled.setdefault(network, {}) if wanted() else {streams: None}
         if streams not in per_streams:
             per_streams[streams] = _Compiled.make(tf_forward, streams)
+        _last[0] = per_streams[streams] is not None
         return per_streams[streams]
+
+
+def in_use() -> bool:
+    """Whether the network prepared last in this process predicts on OpenVINO (for the
+    CLI's summary: a command prepares one)."""
+    return _last[0]
 
 
 class _Compiled:
