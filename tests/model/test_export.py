@@ -285,3 +285,12 @@ def test_zips_that_are_not_our_packages_are_refused(tmp_path, package):
     with pytest.raises(ModelFileError) as err:
         load_model(garbage)
     assert "\n" not in str(err.value)
+
+
+def test_the_package_readme_says_how_views_are_averaged():
+    from napari_em_unet.model.info import ModelInfo
+
+    plain = export_bioimageio._readme(ModelInfo(name="one"), ("keras_v3",), 16)
+    two = export_bioimageio._readme(ModelInfo(name="two", view_scales=[1.0, 0.67]), ("onnx",), 16)
+    assert "times its size" not in plain
+    assert "resized to 1, 0.67 times its size" in two

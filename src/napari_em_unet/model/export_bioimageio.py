@@ -76,6 +76,17 @@ def _shown(info: ModelInfo) -> dict:
     return shown
 
 
+def _views_line(info: ModelInfo) -> str:
+    scales = [float(s) for s in info.view_scales]
+    if scales == [1.0]:
+        return ""
+    shown = ", ".join(f"{s:g}" for s in scales)
+    return (
+        f"- Before that it averages the probabilities of the slice resized to {shown} times "
+        "its size (each brought back to the slice's size, linear interpolation).\n"
+    )
+
+
 def _readme(info: ModelInfo, formats: tuple[str, ...], multiple: int) -> str:
     px = f"{info.pixel_size_nm:g} nm" if info.pixel_size_nm else "not recorded"
     low, high = info.percentiles
@@ -102,7 +113,7 @@ A 2D U-Net that predicts the **membrane probability** of electron-microscopy sli
 ## Output
 - Membrane probability in [0, 1] (sigmoid), same shape as the input.
 - napari-em-unet turns it into cells with a watershed: `{json.dumps(_shown(info))}`.
-
+{_views_line(info)}
 ## Weights
 {", ".join(formats)}. The `keras_v3` file is the original; the others are conversions of it.
 The `keras_v3` file is also a napari-em-unet model file: `em-unet segment --model` and the
