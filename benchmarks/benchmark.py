@@ -31,7 +31,12 @@ medians of ``--repeats`` alternating rounds.
 
     python benchmarks/benchmark.py --folds F0.keras F1.keras [--holdouts 0-9 10-19] \\
         [--first-stage S0.keras S1.keras] [--model M.keras] [--write-postprocessing P.json] \\
-        [--more-folds F0b.keras F1b.keras ...] [--cache DIR] [--repeats 2]
+        [--more-folds F0b.keras F1b.keras ...] [--cache DIR] [--repeats 2] \\
+        [--learned-views 1 0.67]
+
+``--learned-views`` adds the bundled model's instance step since 2026-12-06 (the maps of
+every pair averaged over those views, the learned edge rule): its steps are fitted per
+block on all pairs as ``learned_edges.py`` does, which also writes what the model stores.
 """
 
 from __future__ import annotations
@@ -122,6 +127,16 @@ def arguments():
         help="the U-Net rows' instance step, tuned on the other blocks: the seeded watershed, "
         "the mutex watershed, or the better of the two there (default); the random forest's "
         "row keeps the seeded watershed",
+    )
+    p.add_argument(
+        "--learned-views",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="SCALE",
+        help="also the bundled model's instance step: the maps averaged over these views "
+        "(1 0.67) and the learned edge rule, each block's step fitted on the other blocks of "
+        "every pair (benchmarks/learned_edges.py's protocol; needs scikit-learn)",
     )
     p.add_argument("--skip-speed", action="store_true", help="accuracy only")
     p.add_argument("--skip-accuracy", action="store_true", help="speed only")
@@ -292,6 +307,9 @@ def accuracy(args, tmp: Path) -> dict:
             maps, truth, cut_seeds=args.cut_seeds, tune_on=plain, step=args.instance_step
         )
         print(f"cross-validated {key} done", flush=True)
+    if args.learned_views:
+        results["views + learned rule"] = learned_rule_scores(args, image, truth)
+        print("cross-validated views + learned rule done", flush=True)
     if not args.skip_forest:
         key = "_".join(f"{h[0]}-{h[-1]}" for h in HOLDOUTS)
         maps = cached(
@@ -331,6 +349,41 @@ def accuracy(args, tmp: Path) -> dict:
     if args.write_postprocessing:
         Path(args.write_postprocessing).write_text(json.dumps(params.to_dict()))
     return results
+
+
+def learned_rule_scores(args, image, truth) -> dict:
+    """The bundled model's instance step held out, on every pair of fold models: views
+    averaged, borders decided by the learned rule (``learned_edges.py``); per block and
+    pooled, the mean over the pairs."""
+    import learned_edges
+
+    options = argparse.Namespace(views=args.learned_views, cache=args.cache)
+    paths = args.folds + args.more_folds
+    pairs = [paths[i : i + len(args.folds)] for i in range(0, len(paths), len(args.folds))]
+    sets = [learned_edges.pair_maps(options, pair, image) for pair in pairs]
+    labels = [{} for _ in sets]
+    for block in FOLDS:
+        step, _ = learned_edges.block_steps(options, paths, sets, truth, block)
+        for maps, out in zip(sets, labels, strict=True):
+            out.update({s: instances_from_probability(maps[s], step) for s in block})
+    every = sorted(s for block in FOLDS for s in block)
+    runs = [score_stack(np.stack([out[s] for s in every]), truth[every]) for out in labels]
+    maps = [score_stack(np.stack([m[s] for s in every]), truth[every], grown=False) for m in sets]
+    per_slice = np.mean([[p.v_rand for p in run.per_slice] for run in runs], axis=0)
+    return {
+        "folds": [
+            {
+                "slices": f"{b[0]}-{b[-1]}",
+                "v_rand": float(np.mean([per_slice[every.index(s)] for s in b])),
+            }
+            for b in FOLDS
+        ],
+        "v_rand": float(np.mean([r.v_rand for r in runs])),
+        "v_info": float(np.mean([r.v_info for r in runs])),
+        "per_pair_v_rand": [r.v_rand for r in runs],
+        "probability_map": {"v_rand": float(np.mean([m.v_rand for m in maps]))},
+        "views": args.learned_views,
+    }
 
 
 def more_out_of_fold_maps(args, image) -> list[dict]:
@@ -433,11 +486,18 @@ def report(acc: dict, sec: dict) -> None:
         "new": "new bundled recipe",
         "new, flips": "new bundled recipe + test-time flips (watershed tuned without)",
         "first stage": "new bundled recipe, first stage only",
+        "views + learned rule": "new bundled recipe, views + learned edge rule (as shipped), "
+        "mean over the pairs",
     }
+    # The speed rows time the bundled model (--model): with --learned-views that is the
+    # row of its step, not the one-view row of the recipe.
+    timed = {key: key for key in names}
+    if "views + learned rule" in acc:
+        timed.update({"views + learned rule": "new", "new": None})
     for key, label in names.items():
         if key not in acc:
             continue
-        r = acc[key]
+        r, clock = acc[key], timed[key]
         rows.append(
             (
                 label,
@@ -445,8 +505,8 @@ def report(acc: dict, sec: dict) -> None:
                 f"{r['v_rand']:.4f}",
                 f"{r['v_info']:.4f}",
                 f"{r['probability_map']['v_rand']:.4f}",
-                f"{sec.get(key, float('nan')):.3f}",
-                f"{sec['classic'] / sec[key]:.1f}x" if key in sec else "-",
+                f"{sec.get(clock, float('nan')):.3f}",
+                f"{sec['classic'] / sec[clock]:.1f}x" if clock in sec else "-",
             )
         )
     rows.append(
@@ -463,6 +523,9 @@ def report(acc: dict, sec: dict) -> None:
         f"watershed chosen on 16-19): {json.dumps(acc['previous'])}; "
         f"{sec['previous']:.3f} s / slice ({sec['classic'] / sec['previous']:.1f}x)"
     )
+    if "views + learned rule" in acc:
+        runs = acc["views + learned rule"]["per_pair_v_rand"]
+        print("views + learned rule, V_rand per pair:", " / ".join(f"{v:.4f}" for v in runs))
     print("shipped watershed parameters:", json.dumps(acc["shipped_postprocessing"]))
 
 

@@ -13,6 +13,13 @@ and the rule's bias is tuned; then the block is segmented with them. Printed sid
 per pair: the mutex step with its border rule (tuned the same way) and with the learned
 rule. scikit-learn is needed here (``pip install scikit-learn``), not in the product.
 
+The maps are predicted as the product predicts them: in bfloat16 on OpenVINO where the CPU
+has it, else (or with ``EM_UNET_RUNTIME=tensorflow``) in TensorFlow's float32; the cache
+keeps the two apart. The per-block steps are cached by fold models and views only: a cache
+folder fits them once, on the maps of its first run. The bundled model's were fitted on
+float32 maps (before the bfloat16 path existed), and a run on that cache scores the
+bfloat16 maps with them, as the product segments.
+
 ``--score-only`` pairs are scored with the steps fitted on the others and take no part in
 fitting (a pair trained after the rule was chosen: the clean figure). ``--write-postprocessing
 P.json`` stores the instance step fitted on all the maps (what
@@ -126,8 +133,12 @@ def views_tag(args) -> str:
 
 
 def pair_maps(args, pair: list[str], image) -> dict[int, np.ndarray]:
-    """The out-of-fold maps of one pair of fold models (cached)."""
-    name = "oof2_" + "_".join(Path(p).stem for p in pair) + f"_v{views_tag(args)}.npz"
+    """The out-of-fold maps of one pair of fold models (cached; those predicted in bfloat16,
+    the product's default where the CPU has it, apart from TensorFlow's float32 ones)."""
+    from napari_em_unet.model.openvino_runtime import available
+
+    runtime = "_bf16" if available() else ""
+    name = "oof2_" + "_".join(Path(p).stem for p in pair) + f"_v{views_tag(args)}{runtime}.npz"
     return cached(
         args,
         name,
@@ -137,6 +148,25 @@ def pair_maps(args, pair: list[str], image) -> dict[int, np.ndarray]:
             for s, m in view_maps(path, image, held, args.views).items()
         },
     )
+
+
+def block_steps(args, paths: list[str], sets: list[dict], truth, block: list[int]):
+    """The learned and the border-rule step for ``block``, tuned and fitted on the other
+    blocks' maps of every pair in ``sets`` (cached by the fold models and views)."""
+    fitted_on = "_".join(Path(p).stem for p in paths) + f"_v{views_tag(args)}"
+    others = [s for s in sorted(sets[0]) if s not in block]
+    steps = cached(
+        args,
+        f"steps_{fitted_on}_{block[0]}.json",
+        lambda: [
+            step.to_dict()
+            for step in fitted_step(
+                [m[s] for m in sets for s in others], [truth[s] for _ in sets for s in others]
+            )
+        ],
+    )
+    learned, border = (WatershedParams.from_dict(d) for d in steps)
+    return learned, border
 
 
 def main() -> None:
@@ -160,20 +190,8 @@ def main() -> None:
     sets = [pair_maps(args, pair, image) for pair in pairs]
     scored = sets + [pair_maps(args, pair, image) for pair in extra]
     rows = {"border rule": [{} for _ in scored], "learned rule": [{} for _ in scored]}
-    fitted_on = "_".join(Path(p).stem for p in paths) + f"_v{views_tag(args)}"
     for block in FOLDS:
-        others = [s for s in sorted(sets[0]) if s not in block]
-        steps = cached(
-            args,
-            f"steps_{fitted_on}_{block[0]}.json",
-            lambda others=others: [
-                step.to_dict()
-                for step in fitted_step(
-                    [m[s] for m in sets for s in others], [truth[s] for _ in sets for s in others]
-                )
-            ],
-        )
-        learned, border = (WatershedParams.from_dict(d) for d in steps)
+        learned, border = block_steps(args, paths, sets, truth, block)
         print(f"block {block[0]}-{block[-1]}: {learned}, bias {learned.edge_bias}", flush=True)
         for i, maps in enumerate(scored):
             for s in block:

@@ -40,6 +40,17 @@ def wanted() -> bool:
     return os.environ.get(RUNTIME_ENV, "").strip().lower() != "tensorflow"
 
 
+def available() -> bool:
+    """Whether networks would be converted here: wanted, installed, a CPU with bfloat16."""
+    if not wanted():
+        return False
+    try:
+        import openvino as ov
+    except ImportError:
+        return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def bfloat16_forward(network, tf_forward, streams: int) -> Callable | None:
     """A thread-safe ``batch (N, H, W, 1) -> probabilities (N, H, W, 1)`` running
     ``network`` on OpenVINO in bfloat16 with ``streams`` requests at once, or None when
@@ -66,13 +77,11 @@ class _Compiled:
 
     @classmethod
     def make(cls, tf_forward, streams: int) -> _Compiled | None:
-        try:
-            import openvino as ov
-        except ImportError:
+        if not available():
             return None
+        import openvino as ov
+
         core = ov.Core()
-        if "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-            return None
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
         config = {
             "INFERENCE_PRECISION_HINT": "bf16",
