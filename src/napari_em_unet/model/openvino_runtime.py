@@ -57,11 +57,14 @@ def bfloat16_forward(network, tf_forward, streams: int) -> Callable | None:
     TensorFlow should predict (see the module's docstring). ``tf_forward`` is the traced
     TensorFlow function of ``network``, which OpenVINO converts."""
     with _lock:
-        per_streams = _compiled.setdefault(network, {}) if wanted() else {streams: None}
-        if streams not in per_streams:
-            per_streams[streams] = _Compiled.make(tf_forward, streams)
-        _last[0] = per_streams[streams] is not None
-        return per_streams[streams]
+        found = None
+        if wanted():
+            per_streams = _compiled.setdefault(network, {})
+            if streams not in per_streams:
+                per_streams[streams] = _Compiled.make(tf_forward, streams)
+            found = per_streams[streams]
+        _last[0] = found is not None
+        return found
 
 
 def in_use() -> bool:
