@@ -357,6 +357,8 @@ def learned_rule_scores(args, image, truth) -> dict:
     pooled, the mean over the pairs."""
     import learned_edges
 
+    # learned_edges reads the folds from the imported module, not this one run as a script.
+    learned_edges.HOLDOUTS[:], learned_edges.FOLDS[:] = HOLDOUTS, FOLDS
     options = argparse.Namespace(views=args.learned_views, cache=args.cache)
     paths = args.folds + args.more_folds
     pairs = [paths[i : i + len(args.folds)] for i in range(0, len(paths), len(args.folds))]
