@@ -38,7 +38,7 @@ from .object_view import ObjectViewControls
 from .ordering import CallbackQueue, if_alive
 from .worker_results import Refused
 
-DEFAULT_BIAS = 0.4
+DEFAULT_BIAS = 0.3
 
 
 def linking_module():

@@ -53,11 +53,12 @@ class LinkParams:
     defaults (chosen on synthetic volumes, see docs/linking.md).
     """
 
-    bias: float = 0.4
+    bias: float = 0.3
     """The split/merge control, in (0, 1). Every edge's evidence is shifted by logit(bias):
     **higher joins more** (fewer split objects, more merged ones), lower splits more.
-    0.5 adds nothing. The default, 0.4, had the best mean 3D V_rand on the tuning volumes
-    with the shipped model (benchmarks/linking.py, docs/linking.md)."""
+    0.5 adds nothing. The default, 0.3, had the best mean 3D V_rand on the tuning volumes
+    with the shipped model (0.879 against 0.873 at 0.4 with the two-view model of
+    2026-12-06; benchmarks/linking.py, docs/linking.md)."""
     min_sections: int = 1
     """Objects present in fewer sections are dropped (their voxels become 0)."""
     max_gap_nm: float = 50.0
