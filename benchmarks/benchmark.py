@@ -528,7 +528,11 @@ def report(acc: dict, sec: dict) -> None:
     if "views + learned rule" in acc:
         runs = acc["views + learned rule"]["per_pair_v_rand"]
         print("views + learned rule, V_rand per pair:", " / ".join(f"{v:.4f}" for v in runs))
-    print("shipped watershed parameters:", json.dumps(acc["shipped_postprocessing"]))
+    # Since 2026-12-06 the bundled model stores learned_edges.py's step instead.
+    print(
+        "instance step tuned on all out-of-fold maps (--write-postprocessing):",
+        json.dumps(acc["shipped_postprocessing"]),
+    )
 
 
 def main() -> None:
