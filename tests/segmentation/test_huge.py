@@ -192,14 +192,19 @@ def test_cli_says_when_the_disk_is_too_full(crops, tmp_path, capsys, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.tif"]
 
 
-def test_a_huge_slice_needs_no_more_memory_than_a_band(bundled, crops, monkeypatch):
+@pytest.mark.parametrize("views", [[1.0], [1.0, 0.67]])
+def test_a_huge_slice_needs_no_more_memory_than_a_band(bundled, crops, monkeypatch, views):
     """numpy allocations traced: a slice 4x as tall peaks like the short one (same width).
 
-    What does grow is a few bytes per cell (the table of ids), not per pixel.
+    What does grow is a few bytes per cell (the table of ids), not per pixel. A second,
+    resampled view holds up to a chunk of rows more at the start of its pass, which the
+    short slice's rows do not fill (+11 % from 800 to 3200 rows, +3 % from 3200 to 6400);
+    a copy of the slice would add 2.8 MB, over 60 %.
     """
     import contextlib
     import gc
     import tracemalloc
+    from dataclasses import replace
 
     from napari_em_unet.segmentation import preprocessing
 
@@ -225,7 +230,8 @@ def test_a_huge_slice_needs_no_more_memory_than_a_band(bundled, crops, monkeypat
     # has more chances to catch the unluckiest moment (+10% once on a loaded CI machine).
     # Without the thread the peak is what the code needs, the same in every run.
     monkeypatch.setattr(huge, "ThreadPoolExecutor", lambda *a, **k: contextlib.nullcontext())
+    bundled = replace(bundled, info=replace(bundled.info, view_scales=views))
     peak(short)  # warm-up (with 256-pixel tiles, both have several rows of tiles)
     small, large = peak(short), peak(tall)
-    assert large < small * 1.1, (small, large)
+    assert large < small * (1.1 if len(views) == 1 else 1.2), (small, large)
     assert huge.Bands().batch_size == 1
